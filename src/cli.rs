@@ -1,0 +1,123 @@
+//! Command-line flags, parsed once with clap. Every flag also reads the
+//! environment variable `RISKSTREAM_<FLAG>`.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// riskstream: streaming payment risk scoring over gRPC.
+#[derive(Debug, Parser)]
+#[command(name = "riskstream", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log filter (tracing-subscriber syntax), e.g. `info` or `riskstream=debug`.
+    #[arg(long, global = true, env = "RISKSTREAM_LOG", default_value = "info")]
+    pub log: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once
+pub enum Command {
+    /// Serve the RiskScorer gRPC API.
+    Serve(ServeArgs),
+    /// Train a model and write its model file.
+    Train(TrainArgs),
+}
+
+/// Flags of `riskstream serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// gRPC listen address.
+    #[arg(long, env = "RISKSTREAM_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: String,
+    /// Prometheus listen address for /metrics ("off" to disable).
+    #[arg(
+        long,
+        env = "RISKSTREAM_METRICS_LISTEN",
+        default_value = "127.0.0.1:9464"
+    )]
+    pub metrics_listen: String,
+    /// Model file to load.
+    #[arg(long, env = "RISKSTREAM_MODEL", default_value = "models/default.json")]
+    pub model: PathBuf,
+    /// Scores at or above it are elevated risk.
+    #[arg(long, env = "RISKSTREAM_ELEVATED_THRESHOLD", default_value_t = 65)]
+    pub elevated_threshold: u32,
+    /// Scores at or above it are highest risk.
+    #[arg(long, env = "RISKSTREAM_HIGHEST_THRESHOLD", default_value_t = 75)]
+    pub highest_threshold: u32,
+    /// Action for elevated risk: allow, review (the elevated-review setting) or request-3ds.
+    #[arg(long, env = "RISKSTREAM_ELEVATED_ACTION", default_value = "allow")]
+    pub elevated_action: String,
+    /// Action for highest risk: block, review, request-3ds or allow.
+    #[arg(long, env = "RISKSTREAM_HIGHEST_ACTION", default_value = "block")]
+    pub highest_action: String,
+    /// Share of payments (0–1) in the holdout, whose reported score is perturbed.
+    #[arg(long, env = "RISKSTREAM_HOLDOUT_RATE", default_value_t = 0.01)]
+    pub holdout_rate: f64,
+    /// Secret key of the holdout draw (random per process when absent).
+    #[arg(long, env = "RISKSTREAM_HOLDOUT_KEY", hide_env_values = true)]
+    pub holdout_key: Option<String>,
+    /// Append one JSON line per scored payment (true and reported score, propensity) to this file.
+    #[arg(long, env = "RISKSTREAM_DECISION_LOG")]
+    pub decision_log: Option<PathBuf>,
+    /// How long open calls get to finish after SIGTERM/SIGINT.
+    #[arg(long, env = "RISKSTREAM_SHUTDOWN_GRACE", default_value = "10s")]
+    pub shutdown_grace: String,
+    /// Largest accepted request message in bytes; larger ones are rejected with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "RISKSTREAM_MAX_MESSAGE_BYTES", default_value_t = 256 * 1024)]
+    pub max_message_bytes: usize,
+    /// Most insights per outcome (at most 8).
+    #[arg(long, env = "RISKSTREAM_MAX_INSIGHTS", default_value_t = 5)]
+    pub max_insights: usize,
+    /// How far in the future a timestamp may be before it is rejected.
+    #[arg(long, env = "RISKSTREAM_MAX_CLOCK_SKEW", default_value = "5m")]
+    pub max_clock_skew: String,
+    /// JSON file of initial list entries: {"block_email": ["a@example.com"], "allow_ip": [...]}.
+    #[arg(long, env = "RISKSTREAM_LISTS")]
+    pub lists: Option<PathBuf>,
+    /// Most registered payment methods; further registrations get RESOURCE_EXHAUSTED.
+    #[arg(
+        long,
+        env = "RISKSTREAM_MAX_PAYMENT_METHODS",
+        default_value_t = 20_000_000
+    )]
+    pub max_payment_methods: usize,
+    /// Most velocity keys per kind (card, email, IP, device) before idle keys are evicted early.
+    #[arg(long, env = "RISKSTREAM_MAX_WINDOW_KEYS", default_value_t = 5_000_000)]
+    pub max_window_keys: usize,
+    /// Most recent payments remembered for feedback.
+    #[arg(long, env = "RISKSTREAM_MAX_PAYMENTS", default_value_t = 20_000_000)]
+    pub max_payments: usize,
+    /// How long a payment is remembered for feedback.
+    #[arg(long, env = "RISKSTREAM_PAYMENT_RETENTION", default_value = "120days")]
+    pub payment_retention: String,
+    /// How often idle velocity keys and old payments are forgotten.
+    #[arg(long, env = "RISKSTREAM_SWEEP_INTERVAL", default_value = "60s")]
+    pub sweep_interval: String,
+}
+
+/// Flags of `riskstream train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Train on synthetic sessions generated in process from --seed.
+    #[arg(long, env = "RISKSTREAM_SYNTHETIC", required = true)]
+    pub synthetic: bool,
+    /// Seed of the synthetic traffic.
+    #[arg(long, env = "RISKSTREAM_SEED", default_value_t = 1)]
+    pub seed: u64,
+    /// Customers in the synthetic population.
+    #[arg(long, env = "RISKSTREAM_CUSTOMERS", default_value_t = 20_000)]
+    pub customers: u32,
+    /// Days of synthetic traffic.
+    #[arg(long, env = "RISKSTREAM_DAYS", default_value_t = 30)]
+    pub days: u32,
+    /// Model version to write (default: derived from the seed).
+    #[arg(long, env = "RISKSTREAM_VERSION")]
+    pub version: Option<String>,
+    /// Where to write the model file.
+    #[arg(long, env = "RISKSTREAM_OUT")]
+    pub out: PathBuf,
+}

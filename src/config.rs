@@ -1,0 +1,232 @@
+//! Validated configuration: raw flags ([`crate::cli`]) become typed settings
+//! here, or a [`ConfigError`] that names the flag.
+
+use crate::cli::ServeArgs;
+use crate::decision::holdout::Holdout;
+use crate::decision::{Action, Policy};
+use crate::engine::EngineConfig;
+use crate::server::ServerOptions;
+use crate::state::{List, StoreLimits};
+use std::collections::BTreeMap;
+use std::hash::BuildHasher;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A flag value that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The flag's value is invalid.
+    #[error("--{flag}: {message}")]
+    Invalid {
+        /// The flag, without dashes.
+        flag: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The lists file could not be used.
+    #[error("--lists {path}: {message}")]
+    Lists {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn invalid(flag: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        flag,
+        message: message.into(),
+    }
+}
+
+/// Everything `serve` needs, checked.
+#[derive(Debug)]
+pub struct ServeConfig {
+    /// gRPC address.
+    pub listen: SocketAddr,
+    /// Prometheus address, or `None` when disabled.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Model file.
+    pub model: PathBuf,
+    /// Scoring settings.
+    pub engine: EngineConfig,
+    /// Whether the holdout key was given (draws are stable across restarts).
+    pub holdout_key_given: bool,
+    /// Decision log file, if any.
+    pub decision_log: Option<PathBuf>,
+    /// gRPC server settings.
+    pub server: ServerOptions,
+    /// In-process store bounds.
+    pub store: StoreLimits,
+    /// Initial list entries.
+    pub lists: Vec<(List, String)>,
+}
+
+fn duration(flag: &'static str, s: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(s).map_err(|e| {
+        invalid(
+            flag,
+            format!("{s:?} is not a duration ({e}); e.g. 10s, 500ms, 2m"),
+        )
+    })
+}
+
+fn action(flag: &'static str, s: &str) -> Result<Action, ConfigError> {
+    Action::parse(s).ok_or_else(|| {
+        invalid(
+            flag,
+            format!("{s:?} is not one of allow, review, block, request-3ds"),
+        )
+    })
+}
+
+/// Reads a lists file: a JSON object from list name to an array of values.
+fn lists(path: &PathBuf) -> Result<Vec<(List, String)>, ConfigError> {
+    let err = |message: String| ConfigError::Lists {
+        path: path.clone(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let map: BTreeMap<String, Vec<String>> = serde_json::from_str(&text).map_err(|e| {
+        err(format!(
+            "{e}; expected {{\"block_email\": [\"a@example.com\"], …}}"
+        ))
+    })?;
+    let mut out = Vec::new();
+    for (name, values) in map {
+        let list = List::from_name(&name).ok_or_else(|| {
+            let names: Vec<_> = List::ALL.iter().map(|l| l.name()).collect();
+            err(format!(
+                "unknown list {name:?}; lists are {}",
+                names.join(", ")
+            ))
+        })?;
+        for v in values {
+            let v = if matches!(list, List::BlockEmail | List::AllowEmail) {
+                v.to_lowercase()
+            } else if matches!(list, List::BlockIp | List::AllowIp) {
+                let ip: std::net::IpAddr = v
+                    .parse()
+                    .map_err(|_| err(format!("{name}: {v:?} is not an IP address")))?;
+                ip.to_canonical().to_string()
+            } else {
+                v
+            };
+            out.push((list, v));
+        }
+    }
+    Ok(out)
+}
+
+/// A random 64-bit value from the OS-seeded hasher keys.
+pub fn random_u64() -> u64 {
+    std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64)
+}
+
+impl ServeConfig {
+    /// Validates the raw `serve` flags.
+    pub fn from_args(a: &ServeArgs) -> Result<ServeConfig, ConfigError> {
+        let listen: SocketAddr = a.listen.parse().map_err(|_| {
+            invalid(
+                "listen",
+                format!("{:?} is not an address like 127.0.0.1:50051", a.listen),
+            )
+        })?;
+        let metrics_listen = match a.metrics_listen.as_str() {
+            "" | "off" => None,
+            s => Some(s.parse().map_err(|_| {
+                invalid(
+                    "metrics-listen",
+                    format!("{s:?} is not an address like 127.0.0.1:9464 (or \"off\")"),
+                )
+            })?),
+        };
+        for (flag, v) in [
+            ("elevated-threshold", a.elevated_threshold),
+            ("highest-threshold", a.highest_threshold),
+        ] {
+            if !(1..=99).contains(&v) {
+                return Err(invalid(flag, format!("{v} is outside 1..=99")));
+            }
+        }
+        if a.elevated_threshold > a.highest_threshold {
+            return Err(invalid(
+                "elevated-threshold",
+                format!(
+                    "{} is above --highest-threshold {}",
+                    a.elevated_threshold, a.highest_threshold
+                ),
+            ));
+        }
+        if !(0.0..=1.0).contains(&a.holdout_rate) {
+            return Err(invalid(
+                "holdout-rate",
+                format!("{} is outside 0..=1", a.holdout_rate),
+            ));
+        }
+        let key = match &a.holdout_key {
+            Some(k) if !k.is_empty() => k.as_bytes().to_vec(),
+            _ => {
+                let mut k = random_u64().to_le_bytes().to_vec();
+                k.extend_from_slice(&random_u64().to_le_bytes());
+                k
+            }
+        };
+        let policy = Policy {
+            elevated_threshold: a.elevated_threshold,
+            highest_threshold: a.highest_threshold,
+            elevated_action: action("elevated-action", &a.elevated_action)?,
+            highest_action: action("highest-action", &a.highest_action)?,
+        };
+        let skew = duration("max-clock-skew", &a.max_clock_skew)?;
+        if a.max_insights > crate::engine::MAX_INSIGHTS {
+            return Err(invalid(
+                "max-insights",
+                format!(
+                    "{} is more than {}",
+                    a.max_insights,
+                    crate::engine::MAX_INSIGHTS
+                ),
+            ));
+        }
+        if a.max_message_bytes < 1024 {
+            return Err(invalid("max-message-bytes", "must be at least 1024"));
+        }
+        let grace = duration("shutdown-grace", &a.shutdown_grace)?;
+        let sweep = duration("sweep-interval", &a.sweep_interval)?;
+        if sweep.is_zero() {
+            return Err(invalid("sweep-interval", "must be positive"));
+        }
+        let retention = duration("payment-retention", &a.payment_retention)?;
+        Ok(ServeConfig {
+            listen,
+            metrics_listen,
+            model: a.model.clone(),
+            engine: EngineConfig {
+                policy,
+                holdout: Holdout::new(a.holdout_rate, &key),
+                max_insights: a.max_insights,
+                max_future_skew_ms: skew.as_millis().min(i64::MAX as u128) as i64,
+            },
+            holdout_key_given: a.holdout_key.as_deref().is_some_and(|k| !k.is_empty()),
+            decision_log: a.decision_log.clone(),
+            server: ServerOptions {
+                max_message_bytes: a.max_message_bytes,
+                shutdown_grace: grace,
+                sweep_interval: sweep,
+            },
+            store: StoreLimits {
+                max_payment_methods: a.max_payment_methods,
+                max_window_keys: a.max_window_keys,
+                max_payments: a.max_payments,
+                payment_retention_ms: retention.as_millis().min(i64::MAX as u128) as i64,
+            },
+            lists: match &a.lists {
+                Some(p) => lists(p)?,
+                None => Vec::new(),
+            },
+        })
+    }
+}

@@ -1,0 +1,694 @@
+//! The scoring engine: one synchronous call per request, from a proto message
+//! to an answer, through validation, state, features, model, holdout and
+//! decision. The gRPC server, the tools and the benches all call it; nothing
+//! here awaits.
+
+use crate::decision::holdout::Holdout;
+use crate::decision::{Action, Context, Policy, RiskLevel, Verdict};
+use crate::decision_log::{DecisionLog, DecisionRecord};
+use crate::domain::{MethodKind, ObjectKind, Payment, RegisteredMethod, Session};
+use crate::error::ServiceError;
+use crate::features::{self, Feature, FeatureVector, NUM_FEATURES};
+use crate::metrics::{EventKind, Metrics};
+use crate::model::{ModelHandle, score_map::sigmoid};
+use crate::proto;
+use crate::state::{List, Observation, Store};
+use crate::validate::{self, Clock, FieldError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Scoring settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Thresholds and actions.
+    pub policy: Policy,
+    /// Holdout share and key.
+    pub holdout: Holdout,
+    /// Most insights returned per outcome.
+    pub max_insights: usize,
+    /// How far in the future a timestamp may be, in ms.
+    pub max_future_skew_ms: i64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            policy: Policy::default(),
+            holdout: Holdout::new(0.0, b""),
+            max_insights: 5,
+            max_future_skew_ms: 5 * 60 * 1000,
+        }
+    }
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    model: ModelHandle,
+    config: EngineConfig,
+    metrics: Metrics,
+    log: Option<DecisionLog>,
+    warned: AtomicBool,
+}
+
+/// What [`Engine::prepare`] resolves for one payment.
+struct Prepared<'a> {
+    ctx: Context,
+    features: Option<FeatureVector>,
+    creation_session: Option<Arc<Session>>,
+    card_fingerprint: Option<&'a str>,
+    email: Option<&'a str>,
+    customer_id: Option<&'a str>,
+}
+
+/// The scoring engine. Cheap to clone; every clone shares state and model.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+/// Up to this many insights are kept per assessment.
+pub const MAX_INSIGHTS: usize = 8;
+
+/// The full result of assessing one payment.
+#[derive(Debug, Clone)]
+pub struct Assessment {
+    /// Reported risk level.
+    pub level: RiskLevel,
+    /// The decision.
+    pub verdict: Verdict,
+    /// The model's score (0 when not scored).
+    pub true_score: u32,
+    /// The score reported (differs from the true one only in the holdout).
+    pub reported_score: u32,
+    /// The model's calibrated probability (0 when not scored).
+    pub true_probability: f64,
+    /// The probability reported.
+    pub reported_probability: f64,
+    /// Whether the payment fell in the holdout.
+    pub holdout: bool,
+    /// Probability of the decision taken, over the holdout draw.
+    pub propensity: f64,
+    /// Largest contributions to the reported score, largest first.
+    pub insights: [(Feature, f64); MAX_INSIGHTS],
+    /// How many of `insights` are set.
+    pub insight_count: usize,
+    /// Version of the model consulted, if any.
+    pub model_version: Option<Arc<str>>,
+    /// The creation session compared, if any.
+    pub creation_session: Option<Arc<Session>>,
+    /// The features, when the payment was assessed by a model.
+    pub features: Option<FeatureVector>,
+}
+
+impl Assessment {
+    /// The proto outcome for `payment`.
+    pub fn into_outcome(self, payment: Payment) -> proto::Outcome {
+        let insights = self.insights[..self.insight_count]
+            .iter()
+            .map(|(f, c)| proto::Insight {
+                feature: f.name().to_owned(),
+                contribution: *c,
+            })
+            .collect();
+        proto::Outcome {
+            payment_id: payment.payment_id,
+            risk_score: self.reported_score,
+            risk_level: risk_level_proto(self.level) as i32,
+            decision: action_proto(self.verdict.action) as i32,
+            reason: self.verdict.reason.to_owned(),
+            seller_message: self.verdict.seller_message.to_owned(),
+            fraud_probability: self.reported_probability,
+            rule: self.verdict.rule.to_owned(),
+            session_id: payment
+                .session
+                .map(|s| s.session_id.into_string())
+                .unwrap_or_default(),
+            creation_session_id: self
+                .creation_session
+                .map(|s| s.session_id.to_string())
+                .unwrap_or_default(),
+            model_version: self
+                .model_version
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+            insights,
+            error: None,
+        }
+    }
+}
+
+/// The proto value of a risk level.
+pub fn risk_level_proto(l: RiskLevel) -> proto::RiskLevel {
+    match l {
+        RiskLevel::Normal => proto::RiskLevel::Normal,
+        RiskLevel::Elevated => proto::RiskLevel::Elevated,
+        RiskLevel::Highest => proto::RiskLevel::Highest,
+        RiskLevel::NotAssessed => proto::RiskLevel::NotAssessed,
+        RiskLevel::Unknown => proto::RiskLevel::Unknown,
+    }
+}
+
+/// The proto value of an action.
+pub fn action_proto(a: Action) -> proto::Decision {
+    match a {
+        Action::Allow => proto::Decision::Allow,
+        Action::Review => proto::Decision::Review,
+        Action::Block => proto::Decision::Block,
+        Action::Request3ds => proto::Decision::Request3ds,
+    }
+}
+
+/// The outcome a stream returns for a rejected event.
+pub fn error_outcome(payment_id: String, err: &ServiceError) -> proto::Outcome {
+    let (code, field, message) = match err {
+        ServiceError::Invalid(e) => ("invalid_argument", e.field.clone(), e.message.clone()),
+        ServiceError::NotFound { field, message } => {
+            ("not_found", (*field).to_owned(), message.clone())
+        }
+        ServiceError::Store(e) => ("resource_exhausted", String::new(), e.to_string()),
+    };
+    proto::Outcome {
+        payment_id,
+        error: Some(proto::EventError {
+            code: code.to_owned(),
+            field,
+            message,
+        }),
+        ..Default::default()
+    }
+}
+
+/// Milliseconds since the Unix epoch by the system clock.
+pub fn system_now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Top `k` of `values` by value, largest first, skipping zeros.
+fn top_contributions(
+    values: &[f64; NUM_FEATURES],
+    k: usize,
+) -> ([(Feature, f64); MAX_INSIGHTS], usize) {
+    let k = k.min(MAX_INSIGHTS);
+    let mut out = [(Feature::SessionMissing, 0.0); MAX_INSIGHTS];
+    let mut n = 0;
+    for (i, &v) in values.iter().enumerate() {
+        if v == 0.0 || !v.is_finite() || k == 0 {
+            continue;
+        }
+        if n == k && v <= out[n - 1].1 {
+            continue;
+        }
+        let mut pos = if n < k { n } else { n - 1 };
+        if n < k {
+            n += 1;
+        }
+        while pos > 0 && out[pos - 1].1 < v {
+            out[pos] = out[pos - 1];
+            pos -= 1;
+        }
+        out[pos] = (features::FEATURES[i].0, v);
+    }
+    (out, n)
+}
+
+impl Engine {
+    /// An engine over `store` scoring with `model`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        model: ModelHandle,
+        config: EngineConfig,
+        metrics: Metrics,
+        log: Option<DecisionLog>,
+    ) -> Engine {
+        if let Some(m) = model.current() {
+            metrics.model_loaded(m.version());
+        }
+        Engine {
+            inner: Arc::new(Inner {
+                store,
+                model,
+                config,
+                metrics,
+                log,
+                warned: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The model handle.
+    pub fn model(&self) -> &ModelHandle {
+        &self.inner.model
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The decision log, if one is configured.
+    pub fn decision_log(&self) -> Option<&DecisionLog> {
+        self.inner.log.as_ref()
+    }
+
+    /// Validation clock at the current system time.
+    pub fn clock(&self) -> Clock {
+        Clock {
+            now_ms: system_now_ms(),
+            max_future_skew_ms: self.inner.config.max_future_skew_ms,
+        }
+    }
+
+    /// `RegisterPaymentMethod`.
+    pub fn register(
+        &self,
+        req: proto::RegisterPaymentMethodRequest,
+        clock: &Clock,
+    ) -> Result<String, ServiceError> {
+        let m = &self.inner.metrics;
+        m.event(EventKind::Register);
+        let method =
+            validate::registration(req, clock).inspect_err(|_| m.invalid(EventKind::Register))?;
+        let id = method.id.to_string();
+        self.inner.store.register(method)?;
+        Ok(id)
+    }
+
+    /// `GetPaymentMethod`.
+    pub fn get_payment_method(
+        &self,
+        req: proto::GetPaymentMethodRequest,
+    ) -> Result<proto::PaymentMethod, ServiceError> {
+        let m = &self.inner.metrics;
+        m.event(EventKind::Get);
+        let id = validate::get_request(req).inspect_err(|_| m.invalid(EventKind::Get))?;
+        match self.inner.store.payment_method(&id) {
+            Some(pm) => Ok(method_proto(&pm)),
+            None => Err(ServiceError::NotFound {
+                field: "payment_method_id",
+                message: "no payment method is registered with this id".into(),
+            }),
+        }
+    }
+
+    /// `ReportFeedback`: records the label; fraud labels add the payment's
+    /// email and card fingerprint to the default block lists. Returns the
+    /// lists that gained an entry.
+    pub fn feedback(
+        &self,
+        ev: proto::FeedbackEvent,
+        clock: &Clock,
+    ) -> Result<Vec<&'static str>, ServiceError> {
+        let m = &self.inner.metrics;
+        m.event(EventKind::Feedback);
+        let fb = validate::feedback(ev, clock).inspect_err(|_| m.invalid(EventKind::Feedback))?;
+        let store = &self.inner.store;
+        let Some(rec) = store.payment(&fb.payment_id) else {
+            return Err(ServiceError::NotFound {
+                field: "payment_id",
+                message: "no recent payment has this id".into(),
+            });
+        };
+        store.label(&fb.payment_id, fb.kind);
+        m.feedback(fb.kind);
+        let mut updated = Vec::new();
+        if fb.kind.is_fraud() {
+            let entries = [
+                (List::BlockCardFingerprint, rec.card_fingerprint.as_deref()),
+                (List::BlockEmail, rec.email.as_deref()),
+            ];
+            for (list, value) in entries {
+                if let Some(v) = value
+                    && store.list_add(list, v)
+                {
+                    m.list_addition(list);
+                    updated.push(list.name());
+                }
+            }
+        }
+        Ok(updated)
+    }
+
+    /// `Score`: validates and assesses one payment event.
+    pub fn score(
+        &self,
+        ev: proto::PaymentEvent,
+        clock: &Clock,
+    ) -> Result<proto::Outcome, ServiceError> {
+        let started = Instant::now();
+        let m = &self.inner.metrics;
+        m.event(EventKind::Payment);
+        let payment =
+            validate::payment(ev, clock).inspect_err(|_| m.invalid(EventKind::Payment))?;
+        let a = self
+            .assess(&payment)
+            .inspect_err(|_| m.invalid(EventKind::Payment))?;
+        let outcome = a.into_outcome(payment);
+        m.score_duration(started.elapsed().as_secs_f64());
+        Ok(outcome)
+    }
+
+    /// Like [`Engine::score`], but a rejected event yields an outcome with
+    /// `error` set (the stream form).
+    pub fn score_or_error(&self, ev: proto::PaymentEvent, clock: &Clock) -> proto::Outcome {
+        let id = ev.payment_id.clone();
+        match self.score(ev, clock) {
+            Ok(o) => o,
+            Err(e) => error_outcome(id, &e),
+        }
+    }
+
+    /// Records a validated payment and computes its features, without
+    /// scoring it (what training collects). `None` when the payment is not
+    /// assessed (other method types, opted out, recurring after the first).
+    pub fn features(&self, p: &Payment) -> Result<Option<FeatureVector>, FieldError> {
+        let registered = self.registered(p)?;
+        Ok(self.prepare(p, registered.as_deref()).features)
+    }
+
+    /// The registered payment method a payment names, if any; an error when
+    /// it names an unknown id without describing the method inline.
+    fn registered(&self, p: &Payment) -> Result<Option<Arc<RegisteredMethod>>, FieldError> {
+        let registered = if p.method.id.is_empty() {
+            None
+        } else {
+            self.inner.store.payment_method(&p.method.id)
+        };
+        if registered.is_none() && p.method.kind.is_none() {
+            return Err(FieldError::new(
+                "payment_method.id",
+                "is not registered; register it first or send type and card_fingerprint inline",
+            ));
+        }
+        Ok(registered)
+    }
+
+    /// Resolves the payment method, records the payment in the store and
+    /// computes its features.
+    fn prepare<'a>(&self, p: &'a Payment, reg: Option<&'a RegisteredMethod>) -> Prepared<'a> {
+        let kind = p
+            .method
+            .kind
+            .or(reg.map(|r| r.kind))
+            .unwrap_or(MethodKind::Other);
+        let card_fingerprint = p
+            .method
+            .card_fingerprint
+            .as_ref()
+            .or(reg.and_then(|r| r.card_fingerprint.as_ref()));
+        let card_country = p.method.card_country.or(reg.and_then(|r| r.card_country));
+        let method_created_at_ms = p.method.created_at_ms.or(reg.map(|r| r.created_at_ms));
+        let creation_session = p
+            .method
+            .creation_session
+            .clone()
+            .or_else(|| reg.and_then(|r| r.creation_session.clone()));
+        let email = Some(&*p.customer.email)
+            .filter(|e| !e.is_empty())
+            .or(reg.map(|r| &*r.customer.email).filter(|e| !e.is_empty()));
+        let customer_id = Some(&*p.customer.id)
+            .filter(|e| !e.is_empty())
+            .or(reg.map(|r| &*r.customer.id).filter(|e| !e.is_empty()));
+        let ip = p.session.as_ref().and_then(|s| s.ip);
+        let device_id = p
+            .session
+            .as_ref()
+            .map(|s| &*s.device_id)
+            .filter(|d| !d.is_empty());
+
+        let velocity = self.inner.store.observe(&Observation {
+            payment_id: &p.payment_id,
+            at_ms: p.created_at_ms,
+            amount: p.amount,
+            card_fingerprint,
+            email,
+            customer_id,
+            ip,
+            device_id,
+            merchant_id: Some(&*p.merchant_id).filter(|m| !m.is_empty()),
+        });
+
+        let ctx = Context {
+            setup_intent: p.object == ObjectKind::SetupIntent,
+            card: kind == MethodKind::Card,
+        };
+        let not_assessed =
+            !kind.is_assessed() || p.opt_out || p.recurring.as_ref().is_some_and(|r| !r.initial);
+        let features = (!not_assessed).then(|| {
+            features::extract(&features::Inputs {
+                payment: p,
+                creation_session: creation_session.as_deref(),
+                card_country,
+                method_created_at_ms,
+                velocity: &velocity,
+            })
+        });
+        Prepared {
+            ctx,
+            features,
+            creation_session,
+            card_fingerprint: card_fingerprint.map(|f| &**f),
+            email,
+            customer_id,
+        }
+    }
+
+    /// Assesses a validated payment: records it, scores it and decides.
+    pub fn assess(&self, p: &Payment) -> Result<Assessment, FieldError> {
+        let inner = &*self.inner;
+        let registered = self.registered(p)?;
+        let Prepared {
+            ctx,
+            features,
+            creation_session,
+            card_fingerprint,
+            email,
+            customer_id,
+        } = self.prepare(p, registered.as_deref());
+
+        let mut a = Assessment {
+            level: RiskLevel::NotAssessed,
+            verdict: inner.config.policy.decide(RiskLevel::NotAssessed, ctx),
+            true_score: 0,
+            reported_score: 0,
+            true_probability: 0.0,
+            reported_probability: 0.0,
+            holdout: false,
+            propensity: 1.0,
+            insights: [(Feature::SessionMissing, 0.0); MAX_INSIGHTS],
+            insight_count: 0,
+            model_version: None,
+            creation_session,
+            features,
+        };
+
+        if let Some(x) = features {
+            let model = inner.model.current();
+            let prediction = match &model {
+                Some(m) => m.predict(&x).map(|pr| (m, pr)),
+                None => Err(crate::model::ModelError::Missing),
+            };
+            match prediction {
+                Ok((m, pr)) => {
+                    a.model_version = Some(Arc::clone(m.version()));
+                    a.true_score = pr.score;
+                    a.true_probability = pr.probability;
+                    let mut contributions = pr.contributions;
+                    match inner.config.holdout.draw(&p.payment_id) {
+                        Some(score) => {
+                            let z = m.score_map().logit_of_score(score);
+                            a.holdout = true;
+                            a.reported_score = score;
+                            a.reported_probability = sigmoid(z);
+                            // Rescale so the insights stay consistent with the reported score.
+                            let moved = pr.logit - pr.base;
+                            let factor = if moved.abs() > 1e-9 {
+                                (z - pr.base) / moved
+                            } else {
+                                0.0
+                            };
+                            contributions.iter_mut().for_each(|c| *c *= factor);
+                            inner.metrics.holdout();
+                        }
+                        None => {
+                            a.reported_score = pr.score;
+                            a.reported_probability = pr.probability;
+                        }
+                    }
+                    a.level = inner.config.policy.level(a.reported_score);
+                    (a.insights, a.insight_count) =
+                        top_contributions(&contributions, inner.config.max_insights);
+                    inner.metrics.risk_score(a.reported_score);
+                }
+                Err(e) => {
+                    if !inner.warned.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(error = %e, "scoring failed; failing open (logged once, counted in riskstream_model_errors_total)");
+                    }
+                    inner.metrics.model_error();
+                    a.level = RiskLevel::Unknown;
+                }
+            }
+        }
+
+        let list_hit = if inner.store.lists_empty() {
+            None
+        } else {
+            self.list_hit(card_fingerprint, email, customer_id, p.session.as_ref())
+        };
+        a.verdict = match list_hit {
+            Some(list) => Policy::list_verdict(list),
+            None => inner.config.policy.decide(a.level, ctx),
+        };
+        if list_hit.is_none()
+            && matches!(
+                a.level,
+                RiskLevel::Normal | RiskLevel::Elevated | RiskLevel::Highest
+            )
+        {
+            a.propensity = inner.config.policy.propensity(
+                a.true_score,
+                a.verdict.action,
+                inner.config.holdout.rate(),
+                ctx,
+            );
+        }
+        inner.metrics.decision(a.verdict.action, a.level);
+        if let Some(log) = &inner.log {
+            log.write(DecisionRecord {
+                ts_ms: p.created_at_ms,
+                payment_id: p.payment_id.clone(),
+                model_version: a.model_version.as_deref().unwrap_or("").to_owned(),
+                risk_level: a.level.as_str().to_owned(),
+                decision: a.verdict.action.as_str().to_owned(),
+                reason: a.verdict.reason.to_owned(),
+                true_score: a.true_score,
+                reported_score: a.reported_score,
+                true_probability: a.true_probability,
+                reported_probability: a.reported_probability,
+                holdout: a.holdout,
+                propensity: a.propensity,
+            });
+        }
+        Ok(a)
+    }
+
+    /// The first list the payment matches: allow lists before block lists.
+    fn list_hit(
+        &self,
+        card: Option<&str>,
+        email: Option<&str>,
+        customer_id: Option<&str>,
+        session: Option<&Session>,
+    ) -> Option<List> {
+        let store = &self.inner.store;
+        let ip = session
+            .and_then(|s| s.ip)
+            .map(|ip| ip.to_canonical().to_string());
+        let device = session.map(|s| &*s.device_id).filter(|d| !d.is_empty());
+        let checks = |card_l, email_l, ip_l, device_l, customer_l| {
+            [
+                (card_l, card),
+                (email_l, email),
+                (ip_l, ip.as_deref()),
+                (device_l, device),
+                (customer_l, customer_id),
+            ]
+            .into_iter()
+            .find(|(l, v)| v.is_some_and(|v| store.list_contains(*l, v)))
+            .map(|(l, _)| l)
+        };
+        checks(
+            List::AllowCardFingerprint,
+            List::AllowEmail,
+            List::AllowIp,
+            List::AllowDeviceId,
+            List::AllowCustomerId,
+        )
+        .or_else(|| {
+            checks(
+                List::BlockCardFingerprint,
+                List::BlockEmail,
+                List::BlockIp,
+                List::BlockDeviceId,
+                List::BlockCustomerId,
+            )
+        })
+    }
+}
+
+fn session_proto(s: &Session) -> proto::Session {
+    proto::Session {
+        session_id: s.session_id.to_string(),
+        captured_at_ms: s.captured_at_ms,
+        ip: s.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        user_agent: s.user_agent.to_string(),
+        accept_language: s.accept_language.to_string(),
+        timezone: s.timezone.to_string(),
+        utc_offset_minutes: s.utc_offset_minutes,
+        screen_width: s.screen_width,
+        screen_height: s.screen_height,
+        color_depth: s.color_depth,
+        device_id: s.device_id.to_string(),
+        platform: s.platform.to_string(),
+    }
+}
+
+fn method_proto(m: &RegisteredMethod) -> proto::PaymentMethod {
+    let kind = match m.kind {
+        MethodKind::Card => proto::PaymentMethodType::Card,
+        MethodKind::SepaDebit => proto::PaymentMethodType::SepaDebit,
+        MethodKind::AchDebit => proto::PaymentMethodType::AchDebit,
+        MethodKind::Other => proto::PaymentMethodType::Other,
+    };
+    proto::PaymentMethod {
+        id: m.id.to_string(),
+        r#type: kind as i32,
+        card_fingerprint: m.card_fingerprint.as_deref().unwrap_or("").to_owned(),
+        card_country: m
+            .card_country
+            .map(|c| String::from_utf8_lossy(&c).into_owned())
+            .unwrap_or_default(),
+        created_at_ms: m.created_at_ms,
+        creation_session: m.creation_session.as_deref().map(session_proto),
+        customer: Some(proto::Customer {
+            id: m.customer.id.to_string(),
+            email: m.customer.email.to_string(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_contributions_are_sorted_and_bounded() {
+        let mut v = [0.0; NUM_FEATURES];
+        v[3] = 0.5;
+        v[7] = 2.0;
+        v[9] = -1.0;
+        v[11] = 1.0;
+        v[20] = 0.1;
+        let (top, n) = top_contributions(&v, 3);
+        assert_eq!(n, 3);
+        let got: Vec<f64> = top[..n].iter().map(|(_, c)| *c).collect();
+        assert_eq!(got, vec![2.0, 1.0, 0.5]);
+        assert_eq!(top[0].0 as usize, 7);
+        let (_, n) = top_contributions(&v, 0);
+        assert_eq!(n, 0);
+    }
+}

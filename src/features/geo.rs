@@ -1,0 +1,165 @@
+//! Region derivation without a GeoIP database: the country a session's IANA
+//! time zone belongs to (from the tz database's zone.tab), for the zones that
+//! map to one country. The card-country comparison uses it.
+
+/// Zone name → ISO 3166-1 alpha-2 country, sorted by zone name.
+static ZONES: &[(&str, &str)] = &[
+    ("Africa/Abidjan", "CI"),
+    ("Africa/Accra", "GH"),
+    ("Africa/Addis_Ababa", "ET"),
+    ("Africa/Algiers", "DZ"),
+    ("Africa/Cairo", "EG"),
+    ("Africa/Casablanca", "MA"),
+    ("Africa/Dakar", "SN"),
+    ("Africa/Dar_es_Salaam", "TZ"),
+    ("Africa/Johannesburg", "ZA"),
+    ("Africa/Kampala", "UG"),
+    ("Africa/Khartoum", "SD"),
+    ("Africa/Kinshasa", "CD"),
+    ("Africa/Lagos", "NG"),
+    ("Africa/Luanda", "AO"),
+    ("Africa/Maputo", "MZ"),
+    ("Africa/Nairobi", "KE"),
+    ("Africa/Tripoli", "LY"),
+    ("Africa/Tunis", "TN"),
+    ("America/Anchorage", "US"),
+    ("America/Argentina/Buenos_Aires", "AR"),
+    ("America/Asuncion", "PY"),
+    ("America/Bogota", "CO"),
+    ("America/Buenos_Aires", "AR"),
+    ("America/Caracas", "VE"),
+    ("America/Chicago", "US"),
+    ("America/Denver", "US"),
+    ("America/Edmonton", "CA"),
+    ("America/Guatemala", "GT"),
+    ("America/Halifax", "CA"),
+    ("America/Havana", "CU"),
+    ("America/Lima", "PE"),
+    ("America/Los_Angeles", "US"),
+    ("America/Mexico_City", "MX"),
+    ("America/Montevideo", "UY"),
+    ("America/New_York", "US"),
+    ("America/Panama", "PA"),
+    ("America/Phoenix", "US"),
+    ("America/Puerto_Rico", "PR"),
+    ("America/Santiago", "CL"),
+    ("America/Santo_Domingo", "DO"),
+    ("America/Sao_Paulo", "BR"),
+    ("America/St_Johns", "CA"),
+    ("America/Toronto", "CA"),
+    ("America/Vancouver", "CA"),
+    ("America/Winnipeg", "CA"),
+    ("Asia/Almaty", "KZ"),
+    ("Asia/Amman", "JO"),
+    ("Asia/Baghdad", "IQ"),
+    ("Asia/Baku", "AZ"),
+    ("Asia/Bangkok", "TH"),
+    ("Asia/Beirut", "LB"),
+    ("Asia/Calcutta", "IN"),
+    ("Asia/Colombo", "LK"),
+    ("Asia/Dhaka", "BD"),
+    ("Asia/Dubai", "AE"),
+    ("Asia/Ho_Chi_Minh", "VN"),
+    ("Asia/Hong_Kong", "HK"),
+    ("Asia/Jakarta", "ID"),
+    ("Asia/Jerusalem", "IL"),
+    ("Asia/Kabul", "AF"),
+    ("Asia/Karachi", "PK"),
+    ("Asia/Kathmandu", "NP"),
+    ("Asia/Kolkata", "IN"),
+    ("Asia/Kuala_Lumpur", "MY"),
+    ("Asia/Kuwait", "KW"),
+    ("Asia/Manila", "PH"),
+    ("Asia/Qatar", "QA"),
+    ("Asia/Riyadh", "SA"),
+    ("Asia/Saigon", "VN"),
+    ("Asia/Seoul", "KR"),
+    ("Asia/Shanghai", "CN"),
+    ("Asia/Singapore", "SG"),
+    ("Asia/Taipei", "TW"),
+    ("Asia/Tashkent", "UZ"),
+    ("Asia/Tbilisi", "GE"),
+    ("Asia/Tehran", "IR"),
+    ("Asia/Tokyo", "JP"),
+    ("Asia/Yangon", "MM"),
+    ("Asia/Yerevan", "AM"),
+    ("Atlantic/Azores", "PT"),
+    ("Atlantic/Canary", "ES"),
+    ("Atlantic/Reykjavik", "IS"),
+    ("Australia/Adelaide", "AU"),
+    ("Australia/Brisbane", "AU"),
+    ("Australia/Darwin", "AU"),
+    ("Australia/Hobart", "AU"),
+    ("Australia/Melbourne", "AU"),
+    ("Australia/Perth", "AU"),
+    ("Australia/Sydney", "AU"),
+    ("Europe/Amsterdam", "NL"),
+    ("Europe/Athens", "GR"),
+    ("Europe/Belgrade", "RS"),
+    ("Europe/Berlin", "DE"),
+    ("Europe/Bratislava", "SK"),
+    ("Europe/Brussels", "BE"),
+    ("Europe/Bucharest", "RO"),
+    ("Europe/Budapest", "HU"),
+    ("Europe/Chisinau", "MD"),
+    ("Europe/Copenhagen", "DK"),
+    ("Europe/Dublin", "IE"),
+    ("Europe/Helsinki", "FI"),
+    ("Europe/Istanbul", "TR"),
+    ("Europe/Kiev", "UA"),
+    ("Europe/Kyiv", "UA"),
+    ("Europe/Lisbon", "PT"),
+    ("Europe/Ljubljana", "SI"),
+    ("Europe/London", "GB"),
+    ("Europe/Luxembourg", "LU"),
+    ("Europe/Madrid", "ES"),
+    ("Europe/Malta", "MT"),
+    ("Europe/Minsk", "BY"),
+    ("Europe/Monaco", "MC"),
+    ("Europe/Moscow", "RU"),
+    ("Europe/Oslo", "NO"),
+    ("Europe/Paris", "FR"),
+    ("Europe/Prague", "CZ"),
+    ("Europe/Riga", "LV"),
+    ("Europe/Rome", "IT"),
+    ("Europe/Sofia", "BG"),
+    ("Europe/Stockholm", "SE"),
+    ("Europe/Tallinn", "EE"),
+    ("Europe/Vienna", "AT"),
+    ("Europe/Vilnius", "LT"),
+    ("Europe/Warsaw", "PL"),
+    ("Europe/Zagreb", "HR"),
+    ("Europe/Zurich", "CH"),
+    ("Pacific/Auckland", "NZ"),
+    ("Pacific/Fiji", "FJ"),
+    ("Pacific/Guam", "GU"),
+    ("Pacific/Honolulu", "US"),
+    ("Pacific/Port_Moresby", "PG"),
+];
+
+/// The country whose time zone `tz` is, when the zone maps to one country.
+pub fn country_of_timezone(tz: &str) -> Option<[u8; 2]> {
+    let i = ZONES.binary_search_by(|(zone, _)| (*zone).cmp(tz)).ok()?;
+    match ZONES[i].1.as_bytes() {
+        [a, b] => Some([*a, *b]),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_sorted_for_binary_search() {
+        assert!(ZONES.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+
+    #[test]
+    fn lookups() {
+        assert_eq!(country_of_timezone("Europe/Paris"), Some(*b"FR"));
+        assert_eq!(country_of_timezone("America/New_York"), Some(*b"US"));
+        assert_eq!(country_of_timezone("Etc/UTC"), None);
+        assert_eq!(country_of_timezone(""), None);
+    }
+}

@@ -1,0 +1,196 @@
+//! Features: pure functions from a payment, its payment method's creation
+//! session and its velocity counts to a fixed vector of named numbers. The
+//! names are stable: model files list them and `insights` report them.
+//!
+//! - [`session`]: creation session vs payment session.
+//! - [`user_agent`], [`network`], [`geo`]: the parsers the comparison uses.
+//!
+//! Transforms are part of each feature's definition (documented per name in
+//! [`FEATURES`]): counts and amounts enter as `ln(1 + x)`.
+
+pub mod geo;
+pub mod network;
+pub mod session;
+pub mod user_agent;
+
+use crate::domain::{ObjectKind, Payment, Session};
+use crate::state::Velocity;
+
+macro_rules! define_features {
+    ($($variant:ident => $name:literal : $doc:literal,)*) => {
+        /// A feature's position in [`FeatureVector`].
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(usize)]
+        pub enum Feature {
+            $(#[doc = $doc] $variant,)*
+        }
+
+        /// Every feature: (variant, stable name, meaning), in vector order.
+        pub const FEATURES: &[(Feature, &str, &str)] = &[$((Feature::$variant, $name, $doc),)*];
+    };
+}
+
+define_features! {
+    SessionMissing => "session_missing": "1 when an on-session payment carries no payment session",
+    OffSession => "off_session": "1 for a merchant-initiated payment without the customer present",
+    CreationSessionMissing => "creation_session_missing": "1 when the payment method has no creation session",
+    DeviceMismatch => "device_mismatch": "1 when both sessions carry a device id and they differ",
+    IpMismatch => "ip_mismatch": "1 when both sessions carry an IP and the addresses differ",
+    NetworkMismatch => "network_mismatch": "1 when the IPs are in different /24 (IPv4) or /48 (IPv6) networks",
+    UserAgentMismatch => "user_agent_mismatch": "1 when the browser families differ",
+    OsMismatch => "os_mismatch": "1 when the operating systems differ",
+    ScreenMismatch => "screen_mismatch": "1 when the screen sizes differ (rotation ignored)",
+    TimezoneMismatch => "timezone_mismatch": "1 when the IANA time zones differ",
+    UtcOffsetDiffHours => "utc_offset_diff_hours": "absolute UTC-offset difference in hours, capped at 24",
+    LanguageMismatch => "language_mismatch": "Jaccard distance of the primary Accept-Language tags (0 same, 1 disjoint)",
+    CardCountryMismatch => "card_country_mismatch": "1 when the payment session's time-zone country differs from the card's country",
+    CardAgeMinutes => "card_age_minutes": "ln(1 + minutes from payment-method creation to payment); 30 days when unknown",
+    CardNew1h => "card_new_1h": "1 when the payment method was created less than an hour before the payment",
+    Amount => "amount": "ln(1 + amount / 100), amount in minor units",
+    SetupIntent => "setup_intent": "1 for a SetupIntent",
+    CardCount1h => "card_count_1h": "ln(1 + payments with this card fingerprint in the last hour, this one included)",
+    CardCount24h => "card_count_24h": "ln(1 + payments with this card fingerprint in the last 24 h)",
+    CardAmount24h => "card_amount_24h": "ln(1 + amount / 100 summed over this card's payments in the last 24 h)",
+    EmailCount1h => "email_count_1h": "ln(1 + payments with this email in the last hour)",
+    EmailCount24h => "email_count_24h": "ln(1 + payments with this email in the last 24 h)",
+    IpCount1h => "ip_count_1h": "ln(1 + payments from this IP in the last hour)",
+    IpCount24h => "ip_count_24h": "ln(1 + payments from this IP in the last 24 h)",
+    DeviceCount1h => "device_count_1h": "ln(1 + payments from this device in the last hour)",
+    DeviceCount24h => "device_count_24h": "ln(1 + payments from this device in the last 24 h)",
+    DeviceCards24h => "device_cards_24h": "ln(1 + distinct card fingerprints used from this device in the last 24 h)",
+    IpCards24h => "ip_cards_24h": "ln(1 + distinct card fingerprints used from this IP in the last 24 h)",
+}
+
+/// Number of features.
+pub const NUM_FEATURES: usize = FEATURES.len();
+
+/// Imputed card age when the payment method's creation time is unknown.
+pub const UNKNOWN_CARD_AGE_MINUTES: f64 = 30.0 * 24.0 * 60.0;
+
+impl Feature {
+    /// The stable name of this feature.
+    pub fn name(self) -> &'static str {
+        FEATURES[self as usize].1
+    }
+
+    /// The feature with the stable name `name`.
+    pub fn from_name(name: &str) -> Option<Feature> {
+        FEATURES
+            .iter()
+            .find(|(_, n, _)| *n == name)
+            .map(|(f, _, _)| *f)
+    }
+}
+
+/// One payment's features, indexed by [`Feature`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FeatureVector(pub [f64; NUM_FEATURES]);
+
+impl FeatureVector {
+    /// The value of `f`.
+    pub fn get(&self, f: Feature) -> f64 {
+        self.0[f as usize]
+    }
+
+    fn set(&mut self, f: Feature, v: f64) {
+        self.0[f as usize] = v;
+    }
+}
+
+/// Everything the features of one payment are computed from.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    /// The payment.
+    pub payment: &'a Payment,
+    /// The payment method's creation session, if any.
+    pub creation_session: Option<&'a Session>,
+    /// The card's issuing country, if known.
+    pub card_country: Option<[u8; 2]>,
+    /// When the payment method was created, if known.
+    pub method_created_at_ms: Option<i64>,
+    /// Velocity counts, this payment included.
+    pub velocity: &'a Velocity,
+}
+
+fn ln1p_count(n: u32) -> f64 {
+    f64::from(n).ln_1p()
+}
+
+fn flag(b: bool) -> f64 {
+    if b { 1.0 } else { 0.0 }
+}
+
+/// Computes the feature vector of one payment.
+pub fn extract(inp: &Inputs<'_>) -> FeatureVector {
+    use Feature as F;
+    let p = inp.payment;
+    let mut v = FeatureVector([0.0; NUM_FEATURES]);
+    v.set(
+        F::SessionMissing,
+        flag(p.session.is_none() && !p.off_session),
+    );
+    v.set(F::OffSession, flag(p.off_session));
+    v.set(
+        F::CreationSessionMissing,
+        flag(inp.creation_session.is_none()),
+    );
+    if let (Some(c), Some(s)) = (inp.creation_session, p.session.as_ref()) {
+        let d = session::compare(c, s);
+        v.set(F::DeviceMismatch, d.device_mismatch);
+        v.set(F::IpMismatch, d.ip_mismatch);
+        v.set(F::NetworkMismatch, d.network_mismatch);
+        v.set(F::UserAgentMismatch, d.user_agent_mismatch);
+        v.set(F::OsMismatch, d.os_mismatch);
+        v.set(F::ScreenMismatch, d.screen_mismatch);
+        v.set(F::TimezoneMismatch, d.timezone_mismatch);
+        v.set(F::UtcOffsetDiffHours, d.utc_offset_diff_hours);
+        v.set(F::LanguageMismatch, d.language_mismatch);
+    }
+    if let Some(s) = p.session.as_ref() {
+        v.set(
+            F::CardCountryMismatch,
+            session::card_country_mismatch(inp.card_country, s),
+        );
+    }
+    let age_minutes = match inp.method_created_at_ms {
+        Some(t) => (p.created_at_ms.saturating_sub(t)).max(0) as f64 / 60_000.0,
+        None => UNKNOWN_CARD_AGE_MINUTES,
+    };
+    v.set(F::CardAgeMinutes, age_minutes.ln_1p());
+    v.set(F::CardNew1h, flag(age_minutes < 60.0));
+    v.set(F::Amount, (p.amount as f64 / 100.0).ln_1p());
+    v.set(F::SetupIntent, flag(p.object == ObjectKind::SetupIntent));
+    let vel = inp.velocity;
+    v.set(F::CardCount1h, ln1p_count(vel.card_1h));
+    v.set(F::CardCount24h, ln1p_count(vel.card_24h));
+    v.set(
+        F::CardAmount24h,
+        (vel.card_amount_24h as f64 / 100.0).ln_1p(),
+    );
+    v.set(F::EmailCount1h, ln1p_count(vel.email_1h));
+    v.set(F::EmailCount24h, ln1p_count(vel.email_24h));
+    v.set(F::IpCount1h, ln1p_count(vel.ip_1h));
+    v.set(F::IpCount24h, ln1p_count(vel.ip_24h));
+    v.set(F::DeviceCount1h, ln1p_count(vel.device_1h));
+    v.set(F::DeviceCount24h, ln1p_count(vel.device_24h));
+    v.set(F::DeviceCards24h, ln1p_count(vel.device_cards_24h));
+    v.set(F::IpCards24h, ln1p_count(vel.ip_cards_24h));
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_in_vector_order() {
+        for (i, (f, name, _)) in FEATURES.iter().enumerate() {
+            assert_eq!(*f as usize, i);
+            assert_eq!(Feature::from_name(name), Some(*f));
+        }
+        let mut names: Vec<_> = FEATURES.iter().map(|(_, n, _)| *n).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), NUM_FEATURES);
+    }
+}

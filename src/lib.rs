@@ -1,0 +1,43 @@
+//! riskstream: streaming payment risk scoring over gRPC.
+//!
+//! A payment backend registers each payment method with the device/browser
+//! session captured when it was saved, then asks for a score before each
+//! charge. riskstream compares the creation session with the payment session,
+//! adds velocity signals, scores with a loaded model and answers with a
+//! Radar-style risk score, level and decision.
+//!
+//! Modules, along the path of one payment:
+//!
+//! - [`proto`]: generated gRPC types of `riskstream.v1`.
+//! - [`validate`]: proto → typed [`domain`] events, or a field error.
+//! - [`state`]: payment methods, velocity windows, recent payments, lists.
+//! - [`features`]: session comparison and velocity features (pure functions).
+//! - [`model`]: model file, inference and per-feature contributions.
+//! - [`decision`]: levels, actions, lists, holdout and propensity.
+//! - [`engine`]: the synchronous scoring path tying them together.
+//! - [`decision_log`]: the line-delimited record of every decision.
+//! - [`metrics`]: every exported metric.
+//! - [`server`]: the tonic service, health, reflection, `/metrics`, shutdown.
+//! - [`sim`], [`train`]: synthetic traffic and model training.
+//! - [`cli`], [`config`], [`run`]: flags, validated configuration, entry points.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod config;
+pub mod decision;
+pub mod decision_log;
+pub mod domain;
+pub mod engine;
+pub mod error;
+pub mod features;
+pub mod metrics;
+pub mod model;
+pub mod proto;
+pub mod run;
+pub mod server;
+pub mod sim;
+pub mod state;
+pub mod train;
+pub mod validate;

@@ -1,0 +1,361 @@
+//! Every metric riskstream exports, in one place: names, descriptions,
+//! buckets, and typed helpers that the rest of the code calls. Handles are
+//! registered once, so recording costs an atomic add. No label ever carries
+//! customer data: labels are drawn from fixed sets (event kind, decision,
+//! risk level, list name, feedback kind) or the model version.
+
+use crate::decision::{Action, RiskLevel};
+use crate::domain::FeedbackKind;
+use crate::state::{List, StoreStats};
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, Unit};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// `riskstream_events_total{kind}`: requests received, by kind.
+pub const EVENTS_TOTAL: &str = "riskstream_events_total";
+/// `riskstream_decisions_total{decision,risk_level}`: outcomes returned.
+pub const DECISIONS_TOTAL: &str = "riskstream_decisions_total";
+/// `riskstream_score_duration_seconds`: in-process scoring time per event.
+pub const SCORE_DURATION_SECONDS: &str = "riskstream_score_duration_seconds";
+/// `riskstream_risk_score`: distribution of reported scores.
+pub const RISK_SCORE: &str = "riskstream_risk_score";
+/// `riskstream_holdout_total`: payments whose reported score was perturbed.
+pub const HOLDOUT_TOTAL: &str = "riskstream_holdout_total";
+/// `riskstream_invalid_events_total{kind}`: requests rejected by validation.
+pub const INVALID_EVENTS_TOTAL: &str = "riskstream_invalid_events_total";
+/// `riskstream_active_streams`: open `ScoreStream` calls.
+pub const ACTIVE_STREAMS: &str = "riskstream_active_streams";
+/// `riskstream_model_info{version}`: 1 for the loaded model.
+pub const MODEL_INFO: &str = "riskstream_model_info";
+/// `riskstream_model_errors_total`: assessments that failed open (`UNKNOWN`).
+pub const MODEL_ERRORS_TOTAL: &str = "riskstream_model_errors_total";
+/// `riskstream_feedback_total{kind}`: labels received.
+pub const FEEDBACK_TOTAL: &str = "riskstream_feedback_total";
+/// `riskstream_list_additions_total{list}`: entries added to lists.
+pub const LIST_ADDITIONS_TOTAL: &str = "riskstream_list_additions_total";
+/// `riskstream_store_entries{kind}`: what the store holds.
+pub const STORE_ENTRIES: &str = "riskstream_store_entries";
+/// `riskstream_decision_log_records_total`: records written to the decision log.
+pub const DECISION_LOG_RECORDS_TOTAL: &str = "riskstream_decision_log_records_total";
+/// `riskstream_decision_log_errors_total`: decision-log write failures.
+pub const DECISION_LOG_ERRORS_TOTAL: &str = "riskstream_decision_log_errors_total";
+
+/// Event kinds counted by [`EVENTS_TOTAL`] and [`INVALID_EVENTS_TOTAL`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// `RegisterPaymentMethod`.
+    Register = 0,
+    /// A payment event (unary or streamed).
+    Payment = 1,
+    /// `ReportFeedback`.
+    Feedback = 2,
+    /// `GetPaymentMethod`.
+    Get = 3,
+}
+
+const EVENT_KINDS: [&str; 4] = ["register", "payment", "feedback", "get"];
+const FEEDBACK_KINDS: [&str; 3] = ["fraudulent", "dispute_fraud", "legitimate"];
+const STORE_KINDS: [&str; 4] = [
+    "payment_methods",
+    "velocity_keys",
+    "payments",
+    "list_entries",
+];
+
+/// Buckets of [`SCORE_DURATION_SECONDS`]: 250 ns to 10 ms.
+const DURATION_BUCKETS: [f64; 14] = [
+    250e-9, 500e-9, 1e-6, 2e-6, 5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3,
+    10e-3,
+];
+
+const META: Metadata<'static> = Metadata::new("riskstream", Level::INFO, Some(module_path!()));
+
+struct Inner {
+    recorder: Arc<dyn Recorder + Send + Sync>,
+    events: [Counter; 4],
+    invalid: [Counter; 4],
+    decisions: [[Counter; 5]; 4],
+    score_duration: Histogram,
+    risk_score: Histogram,
+    holdout: Counter,
+    active_streams: Gauge,
+    model_errors: Counter,
+    feedback: [Counter; 3],
+    list_additions: [Counter; List::ALL.len()],
+    store: [Gauge; 4],
+    log_records: Counter,
+    log_errors: Counter,
+    model_info: Mutex<Option<(String, Gauge)>>,
+}
+
+/// Typed handles to every metric. Cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn key(name: &'static str, labels: &[(&'static str, &'static str)]) -> Key {
+    Key::from_parts(
+        name,
+        labels
+            .iter()
+            .map(|(k, v)| Label::new(*k, *v))
+            .collect::<Vec<_>>(),
+    )
+}
+
+impl Metrics {
+    /// Metrics recorded into a Prometheus registry, and the handle that renders it.
+    pub fn prometheus() -> (Metrics, PrometheusHandle) {
+        let builder = PrometheusBuilder::new();
+        let builder = match builder.set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(SCORE_DURATION_SECONDS.into()),
+            &DURATION_BUCKETS,
+        ) {
+            Ok(b) => b,
+            Err(_) => PrometheusBuilder::new(),
+        };
+        let score_buckets: Vec<f64> = (1..=20).map(|i| f64::from(i * 5) - 0.5).collect();
+        let builder = match builder.set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(RISK_SCORE.into()),
+            &score_buckets,
+        ) {
+            Ok(b) => b,
+            Err(_) => PrometheusBuilder::new(),
+        };
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        (Metrics::with_recorder(Arc::new(recorder)), handle)
+    }
+
+    /// Metrics that go nowhere (tools, benches, tests).
+    pub fn noop() -> Metrics {
+        Metrics::with_recorder(Arc::new(metrics::NoopRecorder))
+    }
+
+    fn with_recorder(recorder: Arc<dyn Recorder + Send + Sync>) -> Metrics {
+        let r = &*recorder;
+        let describe = |name: &'static str, unit: Option<Unit>, help: &'static str| {
+            r.describe_counter(KeyName::from_const_str(name), unit, help.into());
+        };
+        describe(EVENTS_TOTAL, None, "Requests received, by kind.");
+        describe(
+            DECISIONS_TOTAL,
+            None,
+            "Outcomes returned, by decision and risk level.",
+        );
+        describe(
+            HOLDOUT_TOTAL,
+            None,
+            "Payments whose reported score was perturbed (holdout).",
+        );
+        describe(
+            INVALID_EVENTS_TOTAL,
+            None,
+            "Requests rejected by validation, by kind.",
+        );
+        describe(
+            MODEL_ERRORS_TOTAL,
+            None,
+            "Assessments that failed open with risk level unknown.",
+        );
+        describe(FEEDBACK_TOTAL, None, "Labels received, by kind.");
+        describe(
+            LIST_ADDITIONS_TOTAL,
+            None,
+            "Entries added to block and allow lists.",
+        );
+        describe(
+            DECISION_LOG_RECORDS_TOTAL,
+            None,
+            "Records written to the decision log.",
+        );
+        describe(
+            DECISION_LOG_ERRORS_TOTAL,
+            None,
+            "Decision-log write failures.",
+        );
+        r.describe_histogram(
+            KeyName::from_const_str(SCORE_DURATION_SECONDS),
+            Some(Unit::Seconds),
+            "In-process scoring time per event (validation to decision).".into(),
+        );
+        r.describe_histogram(
+            KeyName::from_const_str(RISK_SCORE),
+            None,
+            "Reported risk scores (0-99) of assessed payments.".into(),
+        );
+        r.describe_gauge(
+            KeyName::from_const_str(ACTIVE_STREAMS),
+            None,
+            "Open ScoreStream calls.".into(),
+        );
+        r.describe_gauge(
+            KeyName::from_const_str(MODEL_INFO),
+            None,
+            "1 for the loaded model, labelled with its version.".into(),
+        );
+        r.describe_gauge(
+            KeyName::from_const_str(STORE_ENTRIES),
+            None,
+            "What the in-process store holds, by kind.".into(),
+        );
+        let counter = |name, labels: &[(&'static str, &'static str)]| {
+            r.register_counter(&key(name, labels), &META)
+        };
+        let events = EVENT_KINDS.map(|k| counter(EVENTS_TOTAL, &[("kind", k)]));
+        let invalid = EVENT_KINDS.map(|k| counter(INVALID_EVENTS_TOTAL, &[("kind", k)]));
+        let decisions = Action::ALL.map(|a| {
+            RiskLevel::ALL.map(|l| {
+                counter(
+                    DECISIONS_TOTAL,
+                    &[("decision", a.as_str()), ("risk_level", l.as_str())],
+                )
+            })
+        });
+        let feedback = FEEDBACK_KINDS.map(|k| counter(FEEDBACK_TOTAL, &[("kind", k)]));
+        let list_additions =
+            List::ALL.map(|l| counter(LIST_ADDITIONS_TOTAL, &[("list", l.name())]));
+        let store =
+            STORE_KINDS.map(|k| r.register_gauge(&key(STORE_ENTRIES, &[("kind", k)]), &META));
+        let inner = Inner {
+            events,
+            invalid,
+            decisions,
+            score_duration: r.register_histogram(&key(SCORE_DURATION_SECONDS, &[]), &META),
+            risk_score: r.register_histogram(&key(RISK_SCORE, &[]), &META),
+            holdout: counter(HOLDOUT_TOTAL, &[]),
+            active_streams: r.register_gauge(&key(ACTIVE_STREAMS, &[]), &META),
+            model_errors: counter(MODEL_ERRORS_TOTAL, &[]),
+            feedback,
+            list_additions,
+            store,
+            log_records: counter(DECISION_LOG_RECORDS_TOTAL, &[]),
+            log_errors: counter(DECISION_LOG_ERRORS_TOTAL, &[]),
+            model_info: Mutex::new(None),
+            recorder,
+        };
+        Metrics {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// One request of `kind` received.
+    pub fn event(&self, kind: EventKind) {
+        self.inner.events[kind as usize].increment(1);
+    }
+
+    /// One request of `kind` rejected by validation.
+    pub fn invalid(&self, kind: EventKind) {
+        self.inner.invalid[kind as usize].increment(1);
+    }
+
+    /// One outcome returned.
+    pub fn decision(&self, action: Action, level: RiskLevel) {
+        let a = Action::ALL.iter().position(|x| *x == action).unwrap_or(0);
+        let l = RiskLevel::ALL.iter().position(|x| *x == level).unwrap_or(0);
+        self.inner.decisions[a][l].increment(1);
+    }
+
+    /// Scoring time of one event, in seconds.
+    pub fn score_duration(&self, seconds: f64) {
+        self.inner.score_duration.record(seconds);
+    }
+
+    /// The reported score of one assessed payment.
+    pub fn risk_score(&self, score: u32) {
+        self.inner.risk_score.record(f64::from(score));
+    }
+
+    /// One payment put in the holdout.
+    pub fn holdout(&self) {
+        self.inner.holdout.increment(1);
+    }
+
+    /// One assessment failed open.
+    pub fn model_error(&self) {
+        self.inner.model_errors.increment(1);
+    }
+
+    /// One label received.
+    pub fn feedback(&self, kind: FeedbackKind) {
+        let i = match kind {
+            FeedbackKind::Fraudulent => 0,
+            FeedbackKind::DisputeFraud => 1,
+            FeedbackKind::Legitimate => 2,
+        };
+        self.inner.feedback[i].increment(1);
+    }
+
+    /// One entry added to `list`.
+    pub fn list_addition(&self, list: List) {
+        self.inner.list_additions[list as usize].increment(1);
+    }
+
+    /// Current store sizes.
+    pub fn store(&self, s: StoreStats) {
+        let v = [
+            s.payment_methods,
+            s.velocity_keys,
+            s.payments,
+            s.list_entries,
+        ];
+        for (g, v) in self.inner.store.iter().zip(v) {
+            g.set(v as f64);
+        }
+    }
+
+    /// One decision-log record written.
+    pub fn log_record(&self) {
+        self.inner.log_records.increment(1);
+    }
+
+    /// One decision-log write failed.
+    pub fn log_error(&self) {
+        self.inner.log_errors.increment(1);
+    }
+
+    /// Marks `version` as the loaded model (and the previous one as not).
+    pub fn model_loaded(&self, version: &str) {
+        let mut current = self
+            .inner
+            .model_info
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, old)) = current.take() {
+            old.set(0.0);
+        }
+        let labels = vec![Label::new("version", version.to_owned())];
+        let g = self
+            .inner
+            .recorder
+            .register_gauge(&Key::from_parts(MODEL_INFO, labels), &META);
+        g.set(1.0);
+        *current = Some((version.to_owned(), g));
+    }
+
+    /// Counts one open stream until the returned guard is dropped.
+    pub fn stream_opened(&self) -> StreamGuard {
+        self.inner.active_streams.increment(1.0);
+        StreamGuard {
+            gauge: self.inner.active_streams.clone(),
+        }
+    }
+}
+
+/// Decrements `riskstream_active_streams` when dropped.
+pub struct StreamGuard {
+    gauge: Gauge,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.gauge.decrement(1.0);
+    }
+}

@@ -1,0 +1,323 @@
+//! Models: loading and validating a model file, inference on a feature
+//! vector with exact per-feature contributions, and the atomically swappable
+//! handle the scoring path reads.
+//!
+//! - [`file`]: the on-disk format.
+//! - [`score_map`]: probability ↔ 0–99 score.
+
+pub mod file;
+pub mod score_map;
+
+use crate::features::{Feature, FeatureVector, NUM_FEATURES};
+use arc_swap::ArcSwapOption;
+use file::{Estimator, ModelFile};
+use score_map::ScoreMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Why a model could not be loaded or could not score.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The file could not be read.
+    #[error("cannot read model file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid JSON of the model format.
+    #[error("model file {path} is not a valid model: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The JSON error, with line and column.
+        source: serde_json::Error,
+    },
+    /// The content is inconsistent.
+    #[error("invalid model: {0}")]
+    Invalid(String),
+    /// No model is loaded.
+    #[error("no model is loaded")]
+    Missing,
+    /// Inference produced a value that is not a finite number.
+    #[error("the model produced a non-finite score")]
+    NonFinite,
+}
+
+/// A model ready to score: parameters laid out for the serving feature vector.
+#[derive(Debug, Clone)]
+pub struct Model {
+    version: Arc<str>,
+    /// For each model parameter, the feature-vector index it reads.
+    index: Vec<usize>,
+    mean: Vec<f64>,
+    inv_scale: Vec<f64>,
+    weights: Vec<f64>,
+    intercept: f64,
+    calibration: file::Calibration,
+    score_map: ScoreMap,
+    file: ModelFile,
+}
+
+/// One prediction: calibrated probability, score and contributions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Prediction {
+    /// Calibrated fraud probability.
+    pub probability: f64,
+    /// Calibrated log-odds.
+    pub logit: f64,
+    /// The 0–99 score.
+    pub score: u32,
+    /// The part of the calibrated log-odds no feature accounts for.
+    pub base: f64,
+    /// Per feature (indexed like [`FeatureVector`]), its exact share of the
+    /// calibrated log-odds: `base + Σ contributions = logit`.
+    pub contributions: [f64; NUM_FEATURES],
+}
+
+fn finite(name: &str, v: &[f64]) -> Result<(), ModelError> {
+    match v.iter().position(|x| !x.is_finite()) {
+        Some(i) => Err(ModelError::Invalid(format!(
+            "{name}[{i}] is not a finite number"
+        ))),
+        None => Ok(()),
+    }
+}
+
+impl Model {
+    /// Validates a parsed model file against the serving feature set.
+    pub fn from_file(file: ModelFile) -> Result<Model, ModelError> {
+        if file.format != file::FORMAT {
+            return Err(ModelError::Invalid(format!(
+                "format is {:?}; this build reads {:?}",
+                file.format,
+                file::FORMAT
+            )));
+        }
+        if file.version.is_empty() {
+            return Err(ModelError::Invalid("version is empty".into()));
+        }
+        if file.features.is_empty() {
+            return Err(ModelError::Invalid("features is empty".into()));
+        }
+        let mut index = Vec::with_capacity(file.features.len());
+        for name in &file.features {
+            let f = Feature::from_name(name).ok_or_else(|| {
+                ModelError::Invalid(format!("feature {name:?} is not computed by this build"))
+            })?;
+            if index.contains(&(f as usize)) {
+                return Err(ModelError::Invalid(format!(
+                    "feature {name:?} is listed twice"
+                )));
+            }
+            index.push(f as usize);
+        }
+        let n = index.len();
+        let Estimator::LogisticRegression(lr) = &file.estimator;
+        for (name, v) in [
+            ("mean", &lr.mean),
+            ("scale", &lr.scale),
+            ("weights", &lr.weights),
+        ] {
+            if v.len() != n {
+                return Err(ModelError::Invalid(format!(
+                    "estimator.logistic_regression.{name} has {} values for {n} features",
+                    v.len()
+                )));
+            }
+            finite(name, v)?;
+        }
+        if let Some(i) = lr.scale.iter().position(|s| *s <= 0.0) {
+            return Err(ModelError::Invalid(format!("scale[{i}] must be positive")));
+        }
+        finite("intercept", &[lr.intercept])?;
+        finite(
+            "calibration",
+            &[file.calibration.slope, file.calibration.intercept],
+        )?;
+        if file.calibration.slope <= 0.0 {
+            return Err(ModelError::Invalid(
+                "calibration.slope must be positive (the map must stay monotone)".into(),
+            ));
+        }
+        let score_map = ScoreMap::new(&file.score_map)?;
+        Ok(Model {
+            version: Arc::from(file.version.as_str()),
+            index,
+            mean: lr.mean.clone(),
+            inv_scale: lr.scale.iter().map(|s| 1.0 / s).collect(),
+            weights: lr.weights.clone(),
+            intercept: lr.intercept,
+            calibration: file.calibration,
+            score_map,
+            file,
+        })
+    }
+
+    /// Reads, parses and validates the model file at `path`.
+    pub fn load(path: &Path) -> Result<Model, ModelError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let file: ModelFile = serde_json::from_str(&text).map_err(|source| ModelError::Parse {
+            path: shown,
+            source,
+        })?;
+        Model::from_file(file)
+    }
+
+    /// The model's version string.
+    pub fn version(&self) -> &Arc<str> {
+        &self.version
+    }
+
+    /// The file this model was built from.
+    pub fn file(&self) -> &ModelFile {
+        &self.file
+    }
+
+    /// The score map.
+    pub fn score_map(&self) -> &ScoreMap {
+        &self.score_map
+    }
+
+    /// Scores one feature vector.
+    pub fn predict(&self, x: &FeatureVector) -> Result<Prediction, ModelError> {
+        let slope = self.calibration.slope;
+        let mut contributions = [0.0; NUM_FEATURES];
+        let mut raw = self.intercept;
+        for i in 0..self.index.len() {
+            let j = self.index[i];
+            let c = self.weights[i] * (x.0[j] - self.mean[i]) * self.inv_scale[i];
+            raw += c;
+            contributions[j] = slope * c;
+        }
+        let logit = slope * raw + self.calibration.intercept;
+        if !logit.is_finite() {
+            return Err(ModelError::NonFinite);
+        }
+        Ok(Prediction {
+            probability: score_map::sigmoid(logit),
+            logit,
+            score: self.score_map.score_of_logit(logit),
+            base: slope * self.intercept + self.calibration.intercept,
+            contributions,
+        })
+    }
+}
+
+/// The model the scoring path reads: swapped atomically, never half-loaded.
+/// Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct ModelHandle {
+    current: Arc<ArcSwapOption<Model>>,
+}
+
+impl ModelHandle {
+    /// A handle holding `model`.
+    pub fn new(model: Model) -> Self {
+        ModelHandle {
+            current: Arc::new(ArcSwapOption::from_pointee(model)),
+        }
+    }
+
+    /// A handle with no model: every assessed payment is `UNKNOWN`.
+    pub fn empty() -> Self {
+        ModelHandle::default()
+    }
+
+    /// The current model, if any.
+    pub fn current(&self) -> Option<Arc<Model>> {
+        self.current.load_full()
+    }
+
+    /// Replaces the current model.
+    pub fn swap(&self, model: Model) {
+        self.current.store(Some(Arc::new(model)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use file::{Calibration, Knot, LogisticRegression};
+
+    fn file() -> ModelFile {
+        ModelFile {
+            format: file::FORMAT.into(),
+            version: "t1".into(),
+            features: vec!["device_mismatch".into(), "amount".into()],
+            estimator: Estimator::LogisticRegression(LogisticRegression {
+                mean: vec![0.1, 3.0],
+                scale: vec![0.3, 1.5],
+                weights: vec![1.2, 0.4],
+                intercept: -4.0,
+            }),
+            calibration: Calibration {
+                slope: 0.9,
+                intercept: 0.1,
+            },
+            score_map: vec![
+                Knot {
+                    probability: 1e-4,
+                    score: 0,
+                },
+                Knot {
+                    probability: 0.5,
+                    score: 75,
+                },
+                Knot {
+                    probability: 0.99,
+                    score: 99,
+                },
+            ],
+            provenance: serde_json::Value::Null,
+            evaluation: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn contributions_sum_to_the_logit() {
+        let m = Model::from_file(file()).expect("valid");
+        let mut x = FeatureVector([0.0; NUM_FEATURES]);
+        x.0[Feature::DeviceMismatch as usize] = 1.0;
+        x.0[Feature::Amount as usize] = 5.0;
+        let p = m.predict(&x).expect("finite");
+        let sum: f64 = p.base + p.contributions.iter().sum::<f64>();
+        assert!((sum - p.logit).abs() < 1e-12);
+        let expected = 0.9 * (-4.0 + 1.2 * 0.9 / 0.3 + 0.4 * 2.0 / 1.5) + 0.1;
+        assert!((p.logit - expected).abs() < 1e-12);
+    }
+
+    #[test]
+    fn inconsistent_files_are_rejected() {
+        let mut f = file();
+        f.features[1] = "no_such_feature".into();
+        assert!(Model::from_file(f).is_err());
+        let mut f = file();
+        f.features[1] = "device_mismatch".into();
+        assert!(Model::from_file(f).is_err());
+        let mut f = file();
+        let Estimator::LogisticRegression(lr) = &mut f.estimator;
+        lr.weights.pop();
+        assert!(Model::from_file(f).is_err());
+        let mut f = file();
+        let Estimator::LogisticRegression(lr) = &mut f.estimator;
+        lr.scale[0] = 0.0;
+        assert!(Model::from_file(f).is_err());
+        let mut f = file();
+        f.format = "other/9".into();
+        assert!(Model::from_file(f).is_err());
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let f = file();
+        let text = serde_json::to_string_pretty(&f).expect("serialise");
+        let back: ModelFile = serde_json::from_str(&text).expect("parse");
+        assert_eq!(back, f);
+    }
+}

@@ -1,0 +1,157 @@
+//! Entry points of the binary's subcommands: wire validated configuration
+//! into running parts. `main` parses flags and calls in here.
+
+use crate::cli::{Cli, Command, ServeArgs, TrainArgs};
+use crate::config::{ConfigError, ServeConfig, random_u64};
+use crate::decision_log::DecisionLog;
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::model::{Model, ModelHandle};
+use crate::server;
+use crate::sim::SimConfig;
+use crate::state::{MemoryStore, Store};
+use anyhow::Context as _;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// Runs the parsed command line.
+pub fn main(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(&args),
+        Command::Train(args) => train(&args),
+    }
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+async fn termination() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}
+
+fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    let config = ServeConfig::from_args(args)?;
+    let model = Model::load(&config.model).map_err(|e| {
+        anyhow::Error::new(e).context("cannot start without a model (pass --model PATH)")
+    })?;
+    tracing::info!(version = %model.version(), path = %config.model.display(), "model loaded");
+    if !config.holdout_key_given && config.engine.holdout.rate() > 0.0 {
+        tracing::warn!("no --holdout-key given: holdout draws will differ after a restart");
+    }
+    let (metrics, prometheus) = Metrics::prometheus();
+    let log = match &config.decision_log {
+        Some(path) => Some(DecisionLog::open(path, metrics.clone())?),
+        None => None,
+    };
+    let store = MemoryStore::new(config.store, random_u64());
+    for (list, value) in &config.lists {
+        store.list_add(*list, value);
+    }
+    let engine = Engine::new(
+        Arc::new(store),
+        ModelHandle::new(model),
+        config.engine.clone(),
+        metrics,
+        log,
+    );
+    engine.metrics().store(engine.store().stats());
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (--listen)", config.listen))?;
+        tracing::info!(addr = %listener.local_addr()?, "grpc listening");
+        let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+        let metrics_task = match config.metrics_listen {
+            Some(addr) => {
+                let l = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (--metrics-listen)"))?;
+                tracing::info!(addr = %l.local_addr()?, "metrics listening");
+                Some(tokio::spawn(server::metrics_http::serve(
+                    prometheus,
+                    l,
+                    async {
+                        let _ = metrics_stopped.await;
+                    },
+                )))
+            }
+            None => None,
+        };
+        let res = server::serve(engine, listener, config.server, termination()).await;
+        let _ = stop_metrics.send(());
+        if let Some(t) = metrics_task {
+            let _ = t.await;
+        }
+        res.map_err(anyhow::Error::from)
+    })
+}
+
+fn train(args: &TrainArgs) -> anyhow::Result<()> {
+    if args.customers < 100 {
+        return Err(ConfigError::Invalid {
+            flag: "customers",
+            message: format!("{} is too few; at least 100", args.customers),
+        }
+        .into());
+    }
+    if args.days < 5 {
+        return Err(ConfigError::Invalid {
+            flag: "days",
+            message: format!("{} is too few; at least 5", args.days),
+        }
+        .into());
+    }
+    let cfg = SimConfig {
+        seed: args.seed,
+        customers: args.customers,
+        days: args.days,
+        ..SimConfig::default()
+    };
+    let version = args
+        .version
+        .clone()
+        .unwrap_or_else(|| format!("sim-lr-s{}-c{}-d{}", args.seed, args.customers, args.days));
+    let command = format!(
+        "riskstream train --synthetic --seed {} --customers {} --days {} --version {} --out {}",
+        args.seed,
+        args.customers,
+        args.days,
+        version,
+        args.out.display()
+    );
+    let started = std::time::Instant::now();
+    let file = crate::train::train_synthetic(cfg, &version, &command)?;
+    let mut text = serde_json::to_string_pretty(&file)?;
+    text.push('\n');
+    std::fs::write(&args.out, text)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    tracing::info!(
+        out = %args.out.display(),
+        seconds = started.elapsed().as_secs_f64(),
+        evaluation = %file.evaluation,
+        "model written"
+    );
+    Ok(())
+}

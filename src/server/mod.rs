@@ -1,0 +1,139 @@
+//! The gRPC edge: serves `RiskScorer` with health and reflection beside it,
+//! the Prometheus endpoint, periodic store sweeps, and graceful shutdown.
+//!
+//! - [`service`] implements the tonic trait.
+//! - [`status`] maps service errors to gRPC statuses.
+//! - [`metrics_http`] serves `/metrics`.
+
+pub mod metrics_http;
+pub mod service;
+pub mod status;
+
+use crate::engine::Engine;
+use crate::proto::{FILE_DESCRIPTOR_SET, risk_scorer_server::RiskScorerServer};
+use std::future::Future;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// Settings of the gRPC server.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Largest accepted request message, in bytes.
+    pub max_message_bytes: usize,
+    /// How long open calls get to finish after shutdown starts.
+    pub shutdown_grace: Duration,
+    /// How often the store forgets idle keys.
+    pub sweep_interval: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            max_message_bytes: 256 * 1024,
+            shutdown_grace: Duration::from_secs(10),
+            sweep_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The reflection service could not be built from the descriptor set.
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The transport failed.
+    #[error("gRPC transport error: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The decision log could not be flushed at shutdown.
+    #[error(transparent)]
+    DecisionLog(#[from] crate::decision_log::LogError),
+}
+
+/// Serves `engine` on `listener` until `shutdown` completes, then drains:
+/// health turns NOT_SERVING, no new connections are accepted, open streams
+/// answer the events already received and end with `UNAVAILABLE`, unary calls
+/// finish, all within the grace period; finally the decision log is flushed.
+pub async fn serve(
+    engine: Engine,
+    listener: TcpListener,
+    options: ServerOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<RiskScorerServer<service::Service>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    let reflection_v1 = reflection.build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let scorer = RiskScorerServer::new(service::Service::new(engine.clone(), drain_rx.clone()))
+        .max_decoding_message_size(options.max_message_bytes);
+    let sweeper = tokio::spawn(sweep_loop(engine.clone(), options.sweep_interval, drain_rx));
+
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(scorer)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            let _ = stop_rx.await;
+        });
+    tokio::pin!(server);
+
+    let result = tokio::select! {
+        res = &mut server => res.map_err(ServerError::from),
+        () = shutdown => {
+            tracing::info!(grace = ?options.shutdown_grace, "shutting down");
+            health.set_not_serving::<RiskScorerServer<service::Service>>().await;
+            let _ = drain_tx.send(true);
+            let _ = stop_tx.send(());
+            match tokio::time::timeout(options.shutdown_grace, &mut server).await {
+                Ok(res) => res.map_err(ServerError::from),
+                Err(_) => {
+                    tracing::warn!("grace period over; closing the remaining calls");
+                    Ok(())
+                }
+            }
+        }
+    };
+    sweeper.abort();
+    if let Some(log) = engine.decision_log().cloned() {
+        tokio::task::spawn_blocking(move || log.flush())
+            .await
+            .map_err(|_| crate::decision_log::LogError::Stopped)??;
+    }
+    tracing::info!("stopped");
+    result
+}
+
+async fn sweep_loop(engine: Engine, every: Duration, mut draining: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = draining.changed() => return,
+        }
+        let store = engine.store().clone();
+        let dropped = tokio::task::spawn_blocking(move || {
+            let dropped = store.sweep();
+            (dropped, store.stats())
+        })
+        .await;
+        if let Ok((dropped, stats)) = dropped {
+            engine.metrics().store(stats);
+            tracing::debug!(dropped, "store sweep");
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! The tonic `RiskScorer` implementation: a thin adapter from RPCs to the
+//! [`Engine`]. Streams score each event as it arrives, in order, and end
+//! cleanly when the server drains.
+
+use super::status::to_status;
+use crate::engine::Engine;
+use crate::proto::{self, risk_scorer_server::RiskScorer};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Outcomes buffered per stream before the handler waits for the client.
+const STREAM_BUFFER: usize = 1024;
+
+/// The `RiskScorer` service.
+#[derive(Debug, Clone)]
+pub struct Service {
+    engine: Engine,
+    draining: watch::Receiver<bool>,
+}
+
+impl Service {
+    /// A service over `engine`; streams end when `draining` turns true.
+    pub fn new(engine: Engine, draining: watch::Receiver<bool>) -> Self {
+        Service { engine, draining }
+    }
+}
+
+#[tonic::async_trait]
+impl RiskScorer for Service {
+    async fn register_payment_method(
+        &self,
+        request: Request<proto::RegisterPaymentMethodRequest>,
+    ) -> Result<Response<proto::RegisterPaymentMethodResponse>, Status> {
+        let clock = self.engine.clock();
+        let id = self
+            .engine
+            .register(request.into_inner(), &clock)
+            .map_err(to_status)?;
+        Ok(Response::new(proto::RegisterPaymentMethodResponse {
+            payment_method_id: id,
+        }))
+    }
+
+    async fn get_payment_method(
+        &self,
+        request: Request<proto::GetPaymentMethodRequest>,
+    ) -> Result<Response<proto::PaymentMethod>, Status> {
+        self.engine
+            .get_payment_method(request.into_inner())
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
+    async fn score(
+        &self,
+        request: Request<proto::PaymentEvent>,
+    ) -> Result<Response<proto::Outcome>, Status> {
+        let clock = self.engine.clock();
+        self.engine
+            .score(request.into_inner(), &clock)
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
+    type ScoreStreamStream = ReceiverStream<Result<proto::Outcome, Status>>;
+
+    async fn score_stream(
+        &self,
+        request: Request<Streaming<proto::PaymentEvent>>,
+    ) -> Result<Response<Self::ScoreStreamStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let engine = self.engine.clone();
+        let mut draining = self.draining.clone();
+        if *draining.borrow() {
+            return Err(Status::unavailable("server is shutting down"));
+        }
+        tokio::spawn(async move {
+            let _open = engine.metrics().stream_opened();
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = draining.changed() => {
+                        // Every event read so far has its outcome queued; tell the
+                        // client the rest must be resent elsewhere.
+                        let _ = tx
+                            .send(Err(Status::unavailable(
+                                "server is shutting down; events without an outcome were not scored",
+                            )))
+                            .await;
+                        break;
+                    }
+                    msg = inbound.message() => match msg {
+                        Ok(Some(ev)) => {
+                            let clock = engine.clock();
+                            let outcome = engine.score_or_error(ev, &clock);
+                            if tx.send(Ok(outcome)).await.is_err() {
+                                break;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(status) => {
+                            let _ = tx.send(Err(status)).await;
+                            break;
+                        }
+                    },
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn report_feedback(
+        &self,
+        request: Request<proto::FeedbackEvent>,
+    ) -> Result<Response<proto::FeedbackResponse>, Status> {
+        let clock = self.engine.clock();
+        let lists = self
+            .engine
+            .feedback(request.into_inner(), &clock)
+            .map_err(to_status)?;
+        Ok(Response::new(proto::FeedbackResponse {
+            lists_updated: lists.into_iter().map(str::to_owned).collect(),
+        }))
+    }
+}

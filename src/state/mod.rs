@@ -1,0 +1,209 @@
+//! State: registered payment methods with their creation sessions, velocity
+//! windows, recent payments (so late feedback can find them) and block/allow
+//! lists. [`Store`] is the one small trait the scoring path talks to;
+//! [`MemoryStore`] is the in-process implementation.
+
+mod memory;
+pub mod window;
+
+pub use memory::{MemoryStore, StoreLimits};
+
+use crate::domain::{FeedbackKind, RegisteredMethod};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Velocity counts of one payment, the payment itself included.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Velocity {
+    /// Payments with this card fingerprint in the last hour.
+    pub card_1h: u32,
+    /// Payments with this card fingerprint in the last 24 hours.
+    pub card_24h: u32,
+    /// Amount (minor units) with this card fingerprint in the last 24 hours.
+    pub card_amount_24h: u64,
+    /// Payments with this email in the last hour.
+    pub email_1h: u32,
+    /// Payments with this email in the last 24 hours.
+    pub email_24h: u32,
+    /// Payments from this IP in the last hour.
+    pub ip_1h: u32,
+    /// Payments from this IP in the last 24 hours.
+    pub ip_24h: u32,
+    /// Payments from this device in the last hour.
+    pub device_1h: u32,
+    /// Payments from this device in the last 24 hours.
+    pub device_24h: u32,
+    /// Distinct card fingerprints used from this device in the last 24 hours.
+    pub device_cards_24h: u32,
+    /// Distinct card fingerprints used from this IP in the last 24 hours.
+    pub ip_cards_24h: u32,
+}
+
+/// One payment as the store records it.
+#[derive(Debug, Clone, Copy)]
+pub struct Observation<'a> {
+    /// Unique payment id: a payment already recorded is not counted twice.
+    pub payment_id: &'a str,
+    /// When it happened (ms since the epoch).
+    pub at_ms: i64,
+    /// Amount in minor units.
+    pub amount: i64,
+    /// Card fingerprint, when a card.
+    pub card_fingerprint: Option<&'a Arc<str>>,
+    /// Customer email, when given.
+    pub email: Option<&'a str>,
+    /// Customer id, when given.
+    pub customer_id: Option<&'a str>,
+    /// Payment session IP, when given.
+    pub ip: Option<IpAddr>,
+    /// Payment session device id, when given.
+    pub device_id: Option<&'a str>,
+    /// Merchant id, when given.
+    pub merchant_id: Option<&'a str>,
+}
+
+/// What the store remembers of a recent payment, for late feedback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentRecord {
+    /// When it happened.
+    pub at_ms: i64,
+    /// Card fingerprint, when a card.
+    pub card_fingerprint: Option<Arc<str>>,
+    /// Customer email, when given.
+    pub email: Option<Box<str>>,
+    /// The latest label reported for it.
+    pub label: Option<FeedbackKind>,
+}
+
+/// A block or allow list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum List {
+    /// Blocked card fingerprints (fed by fraud feedback).
+    BlockCardFingerprint,
+    /// Blocked emails (fed by fraud feedback).
+    BlockEmail,
+    /// Blocked IP addresses.
+    BlockIp,
+    /// Blocked device ids.
+    BlockDeviceId,
+    /// Blocked customer ids.
+    BlockCustomerId,
+    /// Allowed card fingerprints.
+    AllowCardFingerprint,
+    /// Allowed emails.
+    AllowEmail,
+    /// Allowed IP addresses.
+    AllowIp,
+    /// Allowed device ids.
+    AllowDeviceId,
+    /// Allowed customer ids.
+    AllowCustomerId,
+}
+
+impl List {
+    /// Every list, in a fixed order.
+    pub const ALL: [List; 10] = [
+        List::BlockCardFingerprint,
+        List::BlockEmail,
+        List::BlockIp,
+        List::BlockDeviceId,
+        List::BlockCustomerId,
+        List::AllowCardFingerprint,
+        List::AllowEmail,
+        List::AllowIp,
+        List::AllowDeviceId,
+        List::AllowCustomerId,
+    ];
+
+    /// Stable name: what `lists_updated`, `rule` and the lists file use.
+    pub fn name(self) -> &'static str {
+        match self {
+            List::BlockCardFingerprint => "block_card_fingerprint",
+            List::BlockEmail => "block_email",
+            List::BlockIp => "block_ip",
+            List::BlockDeviceId => "block_device_id",
+            List::BlockCustomerId => "block_customer_id",
+            List::AllowCardFingerprint => "allow_card_fingerprint",
+            List::AllowEmail => "allow_email",
+            List::AllowIp => "allow_ip",
+            List::AllowDeviceId => "allow_device_id",
+            List::AllowCustomerId => "allow_customer_id",
+        }
+    }
+
+    /// The list named `name`.
+    pub fn from_name(name: &str) -> Option<List> {
+        List::ALL.into_iter().find(|l| l.name() == name)
+    }
+
+    /// What the list holds, for messages ("card fingerprint", "email", …).
+    pub fn subject(self) -> &'static str {
+        match self {
+            List::BlockCardFingerprint | List::AllowCardFingerprint => "card fingerprint",
+            List::BlockEmail | List::AllowEmail => "email",
+            List::BlockIp | List::AllowIp => "IP address",
+            List::BlockDeviceId | List::AllowDeviceId => "device id",
+            List::BlockCustomerId | List::AllowCustomerId => "customer id",
+        }
+    }
+
+    /// True for allow lists.
+    pub fn is_allow(self) -> bool {
+        matches!(
+            self,
+            List::AllowCardFingerprint
+                | List::AllowEmail
+                | List::AllowIp
+                | List::AllowDeviceId
+                | List::AllowCustomerId
+        )
+    }
+}
+
+/// Why the store refused a write.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The store holds as many payment methods as it is allowed to.
+    #[error("the store holds its maximum of {0} payment methods")]
+    PaymentMethodsFull(usize),
+}
+
+/// Sizes of what the store holds, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Registered payment methods.
+    pub payment_methods: usize,
+    /// Velocity keys over all windows.
+    pub velocity_keys: usize,
+    /// Recent payments remembered for feedback.
+    pub payments: usize,
+    /// Entries over all lists.
+    pub list_entries: usize,
+}
+
+/// The state the scoring path needs. Implementations are shared across
+/// threads; no method blocks for long or awaits.
+pub trait Store: Send + Sync + 'static {
+    /// Stores (or replaces) a payment method.
+    fn register(&self, method: RegisteredMethod) -> Result<(), StoreError>;
+    /// The payment method registered as `id`.
+    fn payment_method(&self, id: &str) -> Option<Arc<RegisteredMethod>>;
+    /// Records a payment and returns its velocity counts, itself included.
+    /// A payment id already recorded is counted once.
+    fn observe(&self, obs: &Observation<'_>) -> Velocity;
+    /// The recent payment `payment_id`, if remembered.
+    fn payment(&self, payment_id: &str) -> Option<PaymentRecord>;
+    /// Records a label on a remembered payment; false when it is unknown.
+    fn label(&self, payment_id: &str, kind: FeedbackKind) -> bool;
+    /// Whether `list` holds `value`.
+    fn list_contains(&self, list: List, value: &str) -> bool;
+    /// Whether every list is empty (lets the scoring path skip lookups).
+    fn lists_empty(&self) -> bool;
+    /// Adds `value` to `list`; true when it was not there yet.
+    fn list_add(&self, list: List, value: &str) -> bool;
+    /// Forgets what is older than the retention horizons, relative to the
+    /// latest event time seen; returns how many entries were dropped.
+    fn sweep(&self) -> usize;
+    /// Sizes, for metrics.
+    fn stats(&self) -> StoreStats;
+}

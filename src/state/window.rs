@@ -1,0 +1,191 @@
+//! Velocity windows: per-key counts and amount sums over the last hour and the
+//! last 24 hours in 5-minute buckets, plus the distinct card fingerprints seen
+//! over 24 hours. Memory per key is bounded (at most 288 buckets and
+//! [`MAX_DISTINCT`] cards) and proportional to how busy the key is.
+
+use std::collections::VecDeque;
+
+/// Width of one bucket.
+pub const BUCKET_MS: i64 = 5 * 60 * 1000;
+/// One day.
+pub const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+const BUCKETS_1H: i64 = 12;
+const BUCKETS_24H: i64 = 288;
+/// Most distinct cards remembered per key; the count saturates there.
+pub const MAX_DISTINCT: usize = 64;
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    index: i64,
+    count: u32,
+    amount: u64,
+}
+
+/// Counts of one key at one instant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Events in the last hour (the 5-minute bucket of the instant and the 11 before it).
+    pub count_1h: u32,
+    /// Events in the last 24 hours.
+    pub count_24h: u32,
+    /// Sum of amounts (minor units) in the last 24 hours.
+    pub amount_24h: u64,
+    /// Distinct card fingerprints in the last 24 hours (saturates at [`MAX_DISTINCT`]).
+    pub distinct_24h: u32,
+}
+
+/// The recent history of one key.
+#[derive(Debug, Clone, Default)]
+pub struct Window {
+    buckets: VecDeque<Bucket>,
+    cards: Vec<(u64, i64)>,
+    last_ms: i64,
+}
+
+impl Window {
+    /// Time of the latest event added (ms since the epoch).
+    pub fn last_ms(&self) -> i64 {
+        self.last_ms
+    }
+
+    /// Adds one event at `at_ms` with `amount`, and the card it used when
+    /// distinct cards are tracked for this key.
+    pub fn add(&mut self, at_ms: i64, amount: u64, card: Option<u64>) {
+        let index = at_ms.div_euclid(BUCKET_MS);
+        self.last_ms = self.last_ms.max(at_ms);
+        // Events arrive almost in order: search from the back.
+        let mut pos = self.buckets.len();
+        while pos > 0 && self.buckets[pos - 1].index > index {
+            pos -= 1;
+        }
+        if pos > 0 && self.buckets[pos - 1].index == index {
+            let b = &mut self.buckets[pos - 1];
+            b.count = b.count.saturating_add(1);
+            b.amount = b.amount.saturating_add(amount);
+        } else {
+            self.buckets.insert(
+                pos,
+                Bucket {
+                    index,
+                    count: 1,
+                    amount,
+                },
+            );
+        }
+        let newest = self.last_ms.div_euclid(BUCKET_MS);
+        while self
+            .buckets
+            .front()
+            .is_some_and(|b| b.index <= newest - BUCKETS_24H)
+        {
+            self.buckets.pop_front();
+        }
+        if let Some(card) = card {
+            self.add_card(at_ms, card);
+        }
+    }
+
+    fn add_card(&mut self, at_ms: i64, card: u64) {
+        if let Some(entry) = self.cards.iter_mut().find(|(c, _)| *c == card) {
+            entry.1 = entry.1.max(at_ms);
+        } else {
+            self.cards.push((card, at_ms));
+        }
+        let horizon = self.last_ms - DAY_MS;
+        self.cards.retain(|(_, seen)| *seen > horizon);
+        if self.cards.len() > MAX_DISTINCT {
+            // Forget the card seen least recently.
+            if let Some(oldest) = self
+                .cards
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, (_, seen))| *seen)
+                .map(|(i, _)| i)
+            {
+                self.cards.swap_remove(oldest);
+            }
+        }
+    }
+
+    /// Counts as of `at_ms`: buckets after `at_ms` are not counted.
+    pub fn counts(&self, at_ms: i64) -> Counts {
+        let index = at_ms.div_euclid(BUCKET_MS);
+        let mut c = Counts::default();
+        for b in self.buckets.iter().rev() {
+            if b.index > index {
+                continue;
+            }
+            if b.index <= index - BUCKETS_24H {
+                break;
+            }
+            if b.index > index - BUCKETS_1H {
+                c.count_1h = c.count_1h.saturating_add(b.count);
+            }
+            c.count_24h = c.count_24h.saturating_add(b.count);
+            c.amount_24h = c.amount_24h.saturating_add(b.amount);
+        }
+        let horizon = at_ms - DAY_MS;
+        c.distinct_24h = self
+            .cards
+            .iter()
+            .filter(|(_, seen)| *seen > horizon)
+            .count() as u32;
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: i64 = 1_800_000_000_000;
+    const MIN: i64 = 60_000;
+
+    #[test]
+    fn hour_and_day_windows() {
+        let mut w = Window::default();
+        w.add(T0, 100, None);
+        w.add(T0 + 10 * MIN, 200, None);
+        w.add(T0 + 3 * 60 * MIN, 300, None);
+        let c = w.counts(T0 + 3 * 60 * MIN);
+        assert_eq!(c.count_1h, 1);
+        assert_eq!(c.count_24h, 3);
+        assert_eq!(c.amount_24h, 600);
+        let later = w.counts(T0 + 25 * 60 * MIN);
+        assert_eq!(
+            later.count_24h, 1,
+            "only the 3 h event is within 24 h of 25 h"
+        );
+    }
+
+    #[test]
+    fn future_buckets_are_not_counted() {
+        let mut w = Window::default();
+        w.add(T0 + 30 * MIN, 1, None);
+        w.add(T0, 1, None);
+        assert_eq!(w.counts(T0).count_1h, 1);
+        assert_eq!(w.counts(T0 + 30 * MIN).count_1h, 2);
+    }
+
+    #[test]
+    fn distinct_cards_are_bounded() {
+        let mut w = Window::default();
+        for card in 0..200u64 {
+            w.add(T0 + card as i64, 1, Some(card));
+        }
+        w.add(T0 + 500, 1, Some(3));
+        assert_eq!(w.counts(T0 + 500).distinct_24h, MAX_DISTINCT as u32);
+        assert!(w.buckets.len() <= 288);
+    }
+
+    #[test]
+    fn old_buckets_are_pruned() {
+        let mut w = Window::default();
+        for h in 0..100 {
+            w.add(T0 + h * 60 * MIN, 1, Some(h as u64));
+        }
+        assert!(w.buckets.len() <= 288);
+        assert!(w.cards.len() <= 25);
+        assert_eq!(w.counts(T0 + 99 * 60 * MIN).count_24h, 24);
+    }
+}
