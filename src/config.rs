@@ -103,19 +103,7 @@ fn lists(path: &PathBuf) -> Result<Vec<(List, String)>, ConfigError> {
                 names.join(", ")
             ))
         })?;
-        for v in values {
-            let v = if matches!(list, List::BlockEmail | List::AllowEmail) {
-                v.to_lowercase()
-            } else if matches!(list, List::BlockIp | List::AllowIp) {
-                let ip: std::net::IpAddr = v
-                    .parse()
-                    .map_err(|_| err(format!("{name}: {v:?} is not an IP address")))?;
-                ip.to_canonical().to_string()
-            } else {
-                v
-            };
-            out.push((list, v));
-        }
+        out.extend(values.into_iter().map(|v| (list, v)));
     }
     Ok(out)
 }

@@ -57,17 +57,17 @@ impl FeedbackKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Session {
     /// Client-side id of the session.
-    pub session_id: Box<str>,
+    pub session_id: String,
     /// When the client captured it (ms since the epoch; 0 when not given).
     pub captured_at_ms: i64,
     /// The client's address, when given.
     pub ip: Option<IpAddr>,
     /// Raw user agent (may be empty).
-    pub user_agent: Box<str>,
+    pub user_agent: String,
     /// Raw Accept-Language header (may be empty).
-    pub accept_language: Box<str>,
+    pub accept_language: String,
     /// IANA time zone name (may be empty).
-    pub timezone: Box<str>,
+    pub timezone: String,
     /// Offset from UTC in minutes.
     pub utc_offset_minutes: i32,
     /// Screen width in pixels (0 when unknown).
@@ -77,25 +77,41 @@ pub struct Session {
     /// Colour depth in bits (0 when unknown).
     pub color_depth: u32,
     /// Stable device hash from the client library (may be empty).
-    pub device_id: Box<str>,
+    pub device_id: String,
     /// Platform string from the client (may be empty).
-    pub platform: Box<str>,
+    pub platform: String,
+}
+
+impl Session {
+    /// Releases spare string capacity (for sessions kept long-term).
+    pub fn shrink_to_fit(&mut self) {
+        for s in [
+            &mut self.session_id,
+            &mut self.user_agent,
+            &mut self.accept_language,
+            &mut self.timezone,
+            &mut self.device_id,
+            &mut self.platform,
+        ] {
+            s.shrink_to_fit();
+        }
+    }
 }
 
 /// A customer as the payment names it; both parts optional.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Customer {
     /// Merchant-side customer id (may be empty).
-    pub id: Box<str>,
+    pub id: String,
     /// Lower-cased email address (may be empty).
-    pub email: Box<str>,
+    pub email: String,
 }
 
 /// A payment method stored by `RegisterPaymentMethod`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RegisteredMethod {
     /// Payment method id.
-    pub id: Box<str>,
+    pub id: String,
     /// Its kind.
     pub kind: MethodKind,
     /// Card fingerprint (cards only; may be empty for other kinds).
@@ -114,7 +130,7 @@ pub struct RegisteredMethod {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MethodRef {
     /// Registered id (may be empty when everything is inline).
-    pub id: Box<str>,
+    pub id: String,
     /// Inline kind, when given.
     pub kind: Option<MethodKind>,
     /// Inline card fingerprint, when given.
@@ -131,7 +147,7 @@ pub struct MethodRef {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recurring {
     /// Subscription id.
-    pub subscription_id: Box<str>,
+    pub subscription_id: String,
     /// True for the subscription's first payment.
     pub initial: bool,
 }
@@ -146,13 +162,13 @@ pub struct Payment {
     /// Amount in the currency's minor unit (>= 0).
     pub amount: i64,
     /// Lower-case ISO 4217 code (empty for a SetupIntent without one).
-    pub currency: Box<str>,
+    pub currency: String,
     /// When it was attempted (ms since the epoch).
     pub created_at_ms: i64,
     /// The paying customer.
     pub customer: Customer,
     /// Merchant (business) id (may be empty).
-    pub merchant_id: Box<str>,
+    pub merchant_id: String,
     /// The payment method used.
     pub method: MethodRef,
     /// The payment-time session (absent off-session).

@@ -8,12 +8,14 @@ use crate::decision::{Action, Context, Policy, RiskLevel, Verdict};
 use crate::decision_log::{DecisionLog, DecisionRecord};
 use crate::domain::{MethodKind, ObjectKind, Payment, RegisteredMethod, Session};
 use crate::error::ServiceError;
+use crate::features::session::Facts;
 use crate::features::{self, Feature, FeatureVector, NUM_FEATURES};
 use crate::metrics::{EventKind, Metrics};
 use crate::model::{ModelHandle, score_map::sigmoid};
 use crate::proto;
-use crate::state::{List, Observation, Store};
+use crate::state::{Key, List, Observation, Store, StoredMethod};
 use crate::validate::{self, Clock, FieldError};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -52,13 +54,32 @@ struct Inner {
 }
 
 /// What [`Engine::prepare`] resolves for one payment.
-struct Prepared<'a> {
+struct Prepared {
     ctx: Context,
     features: Option<FeatureVector>,
-    creation_session: Option<Arc<Session>>,
-    card_fingerprint: Option<&'a str>,
-    email: Option<&'a str>,
-    customer_id: Option<&'a str>,
+    keys: Keys,
+}
+
+/// The store keys of a payment's customer values.
+#[derive(Debug, Clone, Copy, Default)]
+struct Keys {
+    card: Option<Key>,
+    email: Option<Key>,
+    customer: Option<Key>,
+    ip: Option<Key>,
+    device: Option<Key>,
+}
+
+/// The bytes an IP address is keyed by (IPv4-mapped addresses as IPv4).
+fn ip_bytes(ip: IpAddr) -> ([u8; 16], usize) {
+    let mut out = [0u8; 16];
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            out[..4].copy_from_slice(&v4.octets());
+            (out, 4)
+        }
+        IpAddr::V6(v6) => (v6.octets(), 16),
+    }
 }
 
 /// The scoring engine. Cheap to clone; every clone shares state and model.
@@ -101,8 +122,8 @@ pub struct Assessment {
     pub insight_count: usize,
     /// Version of the model consulted, if any.
     pub model_version: Option<Arc<str>>,
-    /// The creation session compared, if any.
-    pub creation_session: Option<Arc<Session>>,
+    /// The creation session compared.
+    pub compared: Compared,
     /// The features, when the payment was assessed by a model.
     pub features: Option<FeatureVector>,
 }
@@ -126,20 +147,40 @@ impl Assessment {
             seller_message: self.verdict.seller_message.to_owned(),
             fraud_probability: self.reported_probability,
             rule: self.verdict.rule.to_owned(),
-            session_id: payment
-                .session
-                .map(|s| s.session_id.into_string())
-                .unwrap_or_default(),
-            creation_session_id: self
-                .creation_session
-                .map(|s| s.session_id.to_string())
-                .unwrap_or_default(),
+            session_id: payment.session.map(|s| s.session_id).unwrap_or_default(),
+            creation_session_id: self.compared.session_id().to_owned(),
             model_version: self
                 .model_version
                 .map(|v| v.to_string())
                 .unwrap_or_default(),
             insights,
             error: None,
+        }
+    }
+}
+
+/// The creation session an assessment compared with the payment session.
+#[derive(Debug, Clone)]
+pub enum Compared {
+    /// No creation session was known.
+    None,
+    /// The one sent inline with the payment.
+    Inline(Arc<Session>),
+    /// The registered payment method's.
+    Registered(Arc<StoredMethod>),
+}
+
+impl Compared {
+    /// Id of the compared creation session (empty when none).
+    pub fn session_id(&self) -> &str {
+        match self {
+            Compared::None => "",
+            Compared::Inline(s) => &s.session_id,
+            Compared::Registered(m) => m
+                .method
+                .creation_session
+                .as_deref()
+                .map_or("", |s| s.session_id.as_str()),
         }
     }
 }
@@ -283,8 +324,17 @@ impl Engine {
         m.event(EventKind::Register);
         let method =
             validate::registration(req, clock).inspect_err(|_| m.invalid(EventKind::Register))?;
-        let id = method.id.to_string();
-        self.inner.store.register(method)?;
+        let id = method.id.clone();
+        let store = &self.inner.store;
+        let key = |v: &str| (!v.is_empty()).then(|| store.key(v.as_bytes()));
+        let stored = StoredMethod {
+            creation: method.creation_session.as_deref().map(Facts::of),
+            card: method.card_fingerprint.as_deref().and_then(key),
+            email: key(&method.customer.email),
+            customer: key(&method.customer.id),
+            method,
+        };
+        store.register(stored)?;
         Ok(id)
     }
 
@@ -297,7 +347,7 @@ impl Engine {
         m.event(EventKind::Get);
         let id = validate::get_request(req).inspect_err(|_| m.invalid(EventKind::Get))?;
         match self.inner.store.payment_method(&id) {
-            Some(pm) => Ok(method_proto(&pm)),
+            Some(pm) => Ok(method_proto(&pm.method)),
             None => Err(ServiceError::NotFound {
                 field: "payment_method_id",
                 message: "no payment method is registered with this id".into(),
@@ -328,12 +378,12 @@ impl Engine {
         let mut updated = Vec::new();
         if fb.kind.is_fraud() {
             let entries = [
-                (List::BlockCardFingerprint, rec.card_fingerprint.as_deref()),
-                (List::BlockEmail, rec.email.as_deref()),
+                (List::BlockCardFingerprint, rec.card),
+                (List::BlockEmail, rec.email),
             ];
-            for (list, value) in entries {
-                if let Some(v) = value
-                    && store.list_add(list, v)
+            for (list, key) in entries {
+                if let Some(k) = key
+                    && store.list_add(list, k)
                 {
                     m.list_addition(list);
                     updated.push(list.name());
@@ -382,7 +432,7 @@ impl Engine {
 
     /// The registered payment method a payment names, if any; an error when
     /// it names an unknown id without describing the method inline.
-    fn registered(&self, p: &Payment) -> Result<Option<Arc<RegisteredMethod>>, FieldError> {
+    fn registered(&self, p: &Payment) -> Result<Option<Arc<StoredMethod>>, FieldError> {
         let registered = if p.method.id.is_empty() {
             None
         } else {
@@ -397,49 +447,71 @@ impl Engine {
         Ok(registered)
     }
 
+    /// The store key `list` holds for `value` (emails lower-cased, IP
+    /// addresses parsed), the same key the scoring path looks up.
+    pub fn list_key(&self, list: List, value: &str) -> Result<Key, FieldError> {
+        let store = &self.inner.store;
+        match list {
+            List::BlockEmail | List::AllowEmail => Ok(store.key(value.to_lowercase().as_bytes())),
+            List::BlockIp | List::AllowIp => {
+                let ip: IpAddr = value.parse().map_err(|_| {
+                    FieldError::new(list.name(), format!("{value:?} is not an IP address"))
+                })?;
+                let (b, n) = ip_bytes(ip);
+                Ok(store.key(&b[..n]))
+            }
+            _ => Ok(store.key(value.as_bytes())),
+        }
+    }
+
+    /// Adds `value` to `list`; true when it was not there yet.
+    pub fn list_add(&self, list: List, value: &str) -> Result<bool, FieldError> {
+        let key = self.list_key(list, value)?;
+        let added = self.inner.store.list_add(list, key);
+        if added {
+            self.inner.metrics.list_addition(list);
+        }
+        Ok(added)
+    }
+
     /// Resolves the payment method, records the payment in the store and
     /// computes its features.
-    fn prepare<'a>(&self, p: &'a Payment, reg: Option<&'a RegisteredMethod>) -> Prepared<'a> {
+    fn prepare(&self, p: &Payment, stored: Option<&StoredMethod>) -> Prepared {
+        let store = &self.inner.store;
+        let key = |v: &str| (!v.is_empty()).then(|| store.key(v.as_bytes()));
+        let reg = stored.map(|s| &s.method);
         let kind = p
             .method
             .kind
             .or(reg.map(|r| r.kind))
             .unwrap_or(MethodKind::Other);
-        let card_fingerprint = p
-            .method
-            .card_fingerprint
-            .as_ref()
-            .or(reg.and_then(|r| r.card_fingerprint.as_ref()));
         let card_country = p.method.card_country.or(reg.and_then(|r| r.card_country));
         let method_created_at_ms = p.method.created_at_ms.or(reg.map(|r| r.created_at_ms));
-        let creation_session = p
-            .method
-            .creation_session
-            .clone()
-            .or_else(|| reg.and_then(|r| r.creation_session.clone()));
-        let email = Some(&*p.customer.email)
-            .filter(|e| !e.is_empty())
-            .or(reg.map(|r| &*r.customer.email).filter(|e| !e.is_empty()));
-        let customer_id = Some(&*p.customer.id)
-            .filter(|e| !e.is_empty())
-            .or(reg.map(|r| &*r.customer.id).filter(|e| !e.is_empty()));
-        let ip = p.session.as_ref().and_then(|s| s.ip);
-        let device_id = p
-            .session
-            .as_ref()
-            .map(|s| &*s.device_id)
-            .filter(|d| !d.is_empty());
+        // Inline values win over the registered ones.
+        let inline_facts = p.method.creation_session.as_deref().map(Facts::of);
+        let creation = inline_facts.or(stored.and_then(|s| s.creation));
+        let keys = Keys {
+            card: match &p.method.card_fingerprint {
+                Some(fp) => key(fp),
+                None => stored.and_then(|s| s.card),
+            },
+            email: key(&p.customer.email).or(stored.and_then(|s| s.email)),
+            customer: key(&p.customer.id).or(stored.and_then(|s| s.customer)),
+            ip: p.session.as_ref().and_then(|s| s.ip).map(|ip| {
+                let (b, n) = ip_bytes(ip);
+                store.key(&b[..n])
+            }),
+            device: p.session.as_ref().and_then(|s| key(&s.device_id)),
+        };
 
-        let velocity = self.inner.store.observe(&Observation {
+        let velocity = store.observe(&Observation {
             payment_id: &p.payment_id,
             at_ms: p.created_at_ms,
             amount: p.amount,
-            card_fingerprint,
-            email,
-            customer_id,
-            ip,
-            device_id,
-            merchant_id: Some(&*p.merchant_id).filter(|m| !m.is_empty()),
+            card: keys.card,
+            email: keys.email,
+            ip: keys.ip,
+            device: keys.device,
         });
 
         let ctx = Context {
@@ -451,7 +523,7 @@ impl Engine {
         let features = (!not_assessed).then(|| {
             features::extract(&features::Inputs {
                 payment: p,
-                creation_session: creation_session.as_deref(),
+                creation: creation.as_ref(),
                 card_country,
                 method_created_at_ms,
                 velocity: &velocity,
@@ -460,10 +532,7 @@ impl Engine {
         Prepared {
             ctx,
             features,
-            creation_session,
-            card_fingerprint: card_fingerprint.map(|f| &**f),
-            email,
-            customer_id,
+            keys,
         }
     }
 
@@ -474,11 +543,13 @@ impl Engine {
         let Prepared {
             ctx,
             features,
-            creation_session,
-            card_fingerprint,
-            email,
-            customer_id,
+            keys,
         } = self.prepare(p, registered.as_deref());
+        let compared = match (&p.method.creation_session, registered) {
+            (Some(s), _) => Compared::Inline(Arc::clone(s)),
+            (None, Some(r)) if r.method.creation_session.is_some() => Compared::Registered(r),
+            _ => Compared::None,
+        };
 
         let mut a = Assessment {
             level: RiskLevel::NotAssessed,
@@ -492,13 +563,13 @@ impl Engine {
             insights: [(Feature::SessionMissing, 0.0); MAX_INSIGHTS],
             insight_count: 0,
             model_version: None,
-            creation_session,
+            compared,
             features,
         };
 
         if let Some(x) = features {
-            let model = inner.model.current();
-            let prediction = match &model {
+            let model = inner.model.guard();
+            let prediction = match &*model {
                 Some(m) => m.predict(&x).map(|pr| (m, pr)),
                 None => Err(crate::model::ModelError::Missing),
             };
@@ -547,7 +618,7 @@ impl Engine {
         let list_hit = if inner.store.lists_empty() {
             None
         } else {
-            self.list_hit(card_fingerprint, email, customer_id, p.session.as_ref())
+            self.list_hit(&keys)
         };
         a.verdict = match list_hit {
             Some(list) => Policy::list_verdict(list),
@@ -587,45 +658,30 @@ impl Engine {
     }
 
     /// The first list the payment matches: allow lists before block lists.
-    fn list_hit(
-        &self,
-        card: Option<&str>,
-        email: Option<&str>,
-        customer_id: Option<&str>,
-        session: Option<&Session>,
-    ) -> Option<List> {
+    fn list_hit(&self, keys: &Keys) -> Option<List> {
         let store = &self.inner.store;
-        let ip = session
-            .and_then(|s| s.ip)
-            .map(|ip| ip.to_canonical().to_string());
-        let device = session.map(|s| &*s.device_id).filter(|d| !d.is_empty());
-        let checks = |card_l, email_l, ip_l, device_l, customer_l| {
-            [
-                (card_l, card),
-                (email_l, email),
-                (ip_l, ip.as_deref()),
-                (device_l, device),
-                (customer_l, customer_id),
-            ]
-            .into_iter()
-            .find(|(l, v)| v.is_some_and(|v| store.list_contains(*l, v)))
-            .map(|(l, _)| l)
+        let checks = |lists: [List; 5]| {
+            lists
+                .into_iter()
+                .zip([keys.card, keys.email, keys.ip, keys.device, keys.customer])
+                .find(|(l, k)| k.is_some_and(|k| store.list_contains(*l, k)))
+                .map(|(l, _)| l)
         };
-        checks(
+        checks([
             List::AllowCardFingerprint,
             List::AllowEmail,
             List::AllowIp,
             List::AllowDeviceId,
             List::AllowCustomerId,
-        )
+        ])
         .or_else(|| {
-            checks(
+            checks([
                 List::BlockCardFingerprint,
                 List::BlockEmail,
                 List::BlockIp,
                 List::BlockDeviceId,
                 List::BlockCustomerId,
-            )
+            ])
         })
     }
 }

@@ -9,7 +9,7 @@ use crate::metrics::Metrics;
 use crate::model::{Model, ModelHandle};
 use crate::server;
 use crate::sim::SimConfig;
-use crate::state::{MemoryStore, Store};
+use crate::state::MemoryStore;
 use anyhow::Context as _;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -61,9 +61,6 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let store = MemoryStore::new(config.store, random_u64());
-    for (list, value) in &config.lists {
-        store.list_add(*list, value);
-    }
     let engine = Engine::new(
         Arc::new(store),
         ModelHandle::new(model),
@@ -71,6 +68,14 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         metrics,
         log,
     );
+    for (list, value) in &config.lists {
+        engine
+            .list_add(*list, value)
+            .map_err(|e| ConfigError::Lists {
+                path: args.lists.clone().unwrap_or_default(),
+                message: e.to_string(),
+            })?;
+    }
     engine.metrics().store(engine.store().stats());
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -133,13 +138,10 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         .version
         .clone()
         .unwrap_or_else(|| format!("sim-lr-s{}-c{}-d{}", args.seed, args.customers, args.days));
+    // The output path is left out so that the file is the same wherever it is written.
     let command = format!(
-        "riskstream train --synthetic --seed {} --customers {} --days {} --version {} --out {}",
-        args.seed,
-        args.customers,
-        args.days,
-        version,
-        args.out.display()
+        "riskstream train --synthetic --seed {} --customers {} --days {} --version {}",
+        args.seed, args.customers, args.days, version
     );
     let started = std::time::Instant::now();
     let file = crate::train::train_synthetic(cfg, &version, &command)?;

@@ -72,24 +72,34 @@ pub struct Clock {
 
 impl Clock {
     fn timestamp(&self, field: &str, value: i64, default_now: bool) -> Result<i64, FieldError> {
+        self.timestamp_at(|| field.to_owned(), value, default_now)
+    }
+
+    /// Like `timestamp`, naming the field only when there is an error.
+    fn timestamp_at(
+        &self,
+        field: impl Fn() -> String,
+        value: i64,
+        default_now: bool,
+    ) -> Result<i64, FieldError> {
         if value == 0 {
             return Ok(if default_now { self.now_ms } else { 0 });
         }
         if value < 0 {
             return Err(FieldError::new(
-                field,
+                field(),
                 "must not be negative (ms since the Unix epoch)",
             ));
         }
         if value < MIN_TIMESTAMP_MS {
             return Err(FieldError::new(
-                field,
+                field(),
                 format!("{value} is before 2000-01-01; timestamps are ms since the Unix epoch"),
             ));
         }
         if value > self.now_ms.saturating_add(self.max_future_skew_ms) {
             return Err(FieldError::new(
-                field,
+                field(),
                 format!(
                     "{value} is in the future (more than {} ms ahead of the server clock)",
                     self.max_future_skew_ms
@@ -109,6 +119,31 @@ fn path(prefix: &str, name: &str) -> String {
     }
 }
 
+/// Whether `s` holds a control character (C0, DEL or C1). The ASCII scan
+/// has no early exit so that it vectorises.
+fn has_control(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.iter()
+        .fold(false, |acc, &c| acc | (c < 0x20) | (c == 0x7f))
+    {
+        return true;
+    }
+    // C1 controls are U+0080..=U+009F, encoded 0xC2 0x80..=0x9F.
+    !s.is_ascii()
+        && b.windows(2)
+            .any(|w| w[0] == 0xc2 && (0x80..=0x9f).contains(&w[1]))
+}
+
+/// Whether `s` holds whitespace (vectorised ASCII scan, Unicode otherwise).
+fn has_whitespace(s: &str) -> bool {
+    if s.is_ascii() {
+        s.bytes()
+            .fold(false, |acc, b| acc | (b == b' ') | (b.wrapping_sub(9) < 5))
+    } else {
+        s.chars().any(char::is_whitespace)
+    }
+}
+
 /// Checks a free-text value: length and no control characters.
 fn text(field: impl FnOnce() -> String, value: &str, max: usize) -> Result<(), FieldError> {
     if value.len() > max {
@@ -117,7 +152,7 @@ fn text(field: impl FnOnce() -> String, value: &str, max: usize) -> Result<(), F
             format!("is {} bytes long; at most {max} are accepted", value.len()),
         ));
     }
-    if value.chars().any(char::is_control) {
+    if has_control(value) {
         return Err(FieldError::new(field(), "contains control characters"));
     }
     Ok(())
@@ -132,7 +167,7 @@ fn id(field: impl Fn() -> String, value: &str, required: bool) -> Result<(), Fie
         return Ok(());
     }
     text(&field, value, MAX_ID_LEN)?;
-    if value.chars().any(char::is_whitespace) {
+    if has_whitespace(value) {
         return Err(FieldError::new(field(), "must not contain whitespace"));
     }
     Ok(())
@@ -203,9 +238,19 @@ fn country(field: impl Fn() -> String, value: &str) -> Result<Option<[u8; 2]>, F
     }
 }
 
-fn email(field: impl Fn() -> String, value: &str) -> Result<Box<str>, FieldError> {
+/// Lower-cases `value` in place when it is ASCII (no allocation), else by Unicode rules.
+fn lowercase(mut value: String) -> String {
+    if value.is_ascii() {
+        value.make_ascii_lowercase();
+        value
+    } else {
+        value.to_lowercase()
+    }
+}
+
+fn email(field: impl Fn() -> String, value: String) -> Result<String, FieldError> {
     if value.is_empty() {
-        return Ok(Box::from(""));
+        return Ok(value);
     }
     if value.len() > MAX_EMAIL_LEN {
         return Err(FieldError::new(
@@ -221,14 +266,15 @@ fn email(field: impl Fn() -> String, value: &str) -> Result<Box<str>, FieldError
             !local.is_empty()
                 && !domain.is_empty()
                 && !domain.contains('@')
-                && !value.chars().any(|c| c.is_whitespace() || c.is_control())
+                && !has_control(&value)
+                && !has_whitespace(&value)
         }
         None => false,
     };
     if !valid {
         return Err(FieldError::new(field(), "is not an email address"));
     }
-    Ok(Box::from(value.to_lowercase()))
+    Ok(lowercase(value))
 }
 
 fn customer(prefix: &str, c: Option<proto::Customer>) -> Result<Customer, FieldError> {
@@ -236,11 +282,8 @@ fn customer(prefix: &str, c: Option<proto::Customer>) -> Result<Customer, FieldE
         return Ok(Customer::default());
     };
     id(|| path(prefix, "id"), &c.id, false)?;
-    let email = email(|| path(prefix, "email"), &c.email)?;
-    Ok(Customer {
-        id: c.id.into_boxed_str(),
-        email,
-    })
+    let email = email(|| path(prefix, "email"), c.email)?;
+    Ok(Customer { id: c.id, email })
 }
 
 fn method_kind(field: impl Fn() -> String, value: i32) -> Result<Option<MethodKind>, FieldError> {
@@ -261,7 +304,7 @@ fn method_kind(field: impl Fn() -> String, value: i32) -> Result<Option<MethodKi
 pub fn session(prefix: &str, s: proto::Session, clock: &Clock) -> Result<Session, FieldError> {
     id(|| path(prefix, "session_id"), &s.session_id, true)?;
     let captured_at_ms =
-        clock.timestamp(&path(prefix, "captured_at_ms"), s.captured_at_ms, false)?;
+        clock.timestamp_at(|| path(prefix, "captured_at_ms"), s.captured_at_ms, false)?;
     let ip = if s.ip.is_empty() {
         None
     } else {
@@ -329,18 +372,18 @@ pub fn session(prefix: &str, s: proto::Session, clock: &Clock) -> Result<Session
     id(|| path(prefix, "device_id"), &s.device_id, false)?;
     text(|| path(prefix, "platform"), &s.platform, MAX_PLATFORM_LEN)?;
     Ok(Session {
-        session_id: s.session_id.into_boxed_str(),
+        session_id: s.session_id,
         captured_at_ms,
         ip,
-        user_agent: s.user_agent.into_boxed_str(),
-        accept_language: s.accept_language.into_boxed_str(),
-        timezone: s.timezone.into_boxed_str(),
+        user_agent: s.user_agent,
+        accept_language: s.accept_language,
+        timezone: s.timezone,
         utc_offset_minutes: s.utc_offset_minutes,
         screen_width: s.screen_width,
         screen_height: s.screen_height,
         color_depth: s.color_depth,
-        device_id: s.device_id.into_boxed_str(),
-        platform: s.platform.into_boxed_str(),
+        device_id: s.device_id,
+        platform: s.platform,
     })
 }
 
@@ -384,8 +427,12 @@ pub fn registration(
         Some(c) => customer("customer", Some(c))?,
         None => customer("payment_method.customer", pm.customer)?,
     };
+    let (mut id, mut customer) = (pm.id, customer);
+    id.shrink_to_fit();
+    customer.id.shrink_to_fit();
+    customer.email.shrink_to_fit();
     Ok(RegisteredMethod {
-        id: pm.id.into_boxed_str(),
+        id,
         kind,
         card_fingerprint,
         card_country,
@@ -432,7 +479,7 @@ fn method_ref(pm: proto::PaymentMethod, clock: &Clock) -> Result<MethodRef, Fiel
         None => None,
     };
     Ok(MethodRef {
-        id: pm.id.into_boxed_str(),
+        id: pm.id,
         kind,
         card_fingerprint,
         card_country,
@@ -477,9 +524,9 @@ pub fn payment(ev: proto::PaymentEvent, clock: &Clock) -> Result<Payment, FieldE
                 "is required when amount is set",
             ));
         }
-        Box::from("")
+        String::new()
     } else if ev.currency.len() == 3 && ev.currency.bytes().all(|b| b.is_ascii_alphabetic()) {
-        Box::from(ev.currency.to_ascii_lowercase())
+        lowercase(ev.currency)
     } else {
         return Err(FieldError::new(
             "currency",
@@ -505,7 +552,7 @@ pub fn payment(ev: proto::PaymentEvent, clock: &Clock) -> Result<Payment, FieldE
                 true,
             )?;
             Some(Recurring {
-                subscription_id: r.subscription_id.into_boxed_str(),
+                subscription_id: r.subscription_id,
                 initial: r.initial,
             })
         }
@@ -534,7 +581,7 @@ pub fn payment(ev: proto::PaymentEvent, clock: &Clock) -> Result<Payment, FieldE
         currency,
         created_at_ms,
         customer,
-        merchant_id: ev.merchant_id.into_boxed_str(),
+        merchant_id: ev.merchant_id,
         method,
         session,
         off_session: ev.off_session,
@@ -623,6 +670,17 @@ mod tests {
         assert!(!looks_like_pan("4242424242424241"), "fails Luhn");
         assert!(!looks_like_pan("424242424242"), "too short");
         assert!(!looks_like_pan("fp_4242424242424242"));
+    }
+
+    #[test]
+    fn control_characters_are_found_in_any_script() {
+        assert!(has_control("a\u{0}b"));
+        assert!(has_control("tab\there"));
+        assert!(has_control("del\u{7f}"));
+        assert!(has_control("c1\u{85}next-line"));
+        assert!(!has_control("Zürich café — ok"));
+        assert!(has_whitespace("a\u{2003}b"));
+        assert!(!has_whitespace("pay_123"));
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub mod network;
 pub mod session;
 pub mod user_agent;
 
-use crate::domain::{ObjectKind, Payment, Session};
+use crate::domain::{ObjectKind, Payment};
 use crate::state::Velocity;
 
 macro_rules! define_features {
@@ -102,8 +102,8 @@ impl FeatureVector {
 pub struct Inputs<'a> {
     /// The payment.
     pub payment: &'a Payment,
-    /// The payment method's creation session, if any.
-    pub creation_session: Option<&'a Session>,
+    /// The facts of the payment method's creation session, if any.
+    pub creation: Option<&'a session::Facts>,
     /// The card's issuing country, if known.
     pub card_country: Option<[u8; 2]>,
     /// When the payment method was created, if known.
@@ -130,11 +130,8 @@ pub fn extract(inp: &Inputs<'_>) -> FeatureVector {
         flag(p.session.is_none() && !p.off_session),
     );
     v.set(F::OffSession, flag(p.off_session));
-    v.set(
-        F::CreationSessionMissing,
-        flag(inp.creation_session.is_none()),
-    );
-    if let (Some(c), Some(s)) = (inp.creation_session, p.session.as_ref()) {
+    v.set(F::CreationSessionMissing, flag(inp.creation.is_none()));
+    if let (Some(c), Some(s)) = (inp.creation, p.session.as_ref()) {
         let d = session::compare(c, s);
         v.set(F::DeviceMismatch, d.device_mismatch);
         v.set(F::IpMismatch, d.ip_mismatch);

@@ -3,8 +3,11 @@
 //! that "unknown" never looks like "different"; the missing-session flags say
 //! when a whole side is absent.
 
+use super::user_agent::{Family, Os};
 use super::{geo, network, user_agent};
 use crate::domain::Session;
+use std::hash::BuildHasher;
+use std::net::IpAddr;
 
 /// The comparison of two sessions (all values 0 when either is absent).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -33,8 +36,16 @@ fn flag(b: bool) -> f64 {
     if b { 1.0 } else { 0.0 }
 }
 
-fn offset_known(s: &Session) -> bool {
-    !s.timezone.is_empty() || s.utc_offset_minutes != 0
+/// Seed of [`text_hash`]: fixed, so facts are the same in every process.
+const TEXT_SEED: u64 = 0x7365_7373_696f_6e73;
+
+/// A 64-bit hash of a session string for equality tests; 0 for "absent".
+pub fn text_hash(s: &str) -> u64 {
+    if s.is_empty() {
+        0
+    } else {
+        foldhash::quality::FixedState::with_seed(TEXT_SEED).hash_one(s) | 1
+    }
 }
 
 /// Up to 8 primary language subtags of an Accept-Language header, packed as u32.
@@ -61,47 +72,102 @@ fn languages(header: &str) -> ([u32; 8], usize) {
     (out, n)
 }
 
+fn jaccard_distance(la: &[u32], lb: &[u32]) -> f64 {
+    if la.is_empty() || lb.is_empty() {
+        return 0.0;
+    }
+    let common = la.iter().filter(|x| lb.contains(x)).count();
+    let union = la.len() + lb.len() - common;
+    1.0 - common as f64 / union as f64
+}
+
 /// Jaccard distance between the primary languages of two Accept-Language headers
 /// (0 when either has none).
 pub fn language_distance(a: &str, b: &str) -> f64 {
     let (la, na) = languages(a);
     let (lb, nb) = languages(b);
-    if na == 0 || nb == 0 {
-        return 0.0;
-    }
-    let common = la[..na].iter().filter(|x| lb[..nb].contains(x)).count();
-    let union = na + nb - common;
-    1.0 - common as f64 / union as f64
+    jaccard_distance(&la[..na], &lb[..nb])
 }
 
-/// Compares the creation session `c` with the payment session `p`.
-pub fn compare(c: &Session, p: &Session) -> SessionDiff {
+/// The comparable essence of a session, computed once: what the comparison
+/// needs without touching the session's strings again. Creation sessions
+/// are stored with their facts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Facts {
+    device: u64,
+    ip: Option<IpAddr>,
+    user_agent: u64,
+    family: Family,
+    os: Os,
+    accept_language: u64,
+    langs: [u32; 8],
+    n_langs: u8,
+    timezone: u64,
+    utc_offset: Option<i32>,
+    screen: Option<(u32, u32)>,
+}
+
+impl Facts {
+    /// The facts of `s`.
+    pub fn of(s: &Session) -> Facts {
+        let (langs, n) = languages(&s.accept_language);
+        Facts {
+            device: text_hash(&s.device_id),
+            ip: s.ip,
+            user_agent: text_hash(&s.user_agent),
+            family: user_agent::family(&s.user_agent),
+            os: user_agent::os(&s.user_agent),
+            accept_language: text_hash(&s.accept_language),
+            langs,
+            n_langs: n as u8,
+            timezone: text_hash(&s.timezone),
+            utc_offset: (!s.timezone.is_empty() || s.utc_offset_minutes != 0)
+                .then_some(s.utc_offset_minutes),
+            screen: (s.screen_width > 0 && s.screen_height > 0)
+                .then_some((s.screen_width, s.screen_height)),
+        }
+    }
+}
+
+/// Compares the creation session (its facts `c`) with the payment session `p`.
+/// Strings of `p` are parsed only where their hash differs from `c`'s.
+pub fn compare(c: &Facts, p: &Session) -> SessionDiff {
     let mut d = SessionDiff::default();
-    if !c.device_id.is_empty() && !p.device_id.is_empty() {
-        d.device_mismatch = flag(c.device_id != p.device_id);
+    let device = text_hash(&p.device_id);
+    if c.device != 0 && device != 0 {
+        d.device_mismatch = flag(c.device != device);
     }
     if let (Some(a), Some(b)) = (c.ip, p.ip) {
         d.ip_mismatch = flag(!network::same_address(a, b));
         d.network_mismatch = flag(!network::same_network(a, b));
     }
-    if !c.user_agent.is_empty() && !p.user_agent.is_empty() && c.user_agent != p.user_agent {
-        d.user_agent_mismatch =
-            flag(user_agent::family(&c.user_agent) != user_agent::family(&p.user_agent));
-        d.os_mismatch = flag(user_agent::os(&c.user_agent) != user_agent::os(&p.user_agent));
+    let ua = text_hash(&p.user_agent);
+    if c.user_agent != 0 && ua != 0 && c.user_agent != ua {
+        d.user_agent_mismatch = flag(c.family != user_agent::family(&p.user_agent));
+        d.os_mismatch = flag(c.os != user_agent::os(&p.user_agent));
     }
-    if c.screen_width > 0 && c.screen_height > 0 && p.screen_width > 0 && p.screen_height > 0 {
-        let same = (c.screen_width, c.screen_height) == (p.screen_width, p.screen_height)
-            || (c.screen_width, c.screen_height) == (p.screen_height, p.screen_width);
+    if let Some((w, h)) = c.screen
+        && p.screen_width > 0
+        && p.screen_height > 0
+    {
+        let same = (w, h) == (p.screen_width, p.screen_height)
+            || (w, h) == (p.screen_height, p.screen_width);
         d.screen_mismatch = flag(!same);
     }
-    if !c.timezone.is_empty() && !p.timezone.is_empty() {
-        d.timezone_mismatch = flag(c.timezone != p.timezone);
+    let tz = text_hash(&p.timezone);
+    if c.timezone != 0 && tz != 0 {
+        d.timezone_mismatch = flag(c.timezone != tz);
     }
-    if offset_known(c) && offset_known(p) {
-        d.utc_offset_diff_hours =
-            (f64::from((c.utc_offset_minutes - p.utc_offset_minutes).abs()) / 60.0).min(24.0);
+    let p_offset =
+        (!p.timezone.is_empty() || p.utc_offset_minutes != 0).then_some(p.utc_offset_minutes);
+    if let (Some(a), Some(b)) = (c.utc_offset, p_offset) {
+        d.utc_offset_diff_hours = (f64::from((a - b).abs()) / 60.0).min(24.0);
     }
-    d.language_mismatch = language_distance(&c.accept_language, &p.accept_language);
+    let lang = text_hash(&p.accept_language);
+    if c.accept_language != 0 && lang != 0 && c.accept_language != lang {
+        let (lb, nb) = languages(&p.accept_language);
+        d.language_mismatch = jaccard_distance(&c.langs[..usize::from(c.n_langs)], &lb[..nb]);
+    }
     d
 }
 
@@ -118,7 +184,7 @@ pub fn card_country_mismatch(card_country: Option<[u8; 2]>, p: &Session) -> f64 
 mod tests {
     use super::*;
 
-    pub(crate) fn session(device: &str, ip: &str, tz: &str, offset: i32, lang: &str) -> Session {
+    fn session(device: &str, ip: &str, tz: &str, offset: i32, lang: &str) -> Session {
         Session {
             session_id: "s".into(),
             captured_at_ms: 0,
@@ -144,7 +210,7 @@ mod tests {
             60,
             "fr-FR,fr;q=0.9,en;q=0.8",
         );
-        assert_eq!(compare(&a, &a), SessionDiff::default());
+        assert_eq!(compare(&Facts::of(&a), &a), SessionDiff::default());
     }
 
     #[test]
@@ -160,7 +226,7 @@ mod tests {
         b.user_agent = "Mozilla/5.0 (Linux; Android 14) Chrome/120.0 Mobile Safari/537.36".into();
         b.screen_width = 412;
         b.screen_height = 915;
-        let d = compare(&a, &b);
+        let d = compare(&Facts::of(&a), &b);
         assert_eq!(d.device_mismatch, 1.0);
         assert_eq!(d.ip_mismatch, 1.0);
         assert_eq!(d.network_mismatch, 1.0);

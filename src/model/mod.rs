@@ -234,6 +234,12 @@ impl ModelHandle {
         self.current.load_full()
     }
 
+    /// A cheap read guard on the current model (no reference-count traffic),
+    /// for the scoring path.
+    pub fn guard(&self) -> arc_swap::Guard<Option<Arc<Model>>> {
+        self.current.load()
+    }
+
     /// Replaces the current model.
     pub fn swap(&self, model: Model) {
         self.current.store(Some(Arc::new(model)));

@@ -173,7 +173,7 @@ impl Sim {
         method_id: &str,
         fingerprint: &str,
         country: &str,
-        session: proto::Session,
+        session: Option<proto::Session>,
         customer: proto::Customer,
     ) {
         let req = proto::RegisterPaymentMethodRequest {
@@ -183,7 +183,7 @@ impl Sim {
                 card_fingerprint: fingerprint.to_owned(),
                 card_country: country.to_owned(),
                 created_at_ms: at_ms,
-                creation_session: Some(session),
+                creation_session: session,
                 customer: None,
             }),
             customer: Some(customer),
@@ -201,6 +201,8 @@ impl Sim {
                     .rng
                     .random_range(0..self.pop.customers[c].devices.len());
                 let session = self.home_session(c, d, at);
+                // Some integrations saved cards without capturing a session.
+                let session = (self.rng.random::<f64>() >= 0.05).then_some(session);
                 let cust = &self.pop.customers[c];
                 let card = cust.cards[k].clone();
                 let customer = cust.proto();
@@ -293,7 +295,14 @@ impl Sim {
             let country = cust.country.code.to_owned();
             let customer = cust.proto();
             let saved_at = at - self.rng.random_range(MINUTE..10 * MINUTE);
-            self.register(saved_at, &id, &fp, &country, session.clone(), customer);
+            self.register(
+                saved_at,
+                &id,
+                &fp,
+                &country,
+                Some(session.clone()),
+                customer,
+            );
             self.pop.customers[c].cards.push(population::Card {
                 method_id: id.clone(),
                 fingerprint: fp,
@@ -305,7 +314,17 @@ impl Sim {
             let k = self.rng.random_range(0..cards.len());
             cards[k].method_id.clone()
         };
-        let ev = self.payment_event(c, at, amount, method_id, Some(session), false);
+        // A few payments come from server-side integrations without a session,
+        // or are merchant-initiated off-session charges.
+        let roll: f64 = self.rng.random();
+        let (session, off_session) = if roll < 0.03 {
+            (None, false)
+        } else if roll < 0.05 {
+            (None, true)
+        } else {
+            (Some(session), false)
+        };
+        let ev = self.payment_event(c, at, amount, method_id, session, off_session);
         self.push(
             at,
             SimKind::Payment {
@@ -441,12 +460,15 @@ impl Sim {
         let country = cust.country;
         let n = self.rng.random_range(1..=4);
         let session = self.attacker_session(country, at);
+        // Some fraudsters go through an API integration that sends no session.
+        let sessionless = self.rng.random::<f64>() < 0.2;
         let mut t = at;
         for _ in 0..n {
             let amount = lognormal(&mut self.rng, median, 0.7).clamp(100.0, 1_000_000.0) as i64;
             let mut s = session.clone();
             s.session_id = self.id("sess");
-            let ev = self.payment_event(c, t, amount, method_id.clone(), Some(s), false);
+            let s = (!sessionless).then_some(s);
+            let ev = self.payment_event(c, t, amount, method_id.clone(), s, false);
             self.fraud_payment(t, ev, Scenario::StolenCard);
             t += self.rng.random_range(2 * MINUTE..40 * MINUTE);
         }
@@ -486,7 +508,7 @@ impl Sim {
                 &pm,
                 &fp,
                 &card_country,
-                s.clone(),
+                Some(s.clone()),
                 customer.clone(),
             );
             let amount = self.rng.random_range(50..300);
@@ -527,7 +549,7 @@ impl Sim {
         } else {
             card_country
         };
-        self.register(at, &pm, &fp, &card_country, session.clone(), customer);
+        self.register(at, &pm, &fp, &card_country, Some(session.clone()), customer);
         let n = self.rng.random_range(1..=3);
         let median = self.pop.customers[c].median_amount * 4.0;
         let mut t = at + self.rng.random_range(MINUTE..30 * MINUTE);

@@ -1,10 +1,15 @@
 //! The in-process store: concurrent maps (dashmap) of payment methods,
-//! velocity windows, recent payments and lists. Velocity keys are 64-bit
-//! keyed hashes of the customer data, so windows hold no emails or addresses.
+//! velocity windows, recent payments and lists. Windows, payments and lists
+//! are keyed by keyed hashes of the customer data, so they hold no emails,
+//! card fingerprints or addresses.
 
 use super::window::{DAY_MS, Window};
-use super::{List, Observation, PaymentRecord, Store, StoreError, StoreStats, Velocity};
-use crate::domain::{FeedbackKind, RegisteredMethod};
+use super::{
+    Key, List, Observation, PaymentRecord, Store, StoreError, StoreStats, StoredMethod, Velocity,
+};
+use crate::domain::FeedbackKind;
+#[cfg(test)]
+use crate::domain::RegisteredMethod;
 use dashmap::{DashMap, DashSet, mapref::entry::Entry};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::Arc;
@@ -52,22 +57,29 @@ impl Hasher for PreHashed {
     fn write_u64(&mut self, n: u64) {
         self.0 = n;
     }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = (n as u64) ^ ((n >> 64) as u64);
+    }
 }
 
-type Windows = DashMap<u64, Window, BuildHasherDefault<PreHashed>>;
+type PreHashedState = BuildHasherDefault<PreHashed>;
+type Windows = DashMap<u64, Window, PreHashedState>;
+type Strings = foldhash::quality::RandomState;
 
 /// The in-process [`Store`]. Cheap to share behind an `Arc`.
 pub struct MemoryStore {
-    methods: DashMap<Box<str>, Arc<RegisteredMethod>>,
+    methods: DashMap<String, Arc<StoredMethod>, Strings>,
     card: Windows,
     email: Windows,
     ip: Windows,
     device: Windows,
-    payments: DashMap<Box<str>, PaymentRecord>,
-    lists: [DashSet<Box<str>>; List::ALL.len()],
+    /// Keyed by a 128-bit keyed hash of the payment id.
+    payments: DashMap<u128, PaymentRecord, PreHashedState>,
+    lists: [DashSet<u64, PreHashedState>; List::ALL.len()],
     list_entries: AtomicUsize,
     watermark: AtomicI64,
     keys: foldhash::quality::FixedState,
+    ids: (foldhash::quality::FixedState, foldhash::quality::FixedState),
     limits: StoreLimits,
 }
 
@@ -75,22 +87,33 @@ impl MemoryStore {
     /// An empty store whose velocity keys are hashed with `hash_seed`.
     pub fn new(limits: StoreLimits, hash_seed: u64) -> Self {
         MemoryStore {
-            methods: DashMap::new(),
+            methods: DashMap::with_hasher(Strings::default()),
             card: Windows::default(),
             email: Windows::default(),
             ip: Windows::default(),
             device: Windows::default(),
-            payments: DashMap::new(),
-            lists: std::array::from_fn(|_| DashSet::new()),
+            payments: DashMap::default(),
+            lists: std::array::from_fn(|_| DashSet::default()),
             list_entries: AtomicUsize::new(0),
             watermark: AtomicI64::new(i64::MIN),
             keys: foldhash::quality::FixedState::with_seed(hash_seed),
+            ids: (
+                foldhash::quality::FixedState::with_seed(hash_seed ^ 0x9e37_79b9_7f4a_7c15),
+                foldhash::quality::FixedState::with_seed(
+                    hash_seed.rotate_left(32) ^ 0x632b_e59b_d9b4_e019,
+                ),
+            ),
             limits,
         }
     }
 
-    fn list(&self, list: List) -> &DashSet<Box<str>> {
+    fn list(&self, list: List) -> &DashSet<u64, PreHashedState> {
         &self.lists[list as usize]
+    }
+
+    fn payment_key(&self, payment_id: &str) -> u128 {
+        (u128::from(self.ids.0.hash_one(payment_id)) << 64)
+            | u128::from(self.ids.1.hash_one(payment_id))
     }
 
     /// Adds one event to the window of `key` (or only reads it when `add` is
@@ -125,31 +148,40 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
-    fn register(&self, method: RegisteredMethod) -> Result<(), StoreError> {
+    fn key(&self, value: &[u8]) -> Key {
+        Key(self.keys.hash_one(value))
+    }
+
+    fn register(&self, method: StoredMethod) -> Result<(), StoreError> {
         if self.methods.len() >= self.limits.max_payment_methods
-            && !self.methods.contains_key(&*method.id)
+            && !self.methods.contains_key(&method.method.id)
         {
             return Err(StoreError::PaymentMethodsFull(
                 self.limits.max_payment_methods,
             ));
         }
-        self.methods.insert(method.id.clone(), Arc::new(method));
+        self.methods
+            .insert(method.method.id.clone(), Arc::new(method));
         Ok(())
     }
 
-    fn payment_method(&self, id: &str) -> Option<Arc<RegisteredMethod>> {
+    fn payment_method(&self, id: &str) -> Option<Arc<StoredMethod>> {
         self.methods.get(id).map(|m| Arc::clone(&m))
     }
 
     fn observe(&self, obs: &Observation<'_>) -> Velocity {
-        self.watermark.fetch_max(obs.at_ms, Ordering::Relaxed);
-        let first = match self.payments.entry(Box::from(obs.payment_id)) {
+        // The watermark only steers sweeps: a write every second is enough,
+        // and it spares the shared cache line on every event.
+        if obs.at_ms > self.watermark.load(Ordering::Relaxed) + 1000 {
+            self.watermark.fetch_max(obs.at_ms, Ordering::Relaxed);
+        }
+        let first = match self.payments.entry(self.payment_key(obs.payment_id)) {
             Entry::Occupied(_) => false,
             Entry::Vacant(v) => {
                 v.insert(PaymentRecord {
                     at_ms: obs.at_ms,
-                    card_fingerprint: obs.card_fingerprint.cloned(),
-                    email: obs.email.map(Box::from),
+                    card: obs.card,
+                    email: obs.email,
                     label: None,
                 });
                 true
@@ -157,36 +189,27 @@ impl Store for MemoryStore {
         };
         let at = obs.at_ms;
         let amount = obs.amount.max(0) as u64;
-        let card_hash = obs.card_fingerprint.map(|fp| self.keys.hash_one(&**fp));
+        let card = obs.card.map(|k| k.0);
         let mut v = Velocity::default();
-        if let Some(h) = card_hash {
-            let c = Self::touch(&self.card, h, first, at, amount, None);
+        if let Some(k) = card {
+            let c = Self::touch(&self.card, k, first, at, amount, None);
             v.card_1h = c.count_1h;
             v.card_24h = c.count_24h;
             v.card_amount_24h = c.amount_24h;
         }
-        if let Some(email) = obs.email {
-            let c = Self::touch(
-                &self.email,
-                self.keys.hash_one(email),
-                first,
-                at,
-                amount,
-                None,
-            );
+        if let Some(k) = obs.email {
+            let c = Self::touch(&self.email, k.0, first, at, amount, None);
             v.email_1h = c.count_1h;
             v.email_24h = c.count_24h;
         }
-        if let Some(ip) = obs.ip {
-            let key = self.keys.hash_one(ip.to_canonical());
-            let c = Self::touch(&self.ip, key, first, at, amount, card_hash);
+        if let Some(k) = obs.ip {
+            let c = Self::touch(&self.ip, k.0, first, at, amount, card);
             v.ip_1h = c.count_1h;
             v.ip_24h = c.count_24h;
             v.ip_cards_24h = c.distinct_24h;
         }
-        if let Some(device) = obs.device_id {
-            let key = self.keys.hash_one(device);
-            let c = Self::touch(&self.device, key, first, at, amount, card_hash);
+        if let Some(k) = obs.device {
+            let c = Self::touch(&self.device, k.0, first, at, amount, card);
             v.device_1h = c.count_1h;
             v.device_24h = c.count_24h;
             v.device_cards_24h = c.distinct_24h;
@@ -195,11 +218,11 @@ impl Store for MemoryStore {
     }
 
     fn payment(&self, payment_id: &str) -> Option<PaymentRecord> {
-        self.payments.get(payment_id).map(|r| r.clone())
+        self.payments.get(&self.payment_key(payment_id)).map(|r| *r)
     }
 
     fn label(&self, payment_id: &str, kind: FeedbackKind) -> bool {
-        match self.payments.get_mut(payment_id) {
+        match self.payments.get_mut(&self.payment_key(payment_id)) {
             Some(mut r) => {
                 r.label = Some(kind);
                 true
@@ -208,19 +231,16 @@ impl Store for MemoryStore {
         }
     }
 
-    fn list_contains(&self, list: List, value: &str) -> bool {
-        !value.is_empty() && self.list(list).contains(value)
+    fn list_contains(&self, list: List, key: Key) -> bool {
+        self.list(list).contains(&key.0)
     }
 
     fn lists_empty(&self) -> bool {
         self.list_entries.load(Ordering::Relaxed) == 0
     }
 
-    fn list_add(&self, list: List, value: &str) -> bool {
-        if value.is_empty() {
-            return false;
-        }
-        let added = self.list(list).insert(Box::from(value));
+    fn list_add(&self, list: List, key: Key) -> bool {
+        let added = self.list(list).insert(key.0);
         if added {
             self.list_entries.fetch_add(1, Ordering::Relaxed);
         }
@@ -263,47 +283,46 @@ mod tests {
 
     const T0: i64 = 1_800_000_000_000;
 
-    fn obs<'a>(id: &'a str, at: i64, card: &'a Arc<str>, device: &'a str) -> Observation<'a> {
+    fn obs<'a>(s: &MemoryStore, id: &'a str, at: i64, card: &str, device: &str) -> Observation<'a> {
         Observation {
             payment_id: id,
             at_ms: at,
             amount: 500,
-            card_fingerprint: Some(card),
-            email: Some("a@example.com"),
-            customer_id: None,
-            ip: "203.0.113.7".parse().ok(),
-            device_id: Some(device),
-            merchant_id: None,
+            card: Some(s.key(card.as_bytes())),
+            email: Some(s.key(b"a@example.com")),
+            ip: Some(s.key(&[203, 0, 113, 7])),
+            device: Some(s.key(device.as_bytes())),
         }
     }
 
     #[test]
     fn counts_include_the_payment_and_retries_count_once() {
         let s = MemoryStore::new(StoreLimits::default(), 1);
-        let card: Arc<str> = Arc::from("fp_1");
-        let v1 = s.observe(&obs("p1", T0, &card, "d1"));
+        let v1 = s.observe(&obs(&s, "p1", T0, "fp_1", "d1"));
         assert_eq!(v1.card_1h, 1);
-        let v2 = s.observe(&obs("p2", T0 + 1000, &card, "d1"));
+        let v2 = s.observe(&obs(&s, "p2", T0 + 1000, "fp_1", "d1"));
         assert_eq!(
             (v2.card_1h, v2.email_24h, v2.ip_24h, v2.device_24h),
             (2, 2, 2, 2)
         );
         assert_eq!(v2.card_amount_24h, 1000);
-        let retry = s.observe(&obs("p2", T0 + 2000, &card, "d1"));
+        let retry = s.observe(&obs(&s, "p2", T0 + 2000, "fp_1", "d1"));
         assert_eq!(
             retry.card_1h, 2,
             "a retried payment id is not counted twice"
         );
+        let rec = s.payment("p2").expect("remembered");
+        assert_eq!(rec.card, Some(s.key(b"fp_1")));
+        assert!(s.payment("p3").is_none());
     }
 
     #[test]
     fn distinct_cards_per_device() {
         let s = MemoryStore::new(StoreLimits::default(), 1);
-        let cards: Vec<Arc<str>> = (0..5).map(|i| Arc::from(format!("fp_{i}"))).collect();
         let mut last = Velocity::default();
-        for (i, c) in cards.iter().enumerate() {
+        for i in 0..5 {
             let id = format!("p{i}");
-            last = s.observe(&obs(&id, T0 + i as i64, c, "dev"));
+            last = s.observe(&obs(&s, &id, T0 + i, &format!("fp_{i}"), "dev"));
         }
         assert_eq!(last.device_cards_24h, 5);
         assert_eq!(last.ip_cards_24h, 5);
@@ -312,10 +331,8 @@ mod tests {
     #[test]
     fn sweep_forgets_idle_keys() {
         let s = MemoryStore::new(StoreLimits::default(), 1);
-        let card: Arc<str> = Arc::from("fp_1");
-        s.observe(&obs("p1", T0, &card, "d1"));
-        let other: Arc<str> = Arc::from("fp_2");
-        s.observe(&obs("p2", T0 + 2 * DAY_MS, &other, "d2"));
+        s.observe(&obs(&s, "p1", T0, "fp_1", "d1"));
+        s.observe(&obs(&s, "p2", T0 + 2 * DAY_MS, "fp_2", "d2"));
         assert_eq!(s.stats().velocity_keys, 2 + 1 + 1 + 2);
         s.sweep();
         // The first card and device were idle for two days; email and IP are shared.
@@ -330,19 +347,27 @@ mod tests {
             ..StoreLimits::default()
         };
         let s = MemoryStore::new(limits, 1);
+        let k = s.key(b"a@example.com");
         assert!(s.lists_empty());
-        assert!(s.list_add(List::BlockEmail, "a@example.com"));
-        assert!(!s.list_add(List::BlockEmail, "a@example.com"));
-        assert!(s.list_contains(List::BlockEmail, "a@example.com"));
-        assert!(!s.list_contains(List::AllowEmail, "a@example.com"));
-        let m = |id: &str| RegisteredMethod {
-            id: id.into(),
-            kind: crate::domain::MethodKind::Card,
-            card_fingerprint: Some(Arc::from("fp")),
-            card_country: None,
-            created_at_ms: T0,
-            creation_session: None,
-            customer: Default::default(),
+        assert!(s.list_add(List::BlockEmail, k));
+        assert!(!s.list_add(List::BlockEmail, k));
+        assert!(s.list_contains(List::BlockEmail, k));
+        assert!(!s.list_contains(List::AllowEmail, k));
+        assert!(!s.list_contains(List::BlockEmail, s.key(b"b@example.com")));
+        let m = |id: &str| StoredMethod {
+            method: RegisteredMethod {
+                id: id.into(),
+                kind: crate::domain::MethodKind::Card,
+                card_fingerprint: Some(Arc::from("fp")),
+                card_country: None,
+                created_at_ms: T0,
+                creation_session: None,
+                customer: Default::default(),
+            },
+            creation: None,
+            card: None,
+            email: None,
+            customer: None,
         };
         assert!(s.register(m("pm_1")).is_ok());
         assert!(

@@ -9,7 +9,7 @@ pub mod window;
 pub use memory::{MemoryStore, StoreLimits};
 
 use crate::domain::{FeedbackKind, RegisteredMethod};
-use std::net::IpAddr;
+use crate::features::session::Facts;
 use std::sync::Arc;
 
 /// Velocity counts of one payment, the payment itself included.
@@ -39,6 +39,28 @@ pub struct Velocity {
     pub ip_cards_24h: u32,
 }
 
+/// A keyed 64-bit hash of a customer value (card fingerprint, email, IP,
+/// device id, customer id). The store keeps keys, never the values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key(pub u64);
+
+/// A registered payment method as the store keeps it: the method, the facts
+/// of its creation session and the keys of its customer values, computed
+/// once at registration so that scoring touches no strings of it.
+#[derive(Debug, Clone)]
+pub struct StoredMethod {
+    /// The method as registered.
+    pub method: RegisteredMethod,
+    /// Facts of its creation session, when it has one.
+    pub creation: Option<Facts>,
+    /// Key of its card fingerprint.
+    pub card: Option<Key>,
+    /// Key of its customer's email.
+    pub email: Option<Key>,
+    /// Key of its customer id.
+    pub customer: Option<Key>,
+}
+
 /// One payment as the store records it.
 #[derive(Debug, Clone, Copy)]
 pub struct Observation<'a> {
@@ -48,29 +70,25 @@ pub struct Observation<'a> {
     pub at_ms: i64,
     /// Amount in minor units.
     pub amount: i64,
-    /// Card fingerprint, when a card.
-    pub card_fingerprint: Option<&'a Arc<str>>,
-    /// Customer email, when given.
-    pub email: Option<&'a str>,
-    /// Customer id, when given.
-    pub customer_id: Option<&'a str>,
-    /// Payment session IP, when given.
-    pub ip: Option<IpAddr>,
-    /// Payment session device id, when given.
-    pub device_id: Option<&'a str>,
-    /// Merchant id, when given.
-    pub merchant_id: Option<&'a str>,
+    /// Card fingerprint key, when a card.
+    pub card: Option<Key>,
+    /// Customer email key, when given.
+    pub email: Option<Key>,
+    /// Payment session IP key, when given.
+    pub ip: Option<Key>,
+    /// Payment session device key, when given.
+    pub device: Option<Key>,
 }
 
 /// What the store remembers of a recent payment, for late feedback.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PaymentRecord {
     /// When it happened.
     pub at_ms: i64,
-    /// Card fingerprint, when a card.
-    pub card_fingerprint: Option<Arc<str>>,
-    /// Customer email, when given.
-    pub email: Option<Box<str>>,
+    /// Card fingerprint key, when a card.
+    pub card: Option<Key>,
+    /// Customer email key, when given.
+    pub email: Option<Key>,
     /// The latest label reported for it.
     pub label: Option<FeedbackKind>,
 }
@@ -184,10 +202,12 @@ pub struct StoreStats {
 /// The state the scoring path needs. Implementations are shared across
 /// threads; no method blocks for long or awaits.
 pub trait Store: Send + Sync + 'static {
+    /// The key of a value (card fingerprint, email, canonical IP octets, …).
+    fn key(&self, value: &[u8]) -> Key;
     /// Stores (or replaces) a payment method.
-    fn register(&self, method: RegisteredMethod) -> Result<(), StoreError>;
+    fn register(&self, method: StoredMethod) -> Result<(), StoreError>;
     /// The payment method registered as `id`.
-    fn payment_method(&self, id: &str) -> Option<Arc<RegisteredMethod>>;
+    fn payment_method(&self, id: &str) -> Option<Arc<StoredMethod>>;
     /// Records a payment and returns its velocity counts, itself included.
     /// A payment id already recorded is counted once.
     fn observe(&self, obs: &Observation<'_>) -> Velocity;
@@ -195,12 +215,12 @@ pub trait Store: Send + Sync + 'static {
     fn payment(&self, payment_id: &str) -> Option<PaymentRecord>;
     /// Records a label on a remembered payment; false when it is unknown.
     fn label(&self, payment_id: &str, kind: FeedbackKind) -> bool;
-    /// Whether `list` holds `value`.
-    fn list_contains(&self, list: List, value: &str) -> bool;
+    /// Whether `list` holds `key`.
+    fn list_contains(&self, list: List, key: Key) -> bool;
     /// Whether every list is empty (lets the scoring path skip lookups).
     fn lists_empty(&self) -> bool;
-    /// Adds `value` to `list`; true when it was not there yet.
-    fn list_add(&self, list: List, value: &str) -> bool;
+    /// Adds `key` to `list`; true when it was not there yet.
+    fn list_add(&self, list: List, key: Key) -> bool;
     /// Forgets what is older than the retention horizons, relative to the
     /// latest event time seen; returns how many entries were dropped.
     fn sweep(&self) -> usize;

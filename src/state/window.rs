@@ -3,7 +3,7 @@
 //! over 24 hours. Memory per key is bounded (at most 288 buckets and
 //! [`MAX_DISTINCT`] cards) and proportional to how busy the key is.
 
-use std::collections::VecDeque;
+use smallvec::SmallVec;
 
 /// Width of one bucket.
 pub const BUCKET_MS: i64 = 5 * 60 * 1000;
@@ -16,6 +16,7 @@ pub const MAX_DISTINCT: usize = 64;
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
+    /// 5-minute intervals since the epoch.
     index: i64,
     count: u32,
     amount: u64,
@@ -34,11 +35,12 @@ pub struct Counts {
     pub distinct_24h: u32,
 }
 
-/// The recent history of one key.
+/// The recent history of one key. The first buckets and card are stored
+/// inline, so a quiet key costs no allocation.
 #[derive(Debug, Clone, Default)]
 pub struct Window {
-    buckets: VecDeque<Bucket>,
-    cards: Vec<(u64, i64)>,
+    buckets: SmallVec<[Bucket; 2]>,
+    cards: SmallVec<[(u64, i64); 1]>,
     last_ms: i64,
 }
 
@@ -73,12 +75,13 @@ impl Window {
             );
         }
         let newest = self.last_ms.div_euclid(BUCKET_MS);
-        while self
+        let expired = self
             .buckets
-            .front()
-            .is_some_and(|b| b.index <= newest - BUCKETS_24H)
-        {
-            self.buckets.pop_front();
+            .iter()
+            .take_while(|b| b.index <= newest - BUCKETS_24H)
+            .count();
+        if expired > 0 {
+            self.buckets.drain(..expired);
         }
         if let Some(card) = card {
             self.add_card(at_ms, card);

@@ -1,0 +1,379 @@
+//! The `riskstream` binary as an operator runs it: reflection and health
+//! for stock tools, Prometheus metrics, SIGTERM with an open stream, and
+//! configuration errors.
+
+mod common;
+
+use common::*;
+use riskstream::proto::{self, risk_scorer_client::RiskScorerClient};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+use tokio_stream::StreamExt;
+
+/// A `riskstream serve` child process on loopback ports chosen by the OS.
+struct Binary {
+    child: Child,
+    grpc: String,
+    metrics: String,
+}
+
+impl Binary {
+    fn start(extra: &[&str]) -> Binary {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_riskstream"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .env_remove("RUST_LOG")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("binary starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[riskstream] {line}");
+                let _ = tx.send(line);
+            }
+        });
+        let (mut grpc, mut metrics) = (None, None);
+        while grpc.is_none() || metrics.is_none() {
+            let line = rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("startup log line");
+            let addr = || line.split("addr=").nth(1).map(|a| a.trim().to_owned());
+            if line.contains("grpc listening") {
+                grpc = addr();
+            } else if line.contains("metrics listening") {
+                metrics = addr();
+            }
+        }
+        Binary {
+            child,
+            grpc: grpc.expect("grpc addr"),
+            metrics: metrics.expect("metrics addr"),
+        }
+    }
+
+    async fn client(&self) -> RiskScorerClient<tonic::transport::Channel> {
+        RiskScorerClient::connect(format!("http://{}", self.grpc))
+            .await
+            .expect("connects")
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok);
+    }
+
+    fn wait(&mut self, within: Duration) -> std::process::ExitStatus {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(start.elapsed() < within, "did not exit within {within:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// GET /metrics over a plain HTTP/1.0 connection.
+    fn scrape(&self) -> String {
+        let mut s = std::net::TcpStream::connect(&self.metrics).expect("metrics connect");
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .expect("request");
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("response");
+        let (head, body) = text.split_once("\r\n\r\n").expect("http response");
+        assert!(
+            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+            "{head}"
+        );
+        body.to_owned()
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Parses Prometheus text into `name{labels}` → value.
+fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').expect("metric line");
+            (k.to_owned(), v.parse::<f64>().expect("numeric value"))
+        })
+        .collect()
+}
+
+fn model_arg() -> String {
+    default_model_path().display().to_string()
+}
+
+#[tokio::test]
+async fn reflection_and_health_serve_stock_tools() {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let bin = Binary::start(&["--model", &model_arg()]);
+    let url = format!("http://{}", bin.grpc);
+
+    let channel = tonic::transport::Channel::from_shared(url)
+        .expect("url")
+        .connect()
+        .await
+        .expect("connects");
+    let mut reflection = ServerReflectionClient::new(channel.clone());
+    let requests = vec![
+        ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        },
+        ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(
+                "riskstream.v1.RiskScorer".into(),
+            )),
+        },
+    ];
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter(requests))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let listed = responses.next().await.expect("list").expect("ok");
+    let Some(MessageResponse::ListServicesResponse(list)) = listed.message_response else {
+        panic!("unexpected {listed:?}");
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&"riskstream.v1.RiskScorer"), "{names:?}");
+    assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
+    let file = responses.next().await.expect("file").expect("ok");
+    let Some(MessageResponse::FileDescriptorResponse(fd)) = file.message_response else {
+        panic!("unexpected {file:?}");
+    };
+    assert!(!fd.file_descriptor_proto.is_empty());
+
+    let mut health = HealthClient::new(channel);
+    let status = health
+        .check(HealthCheckRequest {
+            service: "riskstream.v1.RiskScorer".into(),
+        })
+        .await
+        .expect("health")
+        .into_inner();
+    assert_eq!(status.status(), ServingStatus::Serving);
+}
+
+#[tokio::test]
+async fn metrics_are_scraped_and_carry_no_customer_data() {
+    let bin = Binary::start(&["--model", &model_arg()]);
+    let mut c = bin.client().await;
+    c.register_payment_method(registration(
+        "pm_secret_1",
+        "fp_secret_card",
+        30 * DAY_MS,
+        Some(home_session("s0")),
+        customer(4242),
+    ))
+    .await
+    .expect("registered");
+    for i in 0..5 {
+        c.score(payment(
+            &format!("pay_secret_{i}"),
+            "pm_secret_1",
+            1000,
+            Some(home_session("s1")),
+            customer(4242),
+        ))
+        .await
+        .expect("scored");
+    }
+    let mut bad = payment("pay_bad", "pm_secret_1", -1, None, customer(4242));
+    bad.currency = "eur".into();
+    c.score(bad).await.expect_err("invalid");
+    // Keep a stream open while scraping.
+    let (tx, rx) = tokio::sync::mpsc::channel::<proto::PaymentEvent>(4);
+    let mut open = c
+        .score_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("stream")
+        .into_inner();
+    tx.send(payment(
+        "pay_stream",
+        "pm_secret_1",
+        1000,
+        Some(home_session("s2")),
+        customer(4242),
+    ))
+    .await
+    .expect("send");
+    open.next().await.expect("outcome").expect("ok");
+
+    let text = bin.scrape();
+    let m = parse_metrics(&text);
+    assert_eq!(
+        m["riskstream_events_total{kind=\"payment\"}"], 7.0,
+        "{text}"
+    );
+    assert_eq!(m["riskstream_events_total{kind=\"register\"}"], 1.0);
+    assert_eq!(m["riskstream_invalid_events_total{kind=\"payment\"}"], 1.0);
+    let decisions: f64 = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("riskstream_decisions_total{"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(decisions, 6.0);
+    assert!(
+        m.keys()
+            .any(|k| k.starts_with("riskstream_decisions_total{")
+                && k.contains("decision=\"allow\"")
+                && k.contains("risk_level=\"normal\""))
+    );
+    assert_eq!(m["riskstream_score_duration_seconds_count"], 6.0);
+    assert!(
+        m.contains_key("riskstream_score_duration_seconds_bucket{le=\"0.00001\"}"),
+        "{text}"
+    );
+    assert_eq!(m["riskstream_risk_score_count"], 6.0);
+    assert_eq!(m["riskstream_active_streams"], 1.0);
+    assert!(m.contains_key("riskstream_holdout_total"));
+    let version = default_model().version().to_string();
+    assert_eq!(
+        m[&format!("riskstream_model_info{{version=\"{version}\"}}")],
+        1.0
+    );
+    for secret in [
+        "secret",
+        "customer4242",
+        "example.com",
+        "cus_4242",
+        "37.164",
+        "dev_home",
+    ] {
+        assert!(!text.contains(secret), "metrics leak {secret:?}");
+    }
+    drop(tx);
+}
+
+#[tokio::test]
+async fn sigterm_with_an_open_stream_drains_flushes_and_exits_zero() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("decisions.jsonl");
+    let log_arg = log.display().to_string();
+    let mut bin = Binary::start(&[
+        "--model",
+        &model_arg(),
+        "--decision-log",
+        &log_arg,
+        "--shutdown-grace",
+        "5s",
+    ]);
+    let mut c = bin.client().await;
+    c.register_payment_method(registration(
+        "pm_1",
+        "fp_1",
+        30 * DAY_MS,
+        Some(home_session("s0")),
+        customer(1),
+    ))
+    .await
+    .expect("registered");
+    let (tx, rx) = tokio::sync::mpsc::channel::<proto::PaymentEvent>(128);
+    let mut outcomes = c
+        .score_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("stream")
+        .into_inner();
+    for i in 0..100 {
+        tx.send(payment(
+            &format!("pay_{i}"),
+            "pm_1",
+            1000,
+            Some(home_session("s")),
+            customer(1),
+        ))
+        .await
+        .expect("send");
+    }
+    for i in 0..100 {
+        let o = outcomes.next().await.expect("outcome").expect("ok");
+        assert_eq!(o.payment_id, format!("pay_{i}"));
+    }
+    // The client keeps its side open; the server is asked to stop.
+    bin.signal("-TERM");
+    let end = tokio::time::timeout(Duration::from_secs(10), outcomes.next())
+        .await
+        .expect("the stream ends within the grace period");
+    match end {
+        Some(Err(status)) => assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}"),
+        other => panic!("expected UNAVAILABLE, got {other:?}"),
+    }
+    let status = bin.wait(Duration::from_secs(10));
+    assert!(status.success(), "exit status {status:?}");
+    let records = std::fs::read_to_string(&log).expect("decision log");
+    assert_eq!(records.lines().count(), 100, "every decision flushed");
+    drop(tx);
+}
+
+#[test]
+fn configuration_errors_exit_64_naming_the_flag() {
+    let out = Command::new(env!("CARGO_BIN_EXE_riskstream"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--holdout-rate", "2"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--holdout-rate"), "{err}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_riskstream"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "off",
+            "--model",
+            "/nonexistent/model.json",
+        ])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/model.json"), "{err}");
+}
+
+#[test]
+fn every_flag_reads_its_environment_variable() {
+    let out = Command::new(env!("CARGO_BIN_EXE_riskstream"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("RISKSTREAM_HIGHEST_THRESHOLD", "500")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--highest-threshold"));
+}

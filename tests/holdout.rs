@@ -1,0 +1,148 @@
+//! Holdout at rate 0 and 1: what the outcomes show and what the decision log
+//! records for every scored payment.
+
+mod common;
+
+use common::*;
+use riskstream::decision_log::DecisionRecord;
+use riskstream::proto::{self, Decision, RiskLevel};
+use std::collections::HashMap;
+use tokio_stream::StreamExt;
+
+const N: usize = 400;
+
+/// Registers 20 cards, then streams N payments, half of them from drifted
+/// sessions so that both low and high true scores occur.
+async fn run(rate: f64, log: &std::path::Path) -> (Vec<proto::Outcome>, Vec<DecisionRecord>) {
+    let mut srv = TestServer::with(
+        Setup {
+            decision_log: Some(log.to_owned()),
+            ..Setup::default()
+        }
+        .holdout(rate),
+    )
+    .await;
+    for c in 0..20u32 {
+        srv.client
+            .register_payment_method(registration(
+                &format!("pm_{c}"),
+                &format!("fp_{c}"),
+                if c.is_multiple_of(2) { 60 * DAY_MS } else { 10_000 },
+                Some(home_session(&format!("create_{c}"))),
+                customer(c),
+            ))
+            .await
+            .expect("registered");
+    }
+    let events: Vec<proto::PaymentEvent> = (0..N)
+        .map(|i| {
+            let c = (i % 20) as u32;
+            let session = if c.is_multiple_of(2) {
+                home_session(&format!("s{i}"))
+            } else {
+                foreign_session(&format!("s{i}"))
+            };
+            payment(
+                &format!("pay_{i}"),
+                &format!("pm_{c}"),
+                4000,
+                Some(session),
+                customer(c),
+            )
+        })
+        .collect();
+    let outcomes: Vec<proto::Outcome> = srv
+        .client
+        .score_stream(tokio_stream::iter(events))
+        .await
+        .expect("stream")
+        .into_inner()
+        .map(|o| o.expect("outcome"))
+        .collect()
+        .await;
+    srv.shutdown().await;
+    let text = std::fs::read_to_string(log).expect("decision log written");
+    let records = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON record per line"))
+        .collect();
+    (outcomes, records)
+}
+
+#[tokio::test]
+async fn rate_zero_reports_true_scores_with_propensity_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (outcomes, records) = run(0.0, &dir.path().join("decisions.jsonl")).await;
+    assert_eq!(records.len(), N, "one record per scored payment");
+    let by_id: HashMap<_, _> = records.iter().map(|r| (r.payment_id.clone(), r)).collect();
+    let mut blocked = 0;
+    for o in &outcomes {
+        let r = by_id[&o.payment_id];
+        assert!(!r.holdout);
+        assert_eq!(r.true_score, r.reported_score);
+        assert_eq!(r.reported_score, o.risk_score);
+        assert_eq!(r.propensity, 1.0);
+        assert_eq!(
+            r.decision,
+            if o.decision() == Decision::Block {
+                "block"
+            } else {
+                "allow"
+            }
+        );
+        assert_eq!(r.model_version, o.model_version);
+        assert!((r.reported_probability - o.fraud_probability).abs() < 1e-12);
+        blocked += usize::from(o.decision() == Decision::Block);
+    }
+    assert!(
+        blocked > 0 && blocked < N,
+        "both decisions occur: {blocked}"
+    );
+}
+
+#[tokio::test]
+async fn rate_one_perturbs_every_score_and_logs_the_propensity() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (outcomes, records) = run(1.0, &dir.path().join("decisions.jsonl")).await;
+    assert_eq!(records.len(), N);
+    let by_id: HashMap<_, _> = records.iter().map(|r| (r.payment_id.clone(), r)).collect();
+    let mut changed = 0;
+    let mut blocked = 0;
+    for o in &outcomes {
+        let r = by_id[&o.payment_id];
+        assert!(r.holdout);
+        assert_eq!(
+            o.risk_score, r.reported_score,
+            "the outcome shows the reported score"
+        );
+        // The decision follows the reported score.
+        let expected = if r.reported_score >= 75 {
+            (RiskLevel::Highest, Decision::Block)
+        } else if r.reported_score >= 65 {
+            (RiskLevel::Elevated, Decision::Allow)
+        } else {
+            (RiskLevel::Normal, Decision::Allow)
+        };
+        assert_eq!((o.risk_level(), o.decision()), expected, "{o:?}");
+        // The reported probability maps back to the reported score.
+        assert!((o.fraud_probability - r.reported_probability).abs() < 1e-12);
+        // Every score is uniform: a block has probability 25/100 whatever the true score.
+        let p = if o.decision() == Decision::Block {
+            0.25
+        } else {
+            0.75
+        };
+        assert!((r.propensity - p).abs() < 1e-12, "{r:?}");
+        changed += usize::from(r.true_score != r.reported_score);
+        blocked += usize::from(o.decision() == Decision::Block);
+        // Nothing in the outcome marks it.
+        assert!(o.error.is_none());
+        assert_eq!(o.reason.is_empty(), o.risk_level() == RiskLevel::Normal);
+    }
+    assert!(changed > N * 9 / 10, "{changed} of {N} changed");
+    let share = blocked as f64 / N as f64;
+    assert!(
+        (0.15..0.35).contains(&share),
+        "block share {share} near 0.25"
+    );
+}

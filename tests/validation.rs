@@ -1,0 +1,241 @@
+//! Each class of invalid input, on unary calls (INVALID_ARGUMENT naming the
+//! field) and on the stream (an outcome with `error`, and the stream goes on).
+
+mod common;
+
+use common::*;
+use riskstream::engine::system_now_ms;
+use riskstream::proto::{self, RiskLevel};
+use tokio_stream::StreamExt;
+
+fn valid(id: &str) -> proto::PaymentEvent {
+    payment(id, "pm_1", 1500, Some(home_session("s_ok")), customer(1))
+}
+
+/// (class, bad event, field the error must name).
+fn invalid_events() -> Vec<(&'static str, proto::PaymentEvent, &'static str)> {
+    let mut out = Vec::new();
+    let mut e = valid("x");
+    e.payment_id.clear();
+    out.push(("missing payment_id", e, "payment_id"));
+    let mut e = valid("bad_amount");
+    e.amount = -100;
+    out.push(("negative amount", e, "amount"));
+    let mut e = valid("huge_amount");
+    e.amount = i64::MAX;
+    out.push(("absurd amount", e, "amount"));
+    let mut e = valid("bad_enum");
+    e.object_type = 77;
+    out.push(("unknown enum number", e, "object_type"));
+    let mut e = valid("no_object");
+    e.object_type = 0;
+    out.push(("unspecified enum", e, "object_type"));
+    let mut e = valid("future");
+    e.created_at_ms = system_now_ms() + 400 * DAY_MS;
+    out.push(("timestamp far in the future", e, "created_at_ms"));
+    let mut e = valid("negative_ts");
+    e.created_at_ms = -5;
+    out.push(("negative timestamp", e, "created_at_ms"));
+    let mut e = valid("pan");
+    e.payment_method = Some(proto::PaymentMethod {
+        r#type: proto::PaymentMethodType::Card as i32,
+        card_fingerprint: "4242424242424242".into(),
+        ..Default::default()
+    });
+    out.push(("PAN as fingerprint", e, "payment_method.card_fingerprint"));
+    let mut e = valid("no_method");
+    e.payment_method = None;
+    out.push(("missing payment method", e, "payment_method"));
+    let mut e = valid("unregistered");
+    e.payment_method = Some(proto::PaymentMethod {
+        id: "pm_never_registered".into(),
+        ..Default::default()
+    });
+    out.push(("unregistered method", e, "payment_method.id"));
+    let mut e = valid("bad_ip");
+    if let Some(s) = e.session.as_mut() {
+        s.ip = "300.1.2.3".into();
+    }
+    out.push(("bad IP", e, "session.ip"));
+    let mut e = valid("long_ua");
+    if let Some(s) = e.session.as_mut() {
+        s.user_agent = "A".repeat(8 * 1024);
+    }
+    out.push(("oversized string", e, "session.user_agent"));
+    let mut e = valid("bad_currency");
+    e.currency = "euros".into();
+    out.push(("bad currency", e, "currency"));
+    let mut e = valid("bad_email");
+    e.customer = Some(proto::Customer {
+        id: "c".into(),
+        email: "no-at-sign".into(),
+    });
+    out.push(("bad email", e, "customer.email"));
+    let mut e = valid("bad_offset");
+    if let Some(s) = e.session.as_mut() {
+        s.utc_offset_minutes = 100_000;
+    }
+    out.push(("absurd UTC offset", e, "session.utc_offset_minutes"));
+    let mut e = valid("no_session_id");
+    if let Some(s) = e.session.as_mut() {
+        s.session_id.clear();
+    }
+    out.push(("session without id", e, "session.session_id"));
+    out
+}
+
+async fn setup() -> TestServer {
+    let mut srv = TestServer::start().await;
+    srv.client
+        .register_payment_method(registration(
+            "pm_1",
+            "fp_1",
+            30 * DAY_MS,
+            Some(home_session("s0")),
+            customer(1),
+        ))
+        .await
+        .expect("registered");
+    srv
+}
+
+#[tokio::test]
+async fn unary_calls_answer_invalid_argument_naming_the_field() {
+    let mut srv = setup().await;
+    for (class, ev, field) in invalid_events() {
+        let err = srv.client.score(ev).await.expect_err(class);
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{class}: {err:?}");
+        assert!(
+            err.message().starts_with(&format!("{field}:")),
+            "{class}: {}",
+            err.message()
+        );
+    }
+    // The server is still healthy after all of that.
+    let ok = srv
+        .client
+        .score(valid("after"))
+        .await
+        .expect("valid event scores");
+    assert_eq!(ok.into_inner().payment_id, "after");
+}
+
+#[tokio::test]
+async fn stream_answers_an_error_outcome_and_goes_on() {
+    let mut srv = setup().await;
+    let cases = invalid_events();
+    let mut events = Vec::new();
+    for (i, (_, ev, _)) in cases.iter().enumerate() {
+        events.push(ev.clone());
+        events.push(valid(&format!("ok_{i}")));
+    }
+    let mut outcomes = srv
+        .client
+        .score_stream(tokio_stream::iter(events.clone()))
+        .await
+        .expect("stream opens")
+        .into_inner();
+    let mut got = Vec::new();
+    while let Some(o) = outcomes.next().await {
+        got.push(o.expect("no stream error"));
+    }
+    assert_eq!(got.len(), events.len(), "one outcome per event");
+    for (i, (class, ev, field)) in cases.iter().enumerate() {
+        let bad = &got[2 * i];
+        assert_eq!(bad.payment_id, ev.payment_id, "{class}");
+        let err = bad
+            .error
+            .as_ref()
+            .unwrap_or_else(|| panic!("{class}: no error in {bad:?}"));
+        assert_eq!(err.code, "invalid_argument", "{class}");
+        assert_eq!(err.field, *field, "{class}");
+        assert!(!err.message.is_empty());
+        assert_eq!(bad.risk_level(), RiskLevel::Unspecified);
+        let good = &got[2 * i + 1];
+        assert_eq!(good.payment_id, format!("ok_{i}"));
+        assert!(good.error.is_none(), "{good:?}");
+    }
+}
+
+#[tokio::test]
+async fn oversized_messages_are_refused_without_harm() {
+    let mut srv = setup().await;
+    let mut e = valid("ten_mb");
+    if let Some(s) = e.session.as_mut() {
+        s.user_agent = "A".repeat(10 * 1024 * 1024);
+    }
+    let err = srv
+        .client
+        .score(e.clone())
+        .await
+        .expect_err("10 MB message");
+    assert!(
+        matches!(
+            err.code(),
+            tonic::Code::ResourceExhausted | tonic::Code::OutOfRange
+        ),
+        "{err:?}"
+    );
+    // On a stream the transport ends the stream with that status after the
+    // outcomes of the events before it.
+    let mut outcomes = srv
+        .client
+        .score_stream(tokio_stream::iter(vec![valid("before"), e]))
+        .await
+        .expect("stream opens")
+        .into_inner();
+    let first = outcomes.next().await.expect("first outcome").expect("ok");
+    assert_eq!(first.payment_id, "before");
+    let end = outcomes.next().await.expect("an end status");
+    assert!(end.is_err(), "{end:?}");
+    // The server still serves.
+    let ok = srv
+        .client
+        .score(valid("after"))
+        .await
+        .expect("server still serves");
+    assert_eq!(ok.into_inner().payment_id, "after");
+}
+
+#[tokio::test]
+async fn registration_and_feedback_validate_too() {
+    let mut srv = setup().await;
+    let mut reg = registration("pm_pan", "4111111111111111", 0, None, customer(2));
+    let err = srv
+        .client
+        .register_payment_method(reg.clone())
+        .await
+        .expect_err("PAN");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message()
+            .starts_with("payment_method.card_fingerprint:"),
+        "{}",
+        err.message()
+    );
+    if let Some(pm) = reg.payment_method.as_mut() {
+        pm.card_fingerprint = "fp_ok".into();
+        pm.r#type = 99;
+    }
+    let err = srv
+        .client
+        .register_payment_method(reg)
+        .await
+        .expect_err("bad enum");
+    assert!(
+        err.message().starts_with("payment_method.type:"),
+        "{}",
+        err.message()
+    );
+    let err = srv
+        .client
+        .report_feedback(proto::FeedbackEvent {
+            payment_id: "p".into(),
+            kind: 12,
+            reported_at_ms: 0,
+        })
+        .await
+        .expect_err("bad kind");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().starts_with("kind:"), "{}", err.message());
+}
