@@ -27,7 +27,11 @@ async fn run(rate: f64, log: &std::path::Path) -> (Vec<proto::Outcome>, Vec<Deci
             .register_payment_method(registration(
                 &format!("pm_{c}"),
                 &format!("fp_{c}"),
-                if c.is_multiple_of(2) { 60 * DAY_MS } else { 10_000 },
+                if c.is_multiple_of(2) {
+                    60 * DAY_MS
+                } else {
+                    10_000
+                },
                 Some(home_session(&format!("create_{c}"))),
                 customer(c),
             ))
