@@ -1,6 +1,14 @@
 //! Compiles `proto/riskstream/v1/riskstream.proto` in pure Rust (protox), so a
 //! fresh machine needs no `protoc`, and writes the encoded descriptor set that
 //! server reflection serves.
+//!
+//! Two sets of Rust types come out of the one contract:
+//! - the public types (`String` fields), used by clients and tools;
+//! - the server's wire types: the same messages with every `string` field
+//!   read as `bytes` into `bytes::Bytes`, so decoding slices the request
+//!   buffer instead of allocating a `String` per field. `string` and `bytes`
+//!   share one wire encoding, so both sets read and write the same bytes;
+//!   validation checks UTF-8 itself and names the field when it fails.
 
 use prost::Message;
 use std::{env, fs, path::PathBuf};
@@ -16,6 +24,26 @@ fn locked_version(lock: &str, name: &str) -> String {
         .to_owned()
 }
 
+/// The contract with `string` scalar fields declared `bytes` (map keys and
+/// values are left alone: proto map keys cannot be `bytes`).
+fn wire_variant(proto: &str) -> String {
+    proto
+        .lines()
+        .map(|line| {
+            let t = line.trim_start();
+            let indent = &line[..line.len() - t.len()];
+            if let Some(rest) = t.strip_prefix("string ") {
+                format!("{indent}bytes {rest}")
+            } else if let Some(rest) = t.strip_prefix("repeated string ") {
+                format!("{indent}repeated bytes {rest}")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={PROTO}");
     println!("cargo:rerun-if-changed=Cargo.lock");
@@ -26,12 +54,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ] {
         println!("cargo:rustc-env={var}={}", locked_version(&lock, name));
     }
-    let fds = protox::compile([PROTO], ["proto"])?;
     let out = PathBuf::from(env::var("OUT_DIR")?);
+
+    let fds = protox::compile([PROTO], ["proto"])?;
     fs::write(out.join("riskstream_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;
+
+    let wire_root = out.join("wire-proto");
+    let wire_file = wire_root.join("riskstream/v1/riskstream.proto");
+    fs::create_dir_all(wire_file.parent().ok_or("no parent")?)?;
+    fs::write(&wire_file, wire_variant(&fs::read_to_string(PROTO)?))?;
+    let wire_out = out.join("wire");
+    fs::create_dir_all(&wire_out)?;
+    let wire_fds = protox::compile(["riskstream/v1/riskstream.proto"], [&wire_root])?;
+    tonic_prost_build::configure()
+        .out_dir(&wire_out)
+        .bytes(".")
+        .build_client(false)
+        .build_server(true)
+        .compile_fds(wire_fds)?;
     Ok(())
 }

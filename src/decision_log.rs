@@ -5,6 +5,7 @@
 //! when it falls behind, scoring waits rather than dropping records.
 
 use crate::metrics::Metrics;
+use bytestring::ByteString;
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -21,9 +22,9 @@ pub struct DecisionRecord {
     /// When the payment was attempted (ms since the epoch).
     pub ts_ms: i64,
     /// The payment.
-    pub payment_id: String,
+    pub payment_id: ByteString,
     /// Version of the model that scored it (empty when none did).
-    pub model_version: String,
+    pub model_version: ByteString,
     /// Risk level reported.
     pub risk_level: String,
     /// Decision reported.
@@ -168,7 +169,7 @@ mod tests {
         for i in 0..3 {
             log.write(DecisionRecord {
                 ts_ms: i,
-                payment_id: format!("p{i}"),
+                payment_id: format!("p{i}").into(),
                 model_version: "m".into(),
                 risk_level: "normal".into(),
                 decision: "allow".into(),
@@ -188,6 +189,6 @@ mod tests {
             .map(|l| serde_json::from_str(l).expect("json line"))
             .collect();
         assert_eq!(recs.len(), 3);
-        assert_eq!(recs[2].payment_id, "p2");
+        assert_eq!(&*recs[2].payment_id, "p2");
     }
 }

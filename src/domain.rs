@@ -1,6 +1,9 @@
 //! Typed domain events: what validation produces from the proto and what
 //! state, features and scoring consume. Every value here has been checked.
+//! Strings are `ByteString`s: on the scoring path they share the request
+//! buffer (no copy); what is stored long-term is detached from it.
 
+use bytestring::ByteString;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -57,17 +60,17 @@ impl FeedbackKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Session {
     /// Client-side id of the session.
-    pub session_id: String,
+    pub session_id: ByteString,
     /// When the client captured it (ms since the epoch; 0 when not given).
     pub captured_at_ms: i64,
     /// The client's address, when given.
     pub ip: Option<IpAddr>,
     /// Raw user agent (may be empty).
-    pub user_agent: String,
+    pub user_agent: ByteString,
     /// Raw Accept-Language header (may be empty).
-    pub accept_language: String,
+    pub accept_language: ByteString,
     /// IANA time zone name (may be empty).
-    pub timezone: String,
+    pub timezone: ByteString,
     /// Offset from UTC in minutes.
     pub utc_offset_minutes: i32,
     /// Screen width in pixels (0 when unknown).
@@ -77,14 +80,23 @@ pub struct Session {
     /// Colour depth in bits (0 when unknown).
     pub color_depth: u32,
     /// Stable device hash from the client library (may be empty).
-    pub device_id: String,
+    pub device_id: ByteString,
     /// Platform string from the client (may be empty).
-    pub platform: String,
+    pub platform: ByteString,
+}
+
+/// A copy of `s` in its own allocation, no longer sharing a request buffer.
+pub fn detach(s: &ByteString) -> ByteString {
+    if s.is_empty() {
+        ByteString::new()
+    } else {
+        ByteString::from(&**s)
+    }
 }
 
 impl Session {
-    /// Releases spare string capacity (for sessions kept long-term).
-    pub fn shrink_to_fit(&mut self) {
+    /// Copies every string out of the request buffer (for sessions kept long-term).
+    pub fn detach(&mut self) {
         for s in [
             &mut self.session_id,
             &mut self.user_agent,
@@ -93,7 +105,7 @@ impl Session {
             &mut self.device_id,
             &mut self.platform,
         ] {
-            s.shrink_to_fit();
+            *s = detach(s);
         }
     }
 }
@@ -102,20 +114,20 @@ impl Session {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Customer {
     /// Merchant-side customer id (may be empty).
-    pub id: String,
+    pub id: ByteString,
     /// Lower-cased email address (may be empty).
-    pub email: String,
+    pub email: ByteString,
 }
 
 /// A payment method stored by `RegisterPaymentMethod`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RegisteredMethod {
     /// Payment method id.
-    pub id: String,
+    pub id: ByteString,
     /// Its kind.
     pub kind: MethodKind,
     /// Card fingerprint (cards only; may be empty for other kinds).
-    pub card_fingerprint: Option<Arc<str>>,
+    pub card_fingerprint: Option<ByteString>,
     /// Issuer country, ISO 3166-1 alpha-2 upper case.
     pub card_country: Option<[u8; 2]>,
     /// When it was created (ms since the epoch).
@@ -130,11 +142,11 @@ pub struct RegisteredMethod {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MethodRef {
     /// Registered id (may be empty when everything is inline).
-    pub id: String,
+    pub id: ByteString,
     /// Inline kind, when given.
     pub kind: Option<MethodKind>,
     /// Inline card fingerprint, when given.
-    pub card_fingerprint: Option<Arc<str>>,
+    pub card_fingerprint: Option<ByteString>,
     /// Inline issuer country, when given.
     pub card_country: Option<[u8; 2]>,
     /// Inline creation time, when given.
@@ -147,7 +159,7 @@ pub struct MethodRef {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recurring {
     /// Subscription id.
-    pub subscription_id: String,
+    pub subscription_id: ByteString,
     /// True for the subscription's first payment.
     pub initial: bool,
 }
@@ -156,19 +168,19 @@ pub struct Recurring {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Payment {
     /// Unique payment id.
-    pub payment_id: String,
+    pub payment_id: ByteString,
     /// Object kind.
     pub object: ObjectKind,
     /// Amount in the currency's minor unit (>= 0).
     pub amount: i64,
     /// Lower-case ISO 4217 code (empty for a SetupIntent without one).
-    pub currency: String,
+    pub currency: ByteString,
     /// When it was attempted (ms since the epoch).
     pub created_at_ms: i64,
     /// The paying customer.
     pub customer: Customer,
     /// Merchant (business) id (may be empty).
-    pub merchant_id: String,
+    pub merchant_id: ByteString,
     /// The payment method used.
     pub method: MethodRef,
     /// The payment-time session (absent off-session).
@@ -185,7 +197,7 @@ pub struct Payment {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Feedback {
     /// The payment it is about.
-    pub payment_id: String,
+    pub payment_id: ByteString,
     /// What it says.
     pub kind: FeedbackKind,
     /// When it was reported (ms since the epoch).

@@ -12,9 +12,11 @@ use crate::features::session::Facts;
 use crate::features::{self, Feature, FeatureVector, NUM_FEATURES};
 use crate::metrics::{EventKind, Metrics};
 use crate::model::{ModelHandle, score_map::sigmoid};
-use crate::proto;
+use crate::proto::wire as proto;
 use crate::state::{Key, List, Observation, Store, StoredMethod};
 use crate::validate::{self, Clock, FieldError};
+use bytes::Bytes;
+use bytestring::ByteString;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -121,7 +123,7 @@ pub struct Assessment {
     /// How many of `insights` are set.
     pub insight_count: usize,
     /// Version of the model consulted, if any.
-    pub model_version: Option<Arc<str>>,
+    pub model_version: Option<ByteString>,
     /// The creation session compared.
     pub compared: Compared,
     /// The features, when the payment was assessed by a model.
@@ -134,24 +136,27 @@ impl Assessment {
         let insights = self.insights[..self.insight_count]
             .iter()
             .map(|(f, c)| proto::Insight {
-                feature: f.name().to_owned(),
+                feature: Bytes::from_static(f.name().as_bytes()),
                 contribution: *c,
             })
             .collect();
         proto::Outcome {
-            payment_id: payment.payment_id,
+            payment_id: payment.payment_id.into_bytes(),
             risk_score: self.reported_score,
             risk_level: risk_level_proto(self.level) as i32,
             decision: action_proto(self.verdict.action) as i32,
-            reason: self.verdict.reason.to_owned(),
-            seller_message: self.verdict.seller_message.to_owned(),
+            reason: Bytes::from_static(self.verdict.reason.as_bytes()),
+            seller_message: Bytes::from_static(self.verdict.seller_message.as_bytes()),
             fraud_probability: self.reported_probability,
-            rule: self.verdict.rule.to_owned(),
-            session_id: payment.session.map(|s| s.session_id).unwrap_or_default(),
-            creation_session_id: self.compared.session_id().to_owned(),
+            rule: Bytes::from_static(self.verdict.rule.as_bytes()),
+            session_id: payment
+                .session
+                .map(|s| s.session_id.into_bytes())
+                .unwrap_or_default(),
+            creation_session_id: self.compared.session_id().into_bytes(),
             model_version: self
                 .model_version
-                .map(|v| v.to_string())
+                .map(ByteString::into_bytes)
                 .unwrap_or_default(),
             insights,
             error: None,
@@ -172,15 +177,16 @@ pub enum Compared {
 
 impl Compared {
     /// Id of the compared creation session (empty when none).
-    pub fn session_id(&self) -> &str {
+    pub fn session_id(&self) -> ByteString {
         match self {
-            Compared::None => "",
-            Compared::Inline(s) => &s.session_id,
+            Compared::None => ByteString::new(),
+            Compared::Inline(s) => s.session_id.clone(),
             Compared::Registered(m) => m
                 .method
                 .creation_session
                 .as_deref()
-                .map_or("", |s| s.session_id.as_str()),
+                .map(|s| s.session_id.clone())
+                .unwrap_or_default(),
         }
     }
 }
@@ -207,7 +213,7 @@ pub fn action_proto(a: Action) -> proto::Decision {
 }
 
 /// The outcome a stream returns for a rejected event.
-pub fn error_outcome(payment_id: String, err: &ServiceError) -> proto::Outcome {
+pub fn error_outcome(payment_id: Bytes, err: &ServiceError) -> proto::Outcome {
     let (code, field, message) = match err {
         ServiceError::Invalid(e) => ("invalid_argument", e.field.clone(), e.message.clone()),
         ServiceError::NotFound { field, message } => {
@@ -218,9 +224,9 @@ pub fn error_outcome(payment_id: String, err: &ServiceError) -> proto::Outcome {
     proto::Outcome {
         payment_id,
         error: Some(proto::EventError {
-            code: code.to_owned(),
-            field,
-            message,
+            code: Bytes::from_static(code.as_bytes()),
+            field: Bytes::from(field),
+            message: Bytes::from(message),
         }),
         ..Default::default()
     }
@@ -234,30 +240,42 @@ pub fn system_now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Top `k` of `values` by value, largest first, skipping zeros.
+/// Top `k` of `values` by value, largest first, skipping zeros and
+/// non-finite values: one pass keeping the `k` best and the position of the
+/// smallest of them, then a sort of those `k`.
 fn top_contributions(
     values: &[f64; NUM_FEATURES],
     k: usize,
 ) -> ([(Feature, f64); MAX_INSIGHTS], usize) {
     let k = k.min(MAX_INSIGHTS);
-    let mut out = [(Feature::SessionMissing, 0.0); MAX_INSIGHTS];
+    let mut best = [(0usize, 0.0f64); MAX_INSIGHTS];
     let mut n = 0;
+    let (mut min_pos, mut min_v) = (0usize, f64::INFINITY);
     for (i, &v) in values.iter().enumerate() {
-        if v == 0.0 || !v.is_finite() || k == 0 {
+        if k == 0 || v == 0.0 || !v.is_finite() {
             continue;
         }
-        if n == k && v <= out[n - 1].1 {
-            continue;
-        }
-        let mut pos = if n < k { n } else { n - 1 };
         if n < k {
+            best[n] = (i, v);
             n += 1;
+        } else if v > min_v {
+            best[min_pos] = (i, v);
+        } else {
+            continue;
         }
-        while pos > 0 && out[pos - 1].1 < v {
-            out[pos] = out[pos - 1];
-            pos -= 1;
+        if n == k {
+            (min_pos, min_v) = (0, best[0].1);
+            for (j, b) in best.iter().enumerate().take(k).skip(1) {
+                if b.1 < min_v {
+                    (min_pos, min_v) = (j, b.1);
+                }
+            }
         }
-        out[pos] = (features::FEATURES[i].0, v);
+    }
+    best[..n].sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut out = [(Feature::SessionMissing, 0.0); MAX_INSIGHTS];
+    for (o, (i, v)) in out.iter_mut().zip(&best[..n]) {
+        *o = (features::FEATURES[*i].0, *v);
     }
     (out, n)
 }
@@ -319,7 +337,7 @@ impl Engine {
         &self,
         req: proto::RegisterPaymentMethodRequest,
         clock: &Clock,
-    ) -> Result<String, ServiceError> {
+    ) -> Result<ByteString, ServiceError> {
         let m = &self.inner.metrics;
         m.event(EventKind::Register);
         let method =
@@ -415,6 +433,7 @@ impl Engine {
     /// Like [`Engine::score`], but a rejected event yields an outcome with
     /// `error` set (the stream form).
     pub fn score_or_error(&self, ev: proto::PaymentEvent, clock: &Clock) -> proto::Outcome {
+        // A refcount bump: the id shares the request buffer.
         let id = ev.payment_id.clone();
         match self.score(ev, clock) {
             Ok(o) => o,
@@ -575,7 +594,7 @@ impl Engine {
             };
             match prediction {
                 Ok((m, pr)) => {
-                    a.model_version = Some(Arc::clone(m.version()));
+                    a.model_version = Some(m.version().clone());
                     a.true_score = pr.score;
                     a.true_probability = pr.probability;
                     let mut contributions = pr.contributions;
@@ -642,7 +661,7 @@ impl Engine {
             log.write(DecisionRecord {
                 ts_ms: p.created_at_ms,
                 payment_id: p.payment_id.clone(),
-                model_version: a.model_version.as_deref().unwrap_or("").to_owned(),
+                model_version: a.model_version.clone().unwrap_or_default(),
                 risk_level: a.level.as_str().to_owned(),
                 decision: a.verdict.action.as_str().to_owned(),
                 reason: a.verdict.reason.to_owned(),
@@ -688,18 +707,21 @@ impl Engine {
 
 fn session_proto(s: &Session) -> proto::Session {
     proto::Session {
-        session_id: s.session_id.to_string(),
+        session_id: s.session_id.clone().into_bytes(),
         captured_at_ms: s.captured_at_ms,
-        ip: s.ip.map(|ip| ip.to_string()).unwrap_or_default(),
-        user_agent: s.user_agent.to_string(),
-        accept_language: s.accept_language.to_string(),
-        timezone: s.timezone.to_string(),
+        ip: s
+            .ip
+            .map(|ip| Bytes::from(ip.to_string()))
+            .unwrap_or_default(),
+        user_agent: s.user_agent.clone().into_bytes(),
+        accept_language: s.accept_language.clone().into_bytes(),
+        timezone: s.timezone.clone().into_bytes(),
         utc_offset_minutes: s.utc_offset_minutes,
         screen_width: s.screen_width,
         screen_height: s.screen_height,
         color_depth: s.color_depth,
-        device_id: s.device_id.to_string(),
-        platform: s.platform.to_string(),
+        device_id: s.device_id.clone().into_bytes(),
+        platform: s.platform.clone().into_bytes(),
     }
 }
 
@@ -711,18 +733,22 @@ fn method_proto(m: &RegisteredMethod) -> proto::PaymentMethod {
         MethodKind::Other => proto::PaymentMethodType::Other,
     };
     proto::PaymentMethod {
-        id: m.id.to_string(),
+        id: m.id.clone().into_bytes(),
         r#type: kind as i32,
-        card_fingerprint: m.card_fingerprint.as_deref().unwrap_or("").to_owned(),
+        card_fingerprint: m
+            .card_fingerprint
+            .clone()
+            .map(ByteString::into_bytes)
+            .unwrap_or_default(),
         card_country: m
             .card_country
-            .map(|c| String::from_utf8_lossy(&c).into_owned())
+            .map(|c| Bytes::copy_from_slice(&c))
             .unwrap_or_default(),
         created_at_ms: m.created_at_ms,
         creation_session: m.creation_session.as_deref().map(session_proto),
         customer: Some(proto::Customer {
-            id: m.customer.id.to_string(),
-            email: m.customer.email.to_string(),
+            id: m.customer.id.clone().into_bytes(),
+            email: m.customer.email.clone().into_bytes(),
         }),
     }
 }
@@ -746,5 +772,32 @@ mod tests {
         assert_eq!(top[0].0 as usize, 7);
         let (_, n) = top_contributions(&v, 0);
         assert_eq!(n, 0);
+        // Against a full sort, on many vectors.
+        let mut seed = 7u64;
+        for _ in 0..500 {
+            let mut v = [0.0; NUM_FEATURES];
+            for x in v.iter_mut() {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                *x = if seed >> 60 == 0 {
+                    0.0
+                } else {
+                    ((seed >> 11) as f64 / (1u64 << 53) as f64) - 0.5
+                };
+            }
+            let mut all: Vec<(usize, f64)> = v
+                .iter()
+                .copied()
+                .enumerate()
+                .filter(|(_, x)| *x != 0.0)
+                .collect();
+            all.sort_by(|a, b| b.1.total_cmp(&a.1));
+            let (top, n) = top_contributions(&v, 5);
+            assert_eq!(n, all.len().min(5));
+            for j in 0..n {
+                assert_eq!(top[j].1, all[j].1);
+            }
+        }
     }
 }

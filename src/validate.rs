@@ -1,12 +1,16 @@
-//! Validation: turns proto messages into typed domain events, or into a
-//! [`FieldError`] that names the offending field. Nothing here panics on
-//! request data.
+//! Validation: turns the server's wire messages into typed domain events, or
+//! into a [`FieldError`] that names the offending field. Strings arrive as
+//! bytes sliced from the request and are checked for UTF-8 here. Nothing here
+//! panics on request data.
 
+use crate::domain::detach;
 use crate::domain::{
     Customer, Feedback, FeedbackKind, MethodKind, MethodRef, ObjectKind, Payment, Recurring,
     RegisteredMethod, Session,
 };
-use crate::proto;
+use crate::proto::wire as proto;
+use bytes::Bytes;
+use bytestring::ByteString;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -119,13 +123,22 @@ fn path(prefix: &str, name: &str) -> String {
     }
 }
 
-/// Whether `s` holds a control character (C0, DEL or C1). The ASCII scan
-/// has no early exit so that it vectorises.
+/// The UTF-8 text of a string field, sharing the request buffer.
+fn utf8(field: impl FnOnce() -> String, value: Bytes) -> Result<ByteString, FieldError> {
+    ByteString::try_from(value).map_err(|_| FieldError::new(field(), "is not valid UTF-8"))
+}
+
+/// Whether any byte of `b` matches `bad`. Branch-free over a byte
+/// accumulator, so that it vectorises.
+#[inline]
+fn any_byte(b: &[u8], bad: impl Fn(u8) -> bool) -> bool {
+    b.iter().fold(0u8, |acc, &c| acc | u8::from(bad(c))) != 0
+}
+
+/// Whether `s` holds a control character (C0, DEL or C1).
 fn has_control(s: &str) -> bool {
     let b = s.as_bytes();
-    if b.iter()
-        .fold(false, |acc, &c| acc | (c < 0x20) | (c == 0x7f))
-    {
+    if any_byte(b, |c| (c < 0x20) | (c == 0x7f)) {
         return true;
     }
     // C1 controls are U+0080..=U+009F, encoded 0xC2 0x80..=0x9F.
@@ -137,40 +150,86 @@ fn has_control(s: &str) -> bool {
 /// Whether `s` holds whitespace (vectorised ASCII scan, Unicode otherwise).
 fn has_whitespace(s: &str) -> bool {
     if s.is_ascii() {
-        s.bytes()
-            .fold(false, |acc, b| acc | (b == b' ') | (b.wrapping_sub(9) < 5))
+        any_byte(s.as_bytes(), |b| (b == b' ') | (b.wrapping_sub(9) < 5))
     } else {
         s.chars().any(char::is_whitespace)
     }
 }
 
-/// Checks a free-text value: length and no control characters.
-fn text(field: impl FnOnce() -> String, value: &str, max: usize) -> Result<(), FieldError> {
+/// Parses dotted-quad IPv4 quickly; `None` sends the text to the full parser.
+fn parse_ipv4(b: &[u8]) -> Option<std::net::Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut i = 0;
+    for (k, part) in b.split(|c| *c == b'.').enumerate() {
+        if k >= 4 || part.is_empty() || part.len() > 3 || (part.len() > 1 && part[0] == b'0') {
+            return None;
+        }
+        let mut v: u16 = 0;
+        for &c in part {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            v = v * 10 + u16::from(c - b'0');
+        }
+        octets[k] = u8::try_from(v).ok()?;
+        i = k + 1;
+    }
+    (i == 4).then(|| std::net::Ipv4Addr::from(octets))
+}
+
+fn parse_ip(b: &[u8]) -> Option<IpAddr> {
+    if b.len() <= 15 && b.iter().all(|c| c.is_ascii_digit() || *c == b'.') {
+        return parse_ipv4(b).map(IpAddr::V4);
+    }
+    std::str::from_utf8(b)
+        .ok()
+        .filter(|t| t.len() <= 64)
+        .and_then(|t| t.parse::<IpAddr>().ok())
+}
+
+/// A free-text field: UTF-8, at most `max` bytes, no control characters.
+fn text(field: impl Fn() -> String, value: Bytes, max: usize) -> Result<ByteString, FieldError> {
     if value.len() > max {
         return Err(FieldError::new(
             field(),
             format!("is {} bytes long; at most {max} are accepted", value.len()),
         ));
     }
-    if has_control(value) {
+    let value = utf8(&field, value)?;
+    if has_control(&value) {
         return Err(FieldError::new(field(), "contains control characters"));
     }
-    Ok(())
+    Ok(value)
 }
 
-/// Checks an id: like [`text`], plus no whitespace.
-fn id(field: impl Fn() -> String, value: &str, required: bool) -> Result<(), FieldError> {
+/// An id field: UTF-8, at most [`MAX_ID_LEN`] bytes, no control characters,
+/// no whitespace (one vectorised pass for ASCII ids).
+fn id(field: impl Fn() -> String, value: Bytes, required: bool) -> Result<ByteString, FieldError> {
     if value.is_empty() {
         if required {
             return Err(FieldError::new(field(), "is required"));
         }
-        return Ok(());
+        return Ok(ByteString::new());
     }
-    text(&field, value, MAX_ID_LEN)?;
-    if has_whitespace(value) {
-        return Err(FieldError::new(field(), "must not contain whitespace"));
+    if value.len() > MAX_ID_LEN {
+        return Err(FieldError::new(
+            field(),
+            format!(
+                "is {} bytes long; at most {MAX_ID_LEN} are accepted",
+                value.len()
+            ),
+        ));
     }
-    Ok(())
+    // Space, C0 controls (which include \t \n \r) and DEL.
+    let bad_ascii = any_byte(&value, |b| (b <= b' ') | (b == 0x7f));
+    let value = utf8(&field, value)?;
+    if bad_ascii || (!value.is_ascii() && (has_control(&value) || has_whitespace(&value))) {
+        return Err(FieldError::new(
+            field(),
+            "must not contain whitespace or control characters",
+        ));
+    }
+    Ok(value)
 }
 
 /// True when `s` is 13–19 digits (spaces and dashes ignored) passing the Luhn check.
@@ -198,13 +257,7 @@ pub fn looks_like_pan(s: &str) -> bool {
     (13..=19).contains(&digits) && sum.is_multiple_of(10)
 }
 
-fn fingerprint(field: impl Fn() -> String, value: &str) -> Result<Arc<str>, FieldError> {
-    if looks_like_pan(value) {
-        return Err(FieldError::new(
-            field(),
-            "looks like a card number (PAN); send the card's fingerprint, never the number",
-        ));
-    }
+fn fingerprint(field: impl Fn() -> String, value: Bytes) -> Result<ByteString, FieldError> {
     if value.len() > MAX_FINGERPRINT_LEN {
         return Err(FieldError::new(
             field(),
@@ -214,20 +267,25 @@ fn fingerprint(field: impl Fn() -> String, value: &str) -> Result<Arc<str>, Fiel
             ),
         ));
     }
+    let value = utf8(&field, value)?;
+    if looks_like_pan(&value) {
+        return Err(FieldError::new(
+            field(),
+            "looks like a card number (PAN); send the card's fingerprint, never the number",
+        ));
+    }
     if !value.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(FieldError::new(
             field(),
             "must be printable ASCII without spaces",
         ));
     }
-    Ok(Arc::from(value))
+    Ok(value)
 }
 
-fn country(field: impl Fn() -> String, value: &str) -> Result<Option<[u8; 2]>, FieldError> {
-    if value.is_empty() {
-        return Ok(None);
-    }
-    match value.as_bytes() {
+fn country(field: impl Fn() -> String, value: &[u8]) -> Result<Option<[u8; 2]>, FieldError> {
+    match value {
+        [] => Ok(None),
         [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
             Ok(Some([a.to_ascii_uppercase(), b.to_ascii_uppercase()]))
         }
@@ -238,19 +296,9 @@ fn country(field: impl Fn() -> String, value: &str) -> Result<Option<[u8; 2]>, F
     }
 }
 
-/// Lower-cases `value` in place when it is ASCII (no allocation), else by Unicode rules.
-fn lowercase(mut value: String) -> String {
-    if value.is_ascii() {
-        value.make_ascii_lowercase();
-        value
-    } else {
-        value.to_lowercase()
-    }
-}
-
-fn email(field: impl Fn() -> String, value: String) -> Result<String, FieldError> {
+fn email(field: impl Fn() -> String, value: Bytes) -> Result<ByteString, FieldError> {
     if value.is_empty() {
-        return Ok(value);
+        return Ok(ByteString::new());
     }
     if value.len() > MAX_EMAIL_LEN {
         return Err(FieldError::new(
@@ -261,29 +309,38 @@ fn email(field: impl Fn() -> String, value: String) -> Result<String, FieldError
             ),
         ));
     }
-    let valid = match value.split_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && !domain.is_empty()
-                && !domain.contains('@')
-                && !has_control(&value)
-                && !has_whitespace(&value)
+    let value = utf8(&field, value)?;
+    let b = value.as_bytes();
+    let at = b.iter().position(|c| *c == b'@');
+    let valid = match at {
+        Some(i) => {
+            i > 0
+                && i + 1 < b.len()
+                && !b[i + 1..].contains(&b'@')
+                && !any_byte(b, |c| (c <= b' ') | (c == 0x7f))
+                && (value.is_ascii() || !(has_control(&value) || has_whitespace(&value)))
         }
         None => false,
     };
     if !valid {
         return Err(FieldError::new(field(), "is not an email address"));
     }
-    Ok(lowercase(value))
+    // Lower-case only when needed: most addresses already are.
+    if any_byte(b, |c| c.is_ascii_uppercase()) || !value.is_ascii() {
+        Ok(ByteString::from(value.to_lowercase()))
+    } else {
+        Ok(value)
+    }
 }
 
 fn customer(prefix: &str, c: Option<proto::Customer>) -> Result<Customer, FieldError> {
     let Some(c) = c else {
         return Ok(Customer::default());
     };
-    id(|| path(prefix, "id"), &c.id, false)?;
-    let email = email(|| path(prefix, "email"), c.email)?;
-    Ok(Customer { id: c.id, email })
+    Ok(Customer {
+        id: id(|| path(prefix, "id"), c.id, false)?,
+        email: email(|| path(prefix, "email"), c.email)?,
+    })
 }
 
 fn method_kind(field: impl Fn() -> String, value: i32) -> Result<Option<MethodKind>, FieldError> {
@@ -302,21 +359,15 @@ fn method_kind(field: impl Fn() -> String, value: i32) -> Result<Option<MethodKi
 
 /// Validates a session found at `prefix` (e.g. `session`).
 pub fn session(prefix: &str, s: proto::Session, clock: &Clock) -> Result<Session, FieldError> {
-    id(|| path(prefix, "session_id"), &s.session_id, true)?;
+    let session_id = id(|| path(prefix, "session_id"), s.session_id, true)?;
     let captured_at_ms =
         clock.timestamp_at(|| path(prefix, "captured_at_ms"), s.captured_at_ms, false)?;
     let ip = if s.ip.is_empty() {
         None
     } else {
-        if s.ip.len() > 64 {
-            return Err(FieldError::new(
-                path(prefix, "ip"),
-                "is not an IPv4 or IPv6 address",
-            ));
-        }
-        match s.ip.parse::<IpAddr>() {
-            Ok(ip) => Some(ip),
-            Err(_) => {
+        match parse_ip(&s.ip) {
+            Some(ip) => Some(ip),
+            None => {
                 return Err(FieldError::new(
                     path(prefix, "ip"),
                     "is not an IPv4 or IPv6 address",
@@ -324,27 +375,27 @@ pub fn session(prefix: &str, s: proto::Session, clock: &Clock) -> Result<Session
             }
         }
     };
-    text(
+    let user_agent = text(
         || path(prefix, "user_agent"),
-        &s.user_agent,
+        s.user_agent,
         MAX_USER_AGENT_LEN,
     )?;
-    text(
+    let accept_language = text(
         || path(prefix, "accept_language"),
-        &s.accept_language,
+        s.accept_language,
         MAX_ACCEPT_LANGUAGE_LEN,
     )?;
     if s.timezone.len() > MAX_TIMEZONE_LEN
-        || !s
-            .timezone
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'-' | b'+'))
+        || any_byte(&s.timezone, |b| {
+            !(b.is_ascii_alphanumeric() | (b == b'/') | (b == b'_') | (b == b'-') | (b == b'+'))
+        })
     {
         return Err(FieldError::new(
             path(prefix, "timezone"),
             "must be an IANA time zone name such as \"Europe/Paris\"",
         ));
     }
+    let timezone = utf8(|| path(prefix, "timezone"), s.timezone)?;
     if s.utc_offset_minutes.abs() > MAX_UTC_OFFSET_MINUTES {
         return Err(FieldError::new(
             path(prefix, "utc_offset_minutes"),
@@ -369,25 +420,26 @@ pub fn session(prefix: &str, s: proto::Session, clock: &Clock) -> Result<Session
             format!("{} bits is more than {MAX_COLOR_DEPTH}", s.color_depth),
         ));
     }
-    id(|| path(prefix, "device_id"), &s.device_id, false)?;
-    text(|| path(prefix, "platform"), &s.platform, MAX_PLATFORM_LEN)?;
+    let device_id = id(|| path(prefix, "device_id"), s.device_id, false)?;
+    let platform = text(|| path(prefix, "platform"), s.platform, MAX_PLATFORM_LEN)?;
     Ok(Session {
-        session_id: s.session_id,
+        session_id,
         captured_at_ms,
         ip,
-        user_agent: s.user_agent,
-        accept_language: s.accept_language,
-        timezone: s.timezone,
+        user_agent,
+        accept_language,
+        timezone,
         utc_offset_minutes: s.utc_offset_minutes,
         screen_width: s.screen_width,
         screen_height: s.screen_height,
         color_depth: s.color_depth,
-        device_id: s.device_id,
-        platform: s.platform,
+        device_id,
+        platform,
     })
 }
 
-/// Validates a `RegisterPaymentMethodRequest`.
+/// Validates a `RegisterPaymentMethodRequest`. Everything kept is copied out
+/// of the request buffer.
 pub fn registration(
     req: proto::RegisterPaymentMethodRequest,
     clock: &Clock,
@@ -395,7 +447,7 @@ pub fn registration(
     let Some(pm) = req.payment_method else {
         return Err(FieldError::new("payment_method", "is required"));
     };
-    id(|| "payment_method.id".into(), &pm.id, true)?;
+    let method_id = id(|| "payment_method.id".into(), pm.id, true)?;
     let kind = method_kind(|| "payment_method.type".into(), pm.r#type)?
         .ok_or_else(|| FieldError::new("payment_method.type", "is required"))?;
     let card_fingerprint = if pm.card_fingerprint.is_empty() {
@@ -409,17 +461,17 @@ pub fn registration(
     } else {
         Some(fingerprint(
             || "payment_method.card_fingerprint".into(),
-            &pm.card_fingerprint,
+            pm.card_fingerprint,
         )?)
     };
     let card_country = country(|| "payment_method.card_country".into(), &pm.card_country)?;
     let created_at_ms = clock.timestamp("payment_method.created_at_ms", pm.created_at_ms, true)?;
     let creation_session = match pm.creation_session {
-        Some(s) => Some(Arc::new(session(
-            "payment_method.creation_session",
-            s,
-            clock,
-        )?)),
+        Some(s) => {
+            let mut s = session("payment_method.creation_session", s, clock)?;
+            s.detach();
+            Some(Arc::new(s))
+        }
         None => None,
     };
     // The request's customer wins; the method's own is accepted as a fallback.
@@ -427,25 +479,24 @@ pub fn registration(
         Some(c) => customer("customer", Some(c))?,
         None => customer("payment_method.customer", pm.customer)?,
     };
-    let (mut id, mut customer) = (pm.id, customer);
-    id.shrink_to_fit();
-    customer.id.shrink_to_fit();
-    customer.email.shrink_to_fit();
     Ok(RegisteredMethod {
-        id,
+        id: detach(&method_id),
         kind,
-        card_fingerprint,
+        card_fingerprint: card_fingerprint.as_ref().map(detach),
         card_country,
         created_at_ms,
         creation_session,
-        customer,
+        customer: Customer {
+            id: detach(&customer.id),
+            email: detach(&customer.email),
+        },
     })
 }
 
 fn method_ref(pm: proto::PaymentMethod, clock: &Clock) -> Result<MethodRef, FieldError> {
-    id(|| "payment_method.id".into(), &pm.id, false)?;
+    let method_id = id(|| "payment_method.id".into(), pm.id, false)?;
     let kind = method_kind(|| "payment_method.type".into(), pm.r#type)?;
-    if pm.id.is_empty() && kind.is_none() {
+    if method_id.is_empty() && kind.is_none() {
         return Err(FieldError::new(
             "payment_method.id",
             "is required (or send the method inline with its type)",
@@ -456,10 +507,10 @@ fn method_ref(pm: proto::PaymentMethod, clock: &Clock) -> Result<MethodRef, Fiel
     } else {
         Some(fingerprint(
             || "payment_method.card_fingerprint".into(),
-            &pm.card_fingerprint,
+            pm.card_fingerprint,
         )?)
     };
-    if pm.id.is_empty() && kind == Some(MethodKind::Card) && card_fingerprint.is_none() {
+    if method_id.is_empty() && kind == Some(MethodKind::Card) && card_fingerprint.is_none() {
         return Err(FieldError::new(
             "payment_method.card_fingerprint",
             "is required for an inline card without a registered id",
@@ -479,7 +530,7 @@ fn method_ref(pm: proto::PaymentMethod, clock: &Clock) -> Result<MethodRef, Fiel
         None => None,
     };
     Ok(MethodRef {
-        id: pm.id,
+        id: method_id,
         kind,
         card_fingerprint,
         card_country,
@@ -490,7 +541,7 @@ fn method_ref(pm: proto::PaymentMethod, clock: &Clock) -> Result<MethodRef, Fiel
 
 /// Validates a `PaymentEvent`.
 pub fn payment(ev: proto::PaymentEvent, clock: &Clock) -> Result<Payment, FieldError> {
-    id(|| "payment_id".into(), &ev.payment_id, true)?;
+    let payment_id = id(|| "payment_id".into(), ev.payment_id, true)?;
     let object = match proto::ObjectType::try_from(ev.object_type) {
         Ok(proto::ObjectType::Charge) => ObjectKind::Charge,
         Ok(proto::ObjectType::PaymentIntent) => ObjectKind::PaymentIntent,
@@ -517,25 +568,30 @@ pub fn payment(ev: proto::PaymentEvent, clock: &Clock) -> Result<Payment, FieldE
             format!("{} is more than {MAX_AMOUNT} minor units", ev.amount),
         ));
     }
-    let currency = if ev.currency.is_empty() {
-        if ev.amount > 0 {
+    let currency = match ev.currency.as_ref() {
+        [] if ev.amount > 0 => {
             return Err(FieldError::new(
                 "currency",
                 "is required when amount is set",
             ));
         }
-        String::new()
-    } else if ev.currency.len() == 3 && ev.currency.bytes().all(|b| b.is_ascii_alphabetic()) {
-        lowercase(ev.currency)
-    } else {
-        return Err(FieldError::new(
-            "currency",
-            "must be a three-letter ISO 4217 code such as \"usd\"",
-        ));
+        [] => ByteString::new(),
+        [a, b, c] if [a, b, c].iter().all(|x| x.is_ascii_lowercase()) => {
+            utf8(|| "currency".into(), ev.currency)?
+        }
+        [a, b, c] if [a, b, c].iter().all(|x| x.is_ascii_alphabetic()) => {
+            ByteString::from(String::from_utf8_lossy(&ev.currency).to_ascii_lowercase())
+        }
+        _ => {
+            return Err(FieldError::new(
+                "currency",
+                "must be a three-letter ISO 4217 code such as \"usd\"",
+            ));
+        }
     };
     let created_at_ms = clock.timestamp("created_at_ms", ev.created_at_ms, true)?;
     let customer = customer("customer", ev.customer)?;
-    id(|| "merchant_id".into(), &ev.merchant_id, false)?;
+    let merchant_id = id(|| "merchant_id".into(), ev.merchant_id, false)?;
     let Some(pm) = ev.payment_method else {
         return Err(FieldError::new("payment_method", "is required"));
     };
@@ -545,17 +601,14 @@ pub fn payment(ev: proto::PaymentEvent, clock: &Clock) -> Result<Payment, FieldE
         None => None,
     };
     let recurring = match ev.recurring {
-        Some(r) => {
-            id(
+        Some(r) => Some(Recurring {
+            subscription_id: id(
                 || "recurring.subscription_id".into(),
-                &r.subscription_id,
+                r.subscription_id,
                 true,
-            )?;
-            Some(Recurring {
-                subscription_id: r.subscription_id,
-                initial: r.initial,
-            })
-        }
+            )?,
+            initial: r.initial,
+        }),
         None => None,
     };
     if ev.metadata.len() > MAX_METADATA_ENTRIES {
@@ -571,17 +624,29 @@ pub fn payment(ev: proto::PaymentEvent, clock: &Clock) -> Result<Payment, FieldE
         if k.is_empty() {
             return Err(FieldError::new("metadata", "has an empty key"));
         }
-        text(|| "metadata".into(), k, MAX_METADATA_KEY_LEN)?;
-        text(|| format!("metadata.{k}"), v, MAX_METADATA_VALUE_LEN)?;
+        if k.len() > MAX_METADATA_KEY_LEN || has_control(k) {
+            return Err(FieldError::new(
+                "metadata",
+                format!("keys are at most {MAX_METADATA_KEY_LEN} bytes without control characters"),
+            ));
+        }
+        if v.len() > MAX_METADATA_VALUE_LEN || has_control(v) {
+            return Err(FieldError::new(
+                format!("metadata.{k}"),
+                format!(
+                    "is more than {MAX_METADATA_VALUE_LEN} bytes or contains control characters"
+                ),
+            ));
+        }
     }
     Ok(Payment {
-        payment_id: ev.payment_id,
+        payment_id,
         object,
         amount: ev.amount,
         currency,
         created_at_ms,
         customer,
-        merchant_id: ev.merchant_id,
+        merchant_id,
         method,
         session,
         off_session: ev.off_session,
@@ -592,7 +657,7 @@ pub fn payment(ev: proto::PaymentEvent, clock: &Clock) -> Result<Payment, FieldE
 
 /// Validates a `FeedbackEvent`.
 pub fn feedback(ev: proto::FeedbackEvent, clock: &Clock) -> Result<Feedback, FieldError> {
-    id(|| "payment_id".into(), &ev.payment_id, true)?;
+    let payment_id = id(|| "payment_id".into(), ev.payment_id, true)?;
     let kind = match proto::FeedbackKind::try_from(ev.kind) {
         Ok(proto::FeedbackKind::Fraudulent) => FeedbackKind::Fraudulent,
         Ok(proto::FeedbackKind::DisputeFraud) => FeedbackKind::DisputeFraud,
@@ -609,21 +674,21 @@ pub fn feedback(ev: proto::FeedbackEvent, clock: &Clock) -> Result<Feedback, Fie
     };
     let reported_at_ms = clock.timestamp("reported_at_ms", ev.reported_at_ms, true)?;
     Ok(Feedback {
-        payment_id: ev.payment_id,
+        payment_id,
         kind,
         reported_at_ms,
     })
 }
 
 /// Validates a `GetPaymentMethodRequest`, returning the id.
-pub fn get_request(req: proto::GetPaymentMethodRequest) -> Result<String, FieldError> {
-    id(|| "payment_method_id".into(), &req.payment_method_id, true)?;
-    Ok(req.payment_method_id)
+pub fn get_request(req: proto::GetPaymentMethodRequest) -> Result<ByteString, FieldError> {
+    id(|| "payment_method_id".into(), req.payment_method_id, true)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto as public;
 
     const NOW: i64 = 1_800_000_000_000;
 
@@ -634,13 +699,13 @@ mod tests {
         }
     }
 
-    fn event() -> proto::PaymentEvent {
-        proto::PaymentEvent {
+    fn event() -> public::PaymentEvent {
+        public::PaymentEvent {
             payment_id: "pay_1".into(),
-            object_type: proto::ObjectType::PaymentIntent as i32,
+            object_type: public::ObjectType::PaymentIntent as i32,
             amount: 1099,
             currency: "USD".into(),
-            payment_method: Some(proto::PaymentMethod {
+            payment_method: Some(public::PaymentMethod {
                 id: "pm_1".into(),
                 ..Default::default()
             }),
@@ -648,8 +713,12 @@ mod tests {
         }
     }
 
-    fn field_of(ev: proto::PaymentEvent) -> String {
-        match payment(ev, &clock()) {
+    fn wire(ev: &public::PaymentEvent) -> proto::PaymentEvent {
+        crate::proto::convert(ev).expect("same wire format")
+    }
+
+    fn field_of(ev: public::PaymentEvent) -> String {
+        match payment(wire(&ev), &clock()) {
             Ok(_) => "ok".into(),
             Err(e) => e.field,
         }
@@ -657,7 +726,7 @@ mod tests {
 
     #[test]
     fn valid_event_is_normalised() {
-        let p = payment(event(), &clock()).expect("valid");
+        let p = payment(wire(&event()), &clock()).expect("valid");
         assert_eq!(&*p.currency, "usd");
         assert_eq!(p.created_at_ms, NOW, "0 defaults to now");
     }
@@ -704,31 +773,86 @@ mod tests {
         e.payment_method = None;
         assert_eq!(field_of(e), "payment_method");
         let mut e = event();
-        e.payment_method = Some(proto::PaymentMethod {
+        e.payment_method = Some(public::PaymentMethod {
             id: "pm_1".into(),
             card_fingerprint: "4242424242424242".into(),
             ..Default::default()
         });
         assert_eq!(field_of(e), "payment_method.card_fingerprint");
         let mut e = event();
-        e.session = Some(proto::Session {
+        e.session = Some(public::Session {
             session_id: "s".into(),
             ip: "999.1.1.1".into(),
             ..Default::default()
         });
         assert_eq!(field_of(e), "session.ip");
         let mut e = event();
-        e.session = Some(proto::Session {
+        e.session = Some(public::Session {
             session_id: "s".into(),
             user_agent: "x".repeat(10 * 1024 * 1024),
             ..Default::default()
         });
         assert_eq!(field_of(e), "session.user_agent");
         let mut e = event();
-        e.customer = Some(proto::Customer {
+        e.customer = Some(public::Customer {
             id: String::new(),
             email: "not-an-email".into(),
         });
         assert_eq!(field_of(e), "customer.email");
+    }
+
+    #[test]
+    fn ip_addresses_parse_like_the_standard_library() {
+        for ok in [
+            "203.0.113.7",
+            "0.0.0.0",
+            "255.255.255.255",
+            "2001:db8::1",
+            "::ffff:1.2.3.4",
+        ] {
+            assert_eq!(parse_ip(ok.as_bytes()), ok.parse().ok(), "{ok}");
+        }
+        for bad in [
+            "256.1.1.1",
+            "1.2.3",
+            "1.2.3.4.5",
+            "01.2.3.4",
+            "1..2.3",
+            "",
+            "1.2.3.4 ",
+            "a.b.c.d",
+        ] {
+            assert_eq!(parse_ip(bad.as_bytes()), None, "{bad}");
+            assert!(bad.parse::<IpAddr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn emails() {
+        let e = |s: &'static str| email(|| "e".into(), Bytes::from_static(s.as_bytes()));
+        assert_eq!(
+            &*e("Jane.Doe@Example.COM").expect("valid"),
+            "jane.doe@example.com"
+        );
+        assert_eq!(&*e("jane@example.com").expect("valid"), "jane@example.com");
+        for bad in [
+            "jane",
+            "@example.com",
+            "jane@",
+            "ja ne@example.com",
+            "a@b@c",
+            "jane@exa\tmple.com",
+        ] {
+            assert!(e(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_is_named() {
+        let mut ev = wire(&event());
+        ev.merchant_id = Bytes::from_static(&[0x66, 0xff, 0x66]);
+        let err = payment(ev, &clock()).expect_err("invalid UTF-8");
+        assert_eq!(err.field, "merchant_id");
+        assert_eq!(err.message, "is not valid UTF-8");
     }
 }

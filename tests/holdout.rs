@@ -81,7 +81,7 @@ async fn rate_zero_reports_true_scores_with_propensity_one() {
     let by_id: HashMap<_, _> = records.iter().map(|r| (r.payment_id.clone(), r)).collect();
     let mut blocked = 0;
     for o in &outcomes {
-        let r = by_id[&o.payment_id];
+        let r = by_id[o.payment_id.as_str()];
         assert!(!r.holdout);
         assert_eq!(r.true_score, r.reported_score);
         assert_eq!(r.reported_score, o.risk_score);
@@ -113,7 +113,7 @@ async fn rate_one_perturbs_every_score_and_logs_the_propensity() {
     let mut changed = 0;
     let mut blocked = 0;
     for o in &outcomes {
-        let r = by_id[&o.payment_id];
+        let r = by_id[o.payment_id.as_str()];
         assert!(r.holdout);
         assert_eq!(
             o.risk_score, r.reported_score,

@@ -112,8 +112,16 @@ pub struct Inputs<'a> {
     pub velocity: &'a Velocity,
 }
 
+/// `ln(1 + n)` for the small counts that make up nearly every velocity value.
+static LN1P_SMALL: std::sync::LazyLock<[f64; 256]> =
+    std::sync::LazyLock::new(|| std::array::from_fn(|n| (n as f64).ln_1p()));
+
+/// `ln(1 + n)`, from a table below 256 (the same values `ln_1p` gives).
 fn ln1p_count(n: u32) -> f64 {
-    f64::from(n).ln_1p()
+    match LN1P_SMALL.get(n as usize) {
+        Some(v) => *v,
+        None => f64::from(n).ln_1p(),
+    }
 }
 
 fn flag(b: bool) -> f64 {
@@ -146,7 +154,7 @@ pub fn extract(inp: &Inputs<'_>) -> FeatureVector {
     if let Some(s) = p.session.as_ref() {
         v.set(
             F::CardCountryMismatch,
-            session::card_country_mismatch(inp.card_country, s),
+            session::card_country_mismatch(inp.card_country, s, inp.creation),
         );
     }
     let age_minutes = match inp.method_created_at_ms {

@@ -103,6 +103,7 @@ pub struct Facts {
     langs: [u32; 8],
     n_langs: u8,
     timezone: u64,
+    tz_country: Option<[u8; 2]>,
     utc_offset: Option<i32>,
     screen: Option<(u32, u32)>,
 }
@@ -121,6 +122,7 @@ impl Facts {
             langs,
             n_langs: n as u8,
             timezone: text_hash(&s.timezone),
+            tz_country: geo::country_of_timezone(&s.timezone),
             utc_offset: (!s.timezone.is_empty() || s.utc_offset_minutes != 0)
                 .then_some(s.utc_offset_minutes),
             screen: (s.screen_width > 0 && s.screen_height > 0)
@@ -172,11 +174,23 @@ pub fn compare(c: &Facts, p: &Session) -> SessionDiff {
 }
 
 /// 1 when the payment session's time zone places it in a country other than
-/// the card's issuing country; 0 when either is unknown.
-pub fn card_country_mismatch(card_country: Option<[u8; 2]>, p: &Session) -> f64 {
-    match (card_country, geo::country_of_timezone(&p.timezone)) {
-        (Some(card), Some(tz)) => flag(card != tz),
-        _ => 0.0,
+/// the card's issuing country; 0 when either is unknown. The creation
+/// session's facts, when given, spare the table lookup for an unchanged zone.
+pub fn card_country_mismatch(
+    card_country: Option<[u8; 2]>,
+    p: &Session,
+    creation: Option<&Facts>,
+) -> f64 {
+    let Some(card) = card_country else {
+        return 0.0;
+    };
+    let tz_country = match creation {
+        Some(c) if c.timezone != 0 && c.timezone == text_hash(&p.timezone) => c.tz_country,
+        _ => geo::country_of_timezone(&p.timezone),
+    };
+    match tz_country {
+        Some(tz) => flag(card != tz),
+        None => 0.0,
     }
 }
 
@@ -248,8 +262,19 @@ mod tests {
     #[test]
     fn card_country_from_timezone() {
         let p = session("d", "203.0.113.7", "Europe/Paris", 60, "fr");
-        assert_eq!(card_country_mismatch(Some(*b"FR"), &p), 0.0);
-        assert_eq!(card_country_mismatch(Some(*b"US"), &p), 1.0);
-        assert_eq!(card_country_mismatch(None, &p), 0.0);
+        assert_eq!(card_country_mismatch(Some(*b"FR"), &p, None), 0.0);
+        assert_eq!(card_country_mismatch(Some(*b"US"), &p, None), 1.0);
+        assert_eq!(card_country_mismatch(None, &p, None), 0.0);
+        let home = Facts::of(&p);
+        assert_eq!(card_country_mismatch(Some(*b"US"), &p, Some(&home)), 1.0);
+        let tokyo = session("d", "203.0.113.7", "Asia/Tokyo", 540, "ja");
+        assert_eq!(
+            card_country_mismatch(Some(*b"FR"), &tokyo, Some(&home)),
+            1.0
+        );
+        assert_eq!(
+            card_country_mismatch(Some(*b"JP"), &tokyo, Some(&home)),
+            0.0
+        );
     }
 }

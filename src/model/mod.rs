@@ -10,6 +10,7 @@ pub mod score_map;
 
 use crate::features::{Feature, FeatureVector, NUM_FEATURES};
 use arc_swap::ArcSwapOption;
+use bytestring::ByteString;
 use file::{Estimator, ModelFile};
 use score_map::ScoreMap;
 use std::path::Path;
@@ -48,9 +49,11 @@ pub enum ModelError {
 /// A model ready to score: parameters laid out for the serving feature vector.
 #[derive(Debug, Clone)]
 pub struct Model {
-    version: Arc<str>,
+    version: ByteString,
     /// For each model parameter, the feature-vector index it reads.
     index: Vec<usize>,
+    /// The model reads every feature in vector order.
+    identity: bool,
     mean: Vec<f64>,
     inv_scale: Vec<f64>,
     weights: Vec<f64>,
@@ -143,7 +146,8 @@ impl Model {
         }
         let score_map = ScoreMap::new(&file.score_map)?;
         Ok(Model {
-            version: Arc::from(file.version.as_str()),
+            version: ByteString::from(file.version.as_str()),
+            identity: index.len() == NUM_FEATURES && index.iter().enumerate().all(|(i, j)| i == *j),
             index,
             mean: lr.mean.clone(),
             inv_scale: lr.scale.iter().map(|s| 1.0 / s).collect(),
@@ -170,7 +174,7 @@ impl Model {
     }
 
     /// The model's version string.
-    pub fn version(&self) -> &Arc<str> {
+    pub fn version(&self) -> &ByteString {
         &self.version
     }
 
@@ -189,11 +193,27 @@ impl Model {
         let slope = self.calibration.slope;
         let mut contributions = [0.0; NUM_FEATURES];
         let mut raw = self.intercept;
-        for i in 0..self.index.len() {
-            let j = self.index[i];
-            let c = self.weights[i] * (x.0[j] - self.mean[i]) * self.inv_scale[i];
-            raw += c;
-            contributions[j] = slope * c;
+        if self.identity {
+            // Every serving feature, in vector order: a straight loop that vectorises.
+            for (((c, &xv), (&w, &m)), &s) in contributions
+                .iter_mut()
+                .zip(&x.0)
+                .zip(self.weights.iter().zip(&self.mean))
+                .zip(&self.inv_scale)
+            {
+                *c = w * (xv - m) * s;
+            }
+            for c in &mut contributions {
+                raw += *c;
+                *c *= slope;
+            }
+        } else {
+            for i in 0..self.index.len() {
+                let j = self.index[i];
+                let c = self.weights[i] * (x.0[j] - self.mean[i]) * self.inv_scale[i];
+                raw += c;
+                contributions[j] = slope * c;
+            }
         }
         let logit = slope * raw + self.calibration.intercept;
         if !logit.is_finite() {

@@ -10,7 +10,8 @@ pub mod service;
 pub mod status;
 
 use crate::engine::Engine;
-use crate::proto::{FILE_DESCRIPTOR_SET, risk_scorer_server::RiskScorerServer};
+use crate::proto::FILE_DESCRIPTOR_SET;
+use crate::proto::wire::risk_scorer_server::RiskScorerServer;
 use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;

@@ -4,7 +4,7 @@
 
 use super::status::to_status;
 use crate::engine::Engine;
-use crate::proto::{self, risk_scorer_server::RiskScorer};
+use crate::proto::wire::{self as proto, risk_scorer_server::RiskScorer};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -38,7 +38,7 @@ impl RiskScorer for Service {
             .register(request.into_inner(), &clock)
             .map_err(to_status)?;
         Ok(Response::new(proto::RegisterPaymentMethodResponse {
-            payment_method_id: id,
+            payment_method_id: id.into_bytes(),
         }))
     }
 
@@ -121,7 +121,10 @@ impl RiskScorer for Service {
             .feedback(request.into_inner(), &clock)
             .map_err(to_status)?;
         Ok(Response::new(proto::FeedbackResponse {
-            lists_updated: lists.into_iter().map(str::to_owned).collect(),
+            lists_updated: lists
+                .into_iter()
+                .map(|l| bytes::Bytes::from_static(l.as_bytes()))
+                .collect(),
         }))
     }
 }

@@ -10,6 +10,7 @@ use super::{
 use crate::domain::FeedbackKind;
 #[cfg(test)]
 use crate::domain::RegisteredMethod;
+use bytestring::ByteString;
 use dashmap::{DashMap, DashSet, mapref::entry::Entry};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::Arc;
@@ -68,7 +69,7 @@ type Strings = foldhash::quality::RandomState;
 
 /// The in-process [`Store`]. Cheap to share behind an `Arc`.
 pub struct MemoryStore {
-    methods: DashMap<String, Arc<StoredMethod>, Strings>,
+    methods: DashMap<ByteString, Arc<StoredMethod>, Strings>,
     card: Windows,
     email: Windows,
     ip: Windows,
@@ -154,7 +155,7 @@ impl Store for MemoryStore {
 
     fn register(&self, method: StoredMethod) -> Result<(), StoreError> {
         if self.methods.len() >= self.limits.max_payment_methods
-            && !self.methods.contains_key(&method.method.id)
+            && !self.methods.contains_key(&*method.method.id)
         {
             return Err(StoreError::PaymentMethodsFull(
                 self.limits.max_payment_methods,
@@ -358,7 +359,7 @@ mod tests {
             method: RegisteredMethod {
                 id: id.into(),
                 kind: crate::domain::MethodKind::Card,
-                card_fingerprint: Some(Arc::from("fp")),
+                card_fingerprint: Some("fp".into()),
                 card_country: None,
                 created_at_ms: T0,
                 creation_session: None,

@@ -92,11 +92,11 @@ pub fn collect(cfg: SimConfig) -> Result<Vec<Example>, TrainError> {
         match e.kind {
             SimKind::Register(req) => {
                 engine
-                    .register(req, &clock)
+                    .register(to_wire(&req)?, &clock)
                     .map_err(|e| TrainError::Event(e.to_string()))?;
             }
             SimKind::Payment { event, fraud } => {
-                let p = validate::payment(event, &clock)
+                let p = validate::payment(to_wire(&event)?, &clock)
                     .map_err(|e| TrainError::Event(e.to_string()))?;
                 let x = engine
                     .features(&p)
@@ -113,6 +113,11 @@ pub fn collect(cfg: SimConfig) -> Result<Vec<Example>, TrainError> {
         }
     }
     Ok(out)
+}
+
+/// The server's wire form of a public message.
+fn to_wire<A: prost::Message, B: prost::Message + Default>(m: &A) -> Result<B, TrainError> {
+    crate::proto::convert(m).map_err(|e| TrainError::Event(e.to_string()))
 }
 
 fn matrix(rows: &[&Example]) -> Array2<f64> {
