@@ -2,13 +2,14 @@
 //! fresh machine needs no `protoc`, and writes the encoded descriptor set that
 //! server reflection serves.
 //!
-//! Two sets of Rust types come out of the one contract:
-//! - the public types (`String` fields), used by clients and tools;
+//! Three things come out of the one contract:
+//! - the public types (`String` fields) and client, used by clients and tools;
 //! - the server's wire types: the same messages with every `string` field
-//!   read as `bytes` into `bytes::Bytes`, so decoding slices the request
-//!   buffer instead of allocating a `String` per field. `string` and `bytes`
-//!   share one wire encoding, so both sets read and write the same bytes;
-//!   validation checks UTF-8 itself and names the field when it fails.
+//!   as `bytes::Bytes`, for the responses it builds (static strings cost no
+//!   allocation). `string` and `bytes` share one wire encoding;
+//! - the `RiskScorer` server, generated with a codec that hands each request
+//!   to the service as its raw bytes: the service parses borrowed views of
+//!   them (`src/view.rs`) instead of allocating a message per request.
 
 use prost::Message;
 use std::{env, fs, path::PathBuf};
@@ -74,7 +75,45 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .out_dir(&wire_out)
         .bytes(".")
         .build_client(false)
-        .build_server(true)
+        .build_server(false)
         .compile_fds(wire_fds)?;
+
+    // The server: requests arrive as raw bytes, responses are wire messages.
+    let method = |name: &str, route: &str, output: &str| {
+        tonic_build::manual::Method::builder()
+            .name(name)
+            .route_name(route)
+            .input_type("crate::server::codec::RawMessage")
+            .output_type(format!("crate::proto::wire::{output}"))
+            .codec_path("crate::server::codec::RawCodec")
+    };
+    let service = tonic_build::manual::Service::builder()
+        .name("RiskScorer")
+        .package("riskstream.v1")
+        .method(
+            method(
+                "register_payment_method",
+                "RegisterPaymentMethod",
+                "RegisterPaymentMethodResponse",
+            )
+            .build(),
+        )
+        .method(method("get_payment_method", "GetPaymentMethod", "PaymentMethod").build())
+        .method(method("score", "Score", "Outcome").build())
+        .method(
+            method("score_stream", "ScoreStream", "Outcome")
+                .client_streaming()
+                .server_streaming()
+                .build(),
+        )
+        .method(method("report_feedback", "ReportFeedback", "FeedbackResponse").build())
+        .build();
+    let server_out = out.join("server");
+    fs::create_dir_all(&server_out)?;
+    tonic_build::manual::Builder::new()
+        .out_dir(&server_out)
+        .build_client(false)
+        .build_server(true)
+        .compile(&[service]);
     Ok(())
 }

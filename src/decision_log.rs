@@ -5,7 +5,6 @@
 //! when it falls behind, scoring waits rather than dropping records.
 
 use crate::metrics::Metrics;
-use bytestring::ByteString;
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -22,9 +21,9 @@ pub struct DecisionRecord {
     /// When the payment was attempted (ms since the epoch).
     pub ts_ms: i64,
     /// The payment.
-    pub payment_id: ByteString,
+    pub payment_id: String,
     /// Version of the model that scored it (empty when none did).
-    pub model_version: ByteString,
+    pub model_version: String,
     /// Risk level reported.
     pub risk_level: String,
     /// Decision reported.
@@ -169,7 +168,7 @@ mod tests {
         for i in 0..3 {
             log.write(DecisionRecord {
                 ts_ms: i,
-                payment_id: format!("p{i}").into(),
+                payment_id: format!("p{i}"),
                 model_version: "m".into(),
                 risk_level: "normal".into(),
                 decision: "allow".into(),
@@ -189,6 +188,6 @@ mod tests {
             .map(|l| serde_json::from_str(l).expect("json line"))
             .collect();
         assert_eq!(recs.len(), 3);
-        assert_eq!(&*recs[2].payment_id, "p2");
+        assert_eq!(recs[2].payment_id, "p2");
     }
 }

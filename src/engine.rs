@@ -1,7 +1,7 @@
-//! The scoring engine: one synchronous call per request, from a proto message
-//! to an answer, through validation, state, features, model, holdout and
-//! decision. The gRPC server, the tools and the benches all call it; nothing
-//! here awaits.
+//! The scoring engine: one synchronous call per request, from the request's
+//! bytes to an answer, through a borrowed view, validation, state, features,
+//! model, holdout and decision. The gRPC server, the tools and the benches all
+//! call it; nothing here awaits.
 
 use crate::decision::holdout::Holdout;
 use crate::decision::{Action, Context, Policy, RiskLevel, Verdict};
@@ -12,11 +12,12 @@ use crate::features::session::Facts;
 use crate::features::{self, Feature, FeatureVector, NUM_FEATURES};
 use crate::metrics::{EventKind, Metrics};
 use crate::model::{ModelHandle, score_map::sigmoid};
-use crate::proto::wire as proto;
+use crate::proto::{self, wire};
 use crate::state::{Key, List, Observation, Store, StoredMethod};
 use crate::validate::{self, Clock, FieldError};
+use crate::view;
 use bytes::Bytes;
-use bytestring::ByteString;
+use prost::Message;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -101,7 +102,7 @@ pub const MAX_INSIGHTS: usize = 8;
 
 /// The full result of assessing one payment.
 #[derive(Debug, Clone)]
-pub struct Assessment {
+pub struct Assessment<'a> {
     /// Reported risk level.
     pub level: RiskLevel,
     /// The decision.
@@ -123,25 +124,36 @@ pub struct Assessment {
     /// How many of `insights` are set.
     pub insight_count: usize,
     /// Version of the model consulted, if any.
-    pub model_version: Option<ByteString>,
+    pub model_version: Option<Bytes>,
     /// The creation session compared.
-    pub compared: Compared,
+    pub compared: Compared<'a>,
     /// The features, when the payment was assessed by a model.
     pub features: Option<FeatureVector>,
 }
 
-impl Assessment {
-    /// The proto outcome for `payment`.
-    pub fn into_outcome(self, payment: Payment) -> proto::Outcome {
+/// `s` as a slice of `raw` when it lies inside it (no copy), else a copy.
+pub fn share(raw: &Bytes, s: &str) -> Bytes {
+    let base = raw.as_ptr() as usize;
+    let start = s.as_ptr() as usize;
+    if !s.is_empty() && start >= base && start + s.len() <= base + raw.len() {
+        raw.slice(start - base..start - base + s.len())
+    } else {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+}
+
+impl Assessment<'_> {
+    /// The wire outcome for `payment`, whose strings lie in `raw`.
+    pub fn into_outcome(self, raw: &Bytes, payment: &Payment<'_>) -> wire::Outcome {
         let insights = self.insights[..self.insight_count]
             .iter()
-            .map(|(f, c)| proto::Insight {
+            .map(|(f, c)| wire::Insight {
                 feature: Bytes::from_static(f.name().as_bytes()),
                 contribution: *c,
             })
             .collect();
-        proto::Outcome {
-            payment_id: payment.payment_id.into_bytes(),
+        wire::Outcome {
+            payment_id: share(raw, payment.payment_id),
             risk_score: self.reported_score,
             risk_level: risk_level_proto(self.level) as i32,
             decision: action_proto(self.verdict.action) as i32,
@@ -151,13 +163,15 @@ impl Assessment {
             rule: Bytes::from_static(self.verdict.rule.as_bytes()),
             session_id: payment
                 .session
-                .map(|s| s.session_id.into_bytes())
+                .as_ref()
+                .map(|s| share(raw, &s.session_id))
                 .unwrap_or_default(),
-            creation_session_id: self.compared.session_id().into_bytes(),
-            model_version: self
-                .model_version
-                .map(ByteString::into_bytes)
-                .unwrap_or_default(),
+            creation_session_id: match &self.compared {
+                Compared::None => Bytes::new(),
+                Compared::Inline(id) => share(raw, id),
+                Compared::Registered(m) => m.creation_session_id.clone(),
+            },
+            model_version: self.model_version.unwrap_or_default(),
             insights,
             error: None,
         }
@@ -166,64 +180,64 @@ impl Assessment {
 
 /// The creation session an assessment compared with the payment session.
 #[derive(Debug, Clone)]
-pub enum Compared {
+pub enum Compared<'a> {
     /// No creation session was known.
     None,
-    /// The one sent inline with the payment.
-    Inline(Arc<Session>),
+    /// The one sent inline with the payment (its id).
+    Inline(&'a str),
     /// The registered payment method's.
     Registered(Arc<StoredMethod>),
 }
 
-impl Compared {
+impl Compared<'_> {
     /// Id of the compared creation session (empty when none).
-    pub fn session_id(&self) -> ByteString {
+    pub fn session_id(&self) -> &str {
         match self {
-            Compared::None => ByteString::new(),
-            Compared::Inline(s) => s.session_id.clone(),
+            Compared::None => "",
+            Compared::Inline(id) => id,
             Compared::Registered(m) => m
                 .method
                 .creation_session
-                .as_deref()
-                .map(|s| s.session_id.clone())
-                .unwrap_or_default(),
+                .as_ref()
+                .map_or("", |s| &*s.session_id),
         }
     }
 }
 
 /// The proto value of a risk level.
-pub fn risk_level_proto(l: RiskLevel) -> proto::RiskLevel {
+pub fn risk_level_proto(l: RiskLevel) -> wire::RiskLevel {
     match l {
-        RiskLevel::Normal => proto::RiskLevel::Normal,
-        RiskLevel::Elevated => proto::RiskLevel::Elevated,
-        RiskLevel::Highest => proto::RiskLevel::Highest,
-        RiskLevel::NotAssessed => proto::RiskLevel::NotAssessed,
-        RiskLevel::Unknown => proto::RiskLevel::Unknown,
+        RiskLevel::Normal => wire::RiskLevel::Normal,
+        RiskLevel::Elevated => wire::RiskLevel::Elevated,
+        RiskLevel::Highest => wire::RiskLevel::Highest,
+        RiskLevel::NotAssessed => wire::RiskLevel::NotAssessed,
+        RiskLevel::Unknown => wire::RiskLevel::Unknown,
     }
 }
 
 /// The proto value of an action.
-pub fn action_proto(a: Action) -> proto::Decision {
+pub fn action_proto(a: Action) -> wire::Decision {
     match a {
-        Action::Allow => proto::Decision::Allow,
-        Action::Review => proto::Decision::Review,
-        Action::Block => proto::Decision::Block,
-        Action::Request3ds => proto::Decision::Request3ds,
+        Action::Allow => wire::Decision::Allow,
+        Action::Review => wire::Decision::Review,
+        Action::Block => wire::Decision::Block,
+        Action::Request3ds => wire::Decision::Request3ds,
     }
 }
 
 /// The outcome a stream returns for a rejected event.
-pub fn error_outcome(payment_id: Bytes, err: &ServiceError) -> proto::Outcome {
+pub fn error_outcome(payment_id: Bytes, err: &ServiceError) -> wire::Outcome {
     let (code, field, message) = match err {
         ServiceError::Invalid(e) => ("invalid_argument", e.field.clone(), e.message.clone()),
+        ServiceError::Malformed(e) => ("invalid_argument", String::new(), e.to_string()),
         ServiceError::NotFound { field, message } => {
             ("not_found", (*field).to_owned(), message.clone())
         }
         ServiceError::Store(e) => ("resource_exhausted", String::new(), e.to_string()),
     };
-    proto::Outcome {
+    wire::Outcome {
         payment_id,
-        error: Some(proto::EventError {
+        error: Some(wire::EventError {
             code: Bytes::from_static(code.as_bytes()),
             field: Bytes::from(field),
             message: Bytes::from(message),
@@ -332,21 +346,24 @@ impl Engine {
         }
     }
 
-    /// `RegisterPaymentMethod`.
-    pub fn register(
-        &self,
-        req: proto::RegisterPaymentMethodRequest,
-        clock: &Clock,
-    ) -> Result<ByteString, ServiceError> {
+    /// `RegisterPaymentMethod`, from the request's bytes; returns the id.
+    pub fn register(&self, raw: &[u8], clock: &Clock) -> Result<String, ServiceError> {
         let m = &self.inner.metrics;
         m.event(EventKind::Register);
-        let method =
-            validate::registration(req, clock).inspect_err(|_| m.invalid(EventKind::Register))?;
+        let method = view::register(raw)
+            .map_err(ServiceError::from)
+            .and_then(|v| validate::registration(&v, clock).map_err(ServiceError::from))
+            .inspect_err(|_| m.invalid(EventKind::Register))?;
         let id = method.id.clone();
         let store = &self.inner.store;
         let key = |v: &str| (!v.is_empty()).then(|| store.key(v.as_bytes()));
         let stored = StoredMethod {
-            creation: method.creation_session.as_deref().map(Facts::of),
+            creation: method.creation_session.as_ref().map(Facts::of),
+            creation_session_id: method
+                .creation_session
+                .as_ref()
+                .map(|s| Bytes::copy_from_slice(s.session_id.as_bytes()))
+                .unwrap_or_default(),
             card: method.card_fingerprint.as_deref().and_then(key),
             email: key(&method.customer.email),
             customer: key(&method.customer.id),
@@ -356,15 +373,13 @@ impl Engine {
         Ok(id)
     }
 
-    /// `GetPaymentMethod`.
-    pub fn get_payment_method(
-        &self,
-        req: proto::GetPaymentMethodRequest,
-    ) -> Result<proto::PaymentMethod, ServiceError> {
+    /// `GetPaymentMethod`, from the request's bytes.
+    pub fn get_payment_method(&self, raw: &[u8]) -> Result<wire::PaymentMethod, ServiceError> {
         let m = &self.inner.metrics;
         m.event(EventKind::Get);
-        let id = validate::get_request(req).inspect_err(|_| m.invalid(EventKind::Get))?;
-        match self.inner.store.payment_method(&id) {
+        let v = view::get(raw).inspect_err(|_| m.invalid(EventKind::Get))?;
+        let id = validate::get_request(&v).inspect_err(|_| m.invalid(EventKind::Get))?;
+        match self.inner.store.payment_method(id) {
             Some(pm) => Ok(method_proto(&pm.method)),
             None => Err(ServiceError::NotFound {
                 field: "payment_method_id",
@@ -373,25 +388,22 @@ impl Engine {
         }
     }
 
-    /// `ReportFeedback`: records the label; fraud labels add the payment's
-    /// email and card fingerprint to the default block lists. Returns the
-    /// lists that gained an entry.
-    pub fn feedback(
-        &self,
-        ev: proto::FeedbackEvent,
-        clock: &Clock,
-    ) -> Result<Vec<&'static str>, ServiceError> {
+    /// `ReportFeedback`, from the request's bytes: records the label; fraud
+    /// labels add the payment's email and card fingerprint to the default
+    /// block lists. Returns the lists that gained an entry.
+    pub fn feedback(&self, raw: &[u8], clock: &Clock) -> Result<Vec<&'static str>, ServiceError> {
         let m = &self.inner.metrics;
         m.event(EventKind::Feedback);
-        let fb = validate::feedback(ev, clock).inspect_err(|_| m.invalid(EventKind::Feedback))?;
+        let v = view::feedback(raw).inspect_err(|_| m.invalid(EventKind::Feedback))?;
+        let fb = validate::feedback(&v, clock).inspect_err(|_| m.invalid(EventKind::Feedback))?;
         let store = &self.inner.store;
-        let Some(rec) = store.payment(&fb.payment_id) else {
+        let Some(rec) = store.payment(fb.payment_id) else {
             return Err(ServiceError::NotFound {
                 field: "payment_id",
                 message: "no recent payment has this id".into(),
             });
         };
-        store.label(&fb.payment_id, fb.kind);
+        store.label(fb.payment_id, fb.kind);
         m.feedback(fb.kind);
         let mut updated = Vec::new();
         if fb.kind.is_fraud() {
@@ -411,51 +423,78 @@ impl Engine {
         Ok(updated)
     }
 
-    /// `Score`: validates and assesses one payment event.
-    pub fn score(
-        &self,
-        ev: proto::PaymentEvent,
-        clock: &Clock,
-    ) -> Result<proto::Outcome, ServiceError> {
+    /// `Score`, from the request's bytes: parses, validates and assesses one
+    /// payment event.
+    pub fn score(&self, raw: &Bytes, clock: &Clock) -> Result<wire::Outcome, ServiceError> {
         let started = Instant::now();
         let m = &self.inner.metrics;
         m.event(EventKind::Payment);
+        let v = view::payment_event(raw).inspect_err(|_| m.invalid(EventKind::Payment))?;
         let payment =
-            validate::payment(ev, clock).inspect_err(|_| m.invalid(EventKind::Payment))?;
+            validate::payment(&v, clock).inspect_err(|_| m.invalid(EventKind::Payment))?;
         let a = self
             .assess(&payment)
             .inspect_err(|_| m.invalid(EventKind::Payment))?;
-        let outcome = a.into_outcome(payment);
+        let outcome = a.into_outcome(raw, &payment);
         m.score_duration(started.elapsed().as_secs_f64());
         Ok(outcome)
     }
 
     /// Like [`Engine::score`], but a rejected event yields an outcome with
     /// `error` set (the stream form).
-    pub fn score_or_error(&self, ev: proto::PaymentEvent, clock: &Clock) -> proto::Outcome {
-        // A refcount bump: the id shares the request buffer.
-        let id = ev.payment_id.clone();
-        match self.score(ev, clock) {
+    pub fn score_or_error(&self, raw: &Bytes, clock: &Clock) -> wire::Outcome {
+        match self.score(raw, clock) {
             Ok(o) => o,
-            Err(e) => error_outcome(id, &e),
+            Err(e) => {
+                let id = view::salvage_payment_id(raw);
+                let id = raw.slice_ref(id);
+                error_outcome(id, &e)
+            }
         }
+    }
+
+    /// [`Engine::register`] for a public message (tools and tests).
+    pub fn register_message(
+        &self,
+        req: &proto::RegisterPaymentMethodRequest,
+        clock: &Clock,
+    ) -> Result<String, ServiceError> {
+        self.register(&req.encode_to_vec(), clock)
+    }
+
+    /// [`Engine::score`] for a public message (tools and tests).
+    pub fn score_message(
+        &self,
+        ev: &proto::PaymentEvent,
+        clock: &Clock,
+    ) -> Result<wire::Outcome, ServiceError> {
+        self.score(&Bytes::from(ev.encode_to_vec()), clock)
+    }
+
+    /// [`Engine::feedback`] for a public message (tools and tests).
+    pub fn feedback_message(
+        &self,
+        ev: &proto::FeedbackEvent,
+        clock: &Clock,
+    ) -> Result<Vec<&'static str>, ServiceError> {
+        self.feedback(&ev.encode_to_vec(), clock)
     }
 
     /// Records a validated payment and computes its features, without
     /// scoring it (what training collects). `None` when the payment is not
     /// assessed (other method types, opted out, recurring after the first).
-    pub fn features(&self, p: &Payment) -> Result<Option<FeatureVector>, FieldError> {
+    pub fn features(&self, p: &Payment<'_>) -> Result<Option<FeatureVector>, FieldError> {
         let registered = self.registered(p)?;
         Ok(self.prepare(p, registered.as_deref()).features)
     }
 
     /// The registered payment method a payment names, if any; an error when
     /// it names an unknown id without describing the method inline.
-    fn registered(&self, p: &Payment) -> Result<Option<Arc<StoredMethod>>, FieldError> {
+    fn registered(&self, p: &Payment<'_>) -> Result<Option<Arc<StoredMethod>>, FieldError> {
         let registered = if p.method.id.is_empty() {
             None
         } else {
-            self.inner.store.payment_method(&p.method.id)
+            self.inner.store.payment_method(p.method.id)
         };
         if registered.is_none() && p.method.kind.is_none() {
             return Err(FieldError::new(
@@ -495,7 +534,7 @@ impl Engine {
 
     /// Resolves the payment method, records the payment in the store and
     /// computes its features.
-    fn prepare(&self, p: &Payment, stored: Option<&StoredMethod>) -> Prepared {
+    fn prepare(&self, p: &Payment<'_>, stored: Option<&StoredMethod>) -> Prepared {
         let store = &self.inner.store;
         let key = |v: &str| (!v.is_empty()).then(|| store.key(v.as_bytes()));
         let reg = stored.map(|s| &s.method);
@@ -507,10 +546,10 @@ impl Engine {
         let card_country = p.method.card_country.or(reg.and_then(|r| r.card_country));
         let method_created_at_ms = p.method.created_at_ms.or(reg.map(|r| r.created_at_ms));
         // Inline values win over the registered ones.
-        let inline_facts = p.method.creation_session.as_deref().map(Facts::of);
+        let inline_facts = p.method.creation_session.as_ref().map(Facts::of);
         let creation = inline_facts.or(stored.and_then(|s| s.creation));
         let keys = Keys {
-            card: match &p.method.card_fingerprint {
+            card: match p.method.card_fingerprint {
                 Some(fp) => key(fp),
                 None => stored.and_then(|s| s.card),
             },
@@ -524,7 +563,7 @@ impl Engine {
         };
 
         let velocity = store.observe(&Observation {
-            payment_id: &p.payment_id,
+            payment_id: p.payment_id,
             at_ms: p.created_at_ms,
             amount: p.amount,
             card: keys.card,
@@ -556,7 +595,7 @@ impl Engine {
     }
 
     /// Assesses a validated payment: records it, scores it and decides.
-    pub fn assess(&self, p: &Payment) -> Result<Assessment, FieldError> {
+    pub fn assess<'a>(&self, p: &'a Payment<'a>) -> Result<Assessment<'a>, FieldError> {
         let inner = &*self.inner;
         let registered = self.registered(p)?;
         let Prepared {
@@ -565,7 +604,7 @@ impl Engine {
             keys,
         } = self.prepare(p, registered.as_deref());
         let compared = match (&p.method.creation_session, registered) {
-            (Some(s), _) => Compared::Inline(Arc::clone(s)),
+            (Some(s), _) => Compared::Inline(&s.session_id),
             (None, Some(r)) if r.method.creation_session.is_some() => Compared::Registered(r),
             _ => Compared::None,
         };
@@ -594,11 +633,11 @@ impl Engine {
             };
             match prediction {
                 Ok((m, pr)) => {
-                    a.model_version = Some(m.version().clone());
+                    a.model_version = Some(m.version_bytes().clone());
                     a.true_score = pr.score;
                     a.true_probability = pr.probability;
                     let mut contributions = pr.contributions;
-                    match inner.config.holdout.draw(&p.payment_id) {
+                    match inner.config.holdout.draw(p.payment_id) {
                         Some(score) => {
                             let z = m.score_map().logit_of_score(score);
                             a.holdout = true;
@@ -660,8 +699,12 @@ impl Engine {
         if let Some(log) = &inner.log {
             log.write(DecisionRecord {
                 ts_ms: p.created_at_ms,
-                payment_id: p.payment_id.clone(),
-                model_version: a.model_version.clone().unwrap_or_default(),
+                payment_id: p.payment_id.to_owned(),
+                model_version: a
+                    .model_version
+                    .as_ref()
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default(),
                 risk_level: a.level.as_str().to_owned(),
                 decision: a.verdict.action.as_str().to_owned(),
                 reason: a.verdict.reason.to_owned(),
@@ -705,50 +748,50 @@ impl Engine {
     }
 }
 
-fn session_proto(s: &Session) -> proto::Session {
-    proto::Session {
-        session_id: s.session_id.clone().into_bytes(),
+fn text(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn session_proto(s: &Session<'_>) -> wire::Session {
+    wire::Session {
+        session_id: text(&s.session_id),
         captured_at_ms: s.captured_at_ms,
         ip: s
             .ip
             .map(|ip| Bytes::from(ip.to_string()))
             .unwrap_or_default(),
-        user_agent: s.user_agent.clone().into_bytes(),
-        accept_language: s.accept_language.clone().into_bytes(),
-        timezone: s.timezone.clone().into_bytes(),
+        user_agent: text(&s.user_agent),
+        accept_language: text(&s.accept_language),
+        timezone: text(&s.timezone),
         utc_offset_minutes: s.utc_offset_minutes,
         screen_width: s.screen_width,
         screen_height: s.screen_height,
         color_depth: s.color_depth,
-        device_id: s.device_id.clone().into_bytes(),
-        platform: s.platform.clone().into_bytes(),
+        device_id: text(&s.device_id),
+        platform: text(&s.platform),
     }
 }
 
-fn method_proto(m: &RegisteredMethod) -> proto::PaymentMethod {
+fn method_proto(m: &RegisteredMethod) -> wire::PaymentMethod {
     let kind = match m.kind {
-        MethodKind::Card => proto::PaymentMethodType::Card,
-        MethodKind::SepaDebit => proto::PaymentMethodType::SepaDebit,
-        MethodKind::AchDebit => proto::PaymentMethodType::AchDebit,
-        MethodKind::Other => proto::PaymentMethodType::Other,
+        MethodKind::Card => wire::PaymentMethodType::Card,
+        MethodKind::SepaDebit => wire::PaymentMethodType::SepaDebit,
+        MethodKind::AchDebit => wire::PaymentMethodType::AchDebit,
+        MethodKind::Other => wire::PaymentMethodType::Other,
     };
-    proto::PaymentMethod {
-        id: m.id.clone().into_bytes(),
+    wire::PaymentMethod {
+        id: text(&m.id),
         r#type: kind as i32,
-        card_fingerprint: m
-            .card_fingerprint
-            .clone()
-            .map(ByteString::into_bytes)
-            .unwrap_or_default(),
+        card_fingerprint: m.card_fingerprint.as_deref().map(text).unwrap_or_default(),
         card_country: m
             .card_country
             .map(|c| Bytes::copy_from_slice(&c))
             .unwrap_or_default(),
         created_at_ms: m.created_at_ms,
-        creation_session: m.creation_session.as_deref().map(session_proto),
-        customer: Some(proto::Customer {
-            id: m.customer.id.clone().into_bytes(),
-            email: m.customer.email.clone().into_bytes(),
+        creation_session: m.creation_session.as_ref().map(session_proto),
+        customer: Some(wire::Customer {
+            id: text(&m.customer.id),
+            email: text(&m.customer.email),
         }),
     }
 }

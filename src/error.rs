@@ -3,6 +3,7 @@
 
 use crate::state::StoreError;
 use crate::validate::FieldError;
+use crate::view::DecodeError;
 
 /// Why a request was not served.
 #[derive(Debug, thiserror::Error)]
@@ -10,6 +11,9 @@ pub enum ServiceError {
     /// A field of the request is missing or invalid.
     #[error(transparent)]
     Invalid(#[from] FieldError),
+    /// The request is not a well-formed protobuf message.
+    #[error(transparent)]
+    Malformed(#[from] DecodeError),
     /// The request names something the service does not hold.
     #[error("{field}: {message}")]
     NotFound {

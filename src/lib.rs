@@ -9,7 +9,8 @@
 //! Modules, along the path of one payment:
 //!
 //! - [`proto`]: generated gRPC types of `riskstream.v1`.
-//! - [`validate`]: proto → typed [`domain`] events, or a field error.
+//! - [`view`]: borrowed, allocation-free views of request messages.
+//! - [`validate`]: views → typed [`domain`] events, or a field error.
 //! - [`state`]: payment methods, velocity windows, recent payments, lists.
 //! - [`features`]: session comparison and velocity features (pure functions).
 //! - [`model`]: model file, inference and per-feature contributions.
@@ -41,3 +42,4 @@ pub mod sim;
 pub mod state;
 pub mod train;
 pub mod validate;
+pub mod view;

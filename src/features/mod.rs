@@ -101,7 +101,7 @@ impl FeatureVector {
 #[derive(Debug, Clone, Copy)]
 pub struct Inputs<'a> {
     /// The payment.
-    pub payment: &'a Payment,
+    pub payment: &'a Payment<'a>,
     /// The facts of the payment method's creation session, if any.
     pub creation: Option<&'a session::Facts>,
     /// The card's issuing country, if known.

@@ -198,19 +198,19 @@ pub fn card_country_mismatch(
 mod tests {
     use super::*;
 
-    fn session(device: &str, ip: &str, tz: &str, offset: i32, lang: &str) -> Session {
+    fn session(device: &str, ip: &str, tz: &str, offset: i32, lang: &str) -> Session<'static> {
         Session {
             session_id: "s".into(),
             captured_at_ms: 0,
             ip: ip.parse().ok(),
             user_agent: "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_1) AppleWebKit/605.1.15 Version/17.1 Safari/605.1.15".into(),
-            accept_language: lang.into(),
-            timezone: tz.into(),
+            accept_language: lang.to_owned().into(),
+            timezone: tz.to_owned().into(),
             utc_offset_minutes: offset,
             screen_width: 1440,
             screen_height: 900,
             color_depth: 24,
-            device_id: device.into(),
+            device_id: device.to_owned().into(),
             platform: "MacIntel".into(),
         }
     }

@@ -10,7 +10,6 @@ pub mod score_map;
 
 use crate::features::{Feature, FeatureVector, NUM_FEATURES};
 use arc_swap::ArcSwapOption;
-use bytestring::ByteString;
 use file::{Estimator, ModelFile};
 use score_map::ScoreMap;
 use std::path::Path;
@@ -49,7 +48,8 @@ pub enum ModelError {
 /// A model ready to score: parameters laid out for the serving feature vector.
 #[derive(Debug, Clone)]
 pub struct Model {
-    version: ByteString,
+    version: String,
+    version_bytes: bytes::Bytes,
     /// For each model parameter, the feature-vector index it reads.
     index: Vec<usize>,
     /// The model reads every feature in vector order.
@@ -146,7 +146,8 @@ impl Model {
         }
         let score_map = ScoreMap::new(&file.score_map)?;
         Ok(Model {
-            version: ByteString::from(file.version.as_str()),
+            version: file.version.clone(),
+            version_bytes: bytes::Bytes::from(file.version.clone()),
             identity: index.len() == NUM_FEATURES && index.iter().enumerate().all(|(i, j)| i == *j),
             index,
             mean: lr.mean.clone(),
@@ -174,8 +175,13 @@ impl Model {
     }
 
     /// The model's version string.
-    pub fn version(&self) -> &ByteString {
+    pub fn version(&self) -> &str {
         &self.version
+    }
+
+    /// The version, ready for outcomes.
+    pub fn version_bytes(&self) -> &bytes::Bytes {
+        &self.version_bytes
     }
 
     /// The file this model was built from.

@@ -2,16 +2,27 @@
 //! the Prometheus endpoint, periodic store sweeps, and graceful shutdown.
 //!
 //! - [`service`] implements the tonic trait.
+//! - [`codec`] hands requests to it as raw bytes.
 //! - [`status`] maps service errors to gRPC statuses.
 //! - [`metrics_http`] serves `/metrics`.
 
+pub mod codec;
 pub mod metrics_http;
 pub mod service;
 pub mod status;
 
+/// The generated `RiskScorer` server (requests as raw bytes, see [`codec`]).
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod generated {
+    include!(concat!(
+        env!("OUT_DIR"),
+        "/server/riskstream.v1.RiskScorer.rs"
+    ));
+}
+
 use crate::engine::Engine;
 use crate::proto::FILE_DESCRIPTOR_SET;
-use crate::proto::wire::risk_scorer_server::RiskScorerServer;
+use generated::risk_scorer_server::RiskScorerServer;
 use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;

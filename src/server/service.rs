@@ -1,10 +1,14 @@
 //! The tonic `RiskScorer` implementation: a thin adapter from RPCs to the
-//! [`Engine`]. Streams score each event as it arrives, in order, and end
-//! cleanly when the server drains.
+//! [`Engine`]. Requests arrive as raw bytes ([`RawMessage`]) and the engine
+//! reads borrowed views of them. Streams score each event as it arrives, in
+//! order, and end cleanly when the server drains.
 
+use super::codec::RawMessage;
+use super::generated::risk_scorer_server::RiskScorer;
 use super::status::to_status;
 use crate::engine::Engine;
-use crate::proto::wire::{self as proto, risk_scorer_server::RiskScorer};
+use crate::proto::wire as proto;
+use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -30,35 +34,35 @@ impl Service {
 impl RiskScorer for Service {
     async fn register_payment_method(
         &self,
-        request: Request<proto::RegisterPaymentMethodRequest>,
+        request: Request<RawMessage>,
     ) -> Result<Response<proto::RegisterPaymentMethodResponse>, Status> {
         let clock = self.engine.clock();
         let id = self
             .engine
-            .register(request.into_inner(), &clock)
+            .register(&request.into_inner().0, &clock)
             .map_err(to_status)?;
         Ok(Response::new(proto::RegisterPaymentMethodResponse {
-            payment_method_id: id.into_bytes(),
+            payment_method_id: Bytes::from(id),
         }))
     }
 
     async fn get_payment_method(
         &self,
-        request: Request<proto::GetPaymentMethodRequest>,
+        request: Request<RawMessage>,
     ) -> Result<Response<proto::PaymentMethod>, Status> {
         self.engine
-            .get_payment_method(request.into_inner())
+            .get_payment_method(&request.into_inner().0)
             .map(Response::new)
             .map_err(to_status)
     }
 
     async fn score(
         &self,
-        request: Request<proto::PaymentEvent>,
+        request: Request<RawMessage>,
     ) -> Result<Response<proto::Outcome>, Status> {
         let clock = self.engine.clock();
         self.engine
-            .score(request.into_inner(), &clock)
+            .score(&request.into_inner().0, &clock)
             .map(Response::new)
             .map_err(to_status)
     }
@@ -67,7 +71,7 @@ impl RiskScorer for Service {
 
     async fn score_stream(
         &self,
-        request: Request<Streaming<proto::PaymentEvent>>,
+        request: Request<Streaming<RawMessage>>,
     ) -> Result<Response<Self::ScoreStreamStream>, Status> {
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
@@ -92,9 +96,9 @@ impl RiskScorer for Service {
                         break;
                     }
                     msg = inbound.message() => match msg {
-                        Ok(Some(ev)) => {
+                        Ok(Some(RawMessage(raw))) => {
                             let clock = engine.clock();
-                            let outcome = engine.score_or_error(ev, &clock);
+                            let outcome = engine.score_or_error(&raw, &clock);
                             if tx.send(Ok(outcome)).await.is_err() {
                                 break;
                             }
@@ -113,17 +117,17 @@ impl RiskScorer for Service {
 
     async fn report_feedback(
         &self,
-        request: Request<proto::FeedbackEvent>,
+        request: Request<RawMessage>,
     ) -> Result<Response<proto::FeedbackResponse>, Status> {
         let clock = self.engine.clock();
         let lists = self
             .engine
-            .feedback(request.into_inner(), &clock)
+            .feedback(&request.into_inner().0, &clock)
             .map_err(to_status)?;
         Ok(Response::new(proto::FeedbackResponse {
             lists_updated: lists
                 .into_iter()
-                .map(|l| bytes::Bytes::from_static(l.as_bytes()))
+                .map(|l| Bytes::from_static(l.as_bytes()))
                 .collect(),
         }))
     }

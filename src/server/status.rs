@@ -8,7 +8,7 @@ use tonic::{Code, Status};
 /// store is full.
 pub fn to_status(e: ServiceError) -> Status {
     let code = match &e {
-        ServiceError::Invalid(_) => Code::InvalidArgument,
+        ServiceError::Invalid(_) | ServiceError::Malformed(_) => Code::InvalidArgument,
         ServiceError::NotFound { .. } => Code::NotFound,
         ServiceError::Store(_) => Code::ResourceExhausted,
     };

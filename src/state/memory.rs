@@ -10,7 +10,6 @@ use super::{
 use crate::domain::FeedbackKind;
 #[cfg(test)]
 use crate::domain::RegisteredMethod;
-use bytestring::ByteString;
 use dashmap::{DashMap, DashSet, mapref::entry::Entry};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::Arc;
@@ -69,7 +68,7 @@ type Strings = foldhash::quality::RandomState;
 
 /// The in-process [`Store`]. Cheap to share behind an `Arc`.
 pub struct MemoryStore {
-    methods: DashMap<ByteString, Arc<StoredMethod>, Strings>,
+    methods: DashMap<String, Arc<StoredMethod>, Strings>,
     card: Windows,
     email: Windows,
     ip: Windows,
@@ -155,7 +154,7 @@ impl Store for MemoryStore {
 
     fn register(&self, method: StoredMethod) -> Result<(), StoreError> {
         if self.methods.len() >= self.limits.max_payment_methods
-            && !self.methods.contains_key(&*method.method.id)
+            && !self.methods.contains_key(method.method.id.as_str())
         {
             return Err(StoreError::PaymentMethodsFull(
                 self.limits.max_payment_methods,
@@ -366,6 +365,7 @@ mod tests {
                 customer: Default::default(),
             },
             creation: None,
+            creation_session_id: bytes::Bytes::new(),
             card: None,
             email: None,
             customer: None,

@@ -53,6 +53,8 @@ pub struct StoredMethod {
     pub method: RegisteredMethod,
     /// Facts of its creation session, when it has one.
     pub creation: Option<Facts>,
+    /// Id of its creation session, ready for outcomes (empty when none).
+    pub creation_session_id: bytes::Bytes,
     /// Key of its card fingerprint.
     pub card: Option<Key>,
     /// Key of its customer's email.

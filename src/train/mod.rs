@@ -20,6 +20,7 @@ use crate::validate::{self, Clock};
 use linfa::prelude::*;
 use linfa_logistic::LogisticRegression as LinfaLr;
 use ndarray::{Array1, Array2};
+use prost::Message;
 use serde_json::json;
 use std::sync::Arc;
 
@@ -92,12 +93,15 @@ pub fn collect(cfg: SimConfig) -> Result<Vec<Example>, TrainError> {
         match e.kind {
             SimKind::Register(req) => {
                 engine
-                    .register(to_wire(&req)?, &clock)
+                    .register_message(&req, &clock)
                     .map_err(|e| TrainError::Event(e.to_string()))?;
             }
             SimKind::Payment { event, fraud } => {
-                let p = validate::payment(to_wire(&event)?, &clock)
+                let bytes = event.encode_to_vec();
+                let v = crate::view::payment_event(&bytes)
                     .map_err(|e| TrainError::Event(e.to_string()))?;
+                let p =
+                    validate::payment(&v, &clock).map_err(|e| TrainError::Event(e.to_string()))?;
                 let x = engine
                     .features(&p)
                     .map_err(|e| TrainError::Event(e.to_string()))?;
@@ -113,11 +117,6 @@ pub fn collect(cfg: SimConfig) -> Result<Vec<Example>, TrainError> {
         }
     }
     Ok(out)
-}
-
-/// The server's wire form of a public message.
-fn to_wire<A: prost::Message, B: prost::Message + Default>(m: &A) -> Result<B, TrainError> {
-    crate::proto::convert(m).map_err(|e| TrainError::Event(e.to_string()))
 }
 
 fn matrix(rows: &[&Example]) -> Array2<f64> {

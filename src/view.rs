@@ -1,0 +1,641 @@
+//! Borrowed views of the request messages: a protobuf parser over the bytes
+//! of one request that allocates nothing and copies nothing. Strings come out
+//! as byte slices of the request; validation checks them. Wire-compatible
+//! with every encoder of `riskstream.v1` (unknown fields are skipped, a
+//! repeated embedded message is merged, the last scalar wins).
+
+/// The request bytes are not a well-formed protobuf message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed protobuf message: {0}")]
+pub struct DecodeError(pub &'static str);
+
+/// One field value as the wire carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Value<'a> {
+    Varint(u64),
+    Fixed64(u64),
+    Len(&'a [u8]),
+    Fixed32(u32),
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+
+    #[inline]
+    fn varint(&mut self) -> Result<u64, DecodeError> {
+        // Keys, lengths and small numbers fit one byte.
+        if let Some(&b) = self.buf.get(self.pos)
+            && b < 0x80
+        {
+            self.pos += 1;
+            return Ok(u64::from(b));
+        }
+        self.varint_slow()
+    }
+
+    fn varint_slow(&mut self) -> Result<u64, DecodeError> {
+        let rest = &self.buf[self.pos.min(self.buf.len())..];
+        let mut v: u64 = 0;
+        for (i, &b) in rest.iter().take(10).enumerate() {
+            if i == 9 && b > 1 {
+                return Err(DecodeError("varint overflows 64 bits"));
+            }
+            v |= u64::from(b & 0x7f) << (7 * i);
+            if b < 0x80 {
+                self.pos += i + 1;
+                return Ok(v);
+            }
+        }
+        if rest.len() < 10 {
+            Err(DecodeError("truncated varint"))
+        } else {
+            Err(DecodeError("varint longer than 10 bytes"))
+        }
+    }
+
+    #[inline]
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|e| *e <= self.buf.len())
+            .ok_or(DecodeError("field length runs past the end"))?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    /// The next (field number, value), or `None` at the end.
+    #[inline(always)]
+    fn field(&mut self) -> Result<Option<(u32, Value<'a>)>, DecodeError> {
+        if self.pos >= self.buf.len() {
+            return Ok(None);
+        }
+        let key = self.varint()?;
+        let number = u32::try_from(key >> 3).map_err(|_| DecodeError("field number too large"))?;
+        if number == 0 {
+            return Err(DecodeError("field number 0"));
+        }
+        let value = match key & 7 {
+            0 => Value::Varint(self.varint()?),
+            1 => {
+                let b = self.take(8)?;
+                let mut a = [0u8; 8];
+                a.copy_from_slice(b);
+                Value::Fixed64(u64::from_le_bytes(a))
+            }
+            2 => {
+                let n =
+                    usize::try_from(self.varint()?).map_err(|_| DecodeError("length too large"))?;
+                Value::Len(self.take(n)?)
+            }
+            5 => {
+                let b = self.take(4)?;
+                let mut a = [0u8; 4];
+                a.copy_from_slice(b);
+                Value::Fixed32(u32::from_le_bytes(a))
+            }
+            3 | 4 => return Err(DecodeError("groups are not supported")),
+            _ => return Err(DecodeError("invalid wire type")),
+        };
+        Ok(Some((number, value)))
+    }
+}
+
+fn varint(v: Value<'_>) -> Result<u64, DecodeError> {
+    match v {
+        Value::Varint(x) => Ok(x),
+        _ => Err(DecodeError("a varint field has another wire type")),
+    }
+}
+
+fn len(v: Value<'_>) -> Result<&[u8], DecodeError> {
+    match v {
+        Value::Len(b) => Ok(b),
+        _ => Err(DecodeError(
+            "a length-delimited field has another wire type",
+        )),
+    }
+}
+
+fn int64(v: Value<'_>) -> Result<i64, DecodeError> {
+    varint(v).map(|x| x as i64)
+}
+
+fn int32(v: Value<'_>) -> Result<i32, DecodeError> {
+    // Protobuf int32 and enums: the low 32 bits of the (sign-extended) varint.
+    varint(v).map(|x| x as i32)
+}
+
+fn uint32(v: Value<'_>) -> Result<u32, DecodeError> {
+    varint(v).map(|x| x as u32)
+}
+
+fn boolean(v: Value<'_>) -> Result<bool, DecodeError> {
+    varint(v).map(|x| x != 0)
+}
+
+/// Parses `buf` into `msg`, merging (for repeated embedded messages).
+trait View<'a>: Default {
+    fn set(&mut self, number: u32, v: Value<'a>) -> Result<(), DecodeError>;
+
+    fn merge(&mut self, buf: &'a [u8]) -> Result<(), DecodeError> {
+        let mut r = Reader::new(buf);
+        while let Some((n, v)) = r.field()? {
+            self.set(n, v)?;
+        }
+        Ok(())
+    }
+
+    fn parse(buf: &'a [u8]) -> Result<Self, DecodeError> {
+        let mut m = Self::default();
+        m.merge(buf)?;
+        Ok(m)
+    }
+}
+
+fn embedded<'a, T: View<'a>>(slot: &mut Option<T>, v: Value<'a>) -> Result<(), DecodeError> {
+    slot.get_or_insert_with(T::default).merge(len(v)?)
+}
+
+/// `riskstream.v1.Session`.
+#[allow(missing_docs)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionView<'a> {
+    pub session_id: &'a [u8],
+    pub captured_at_ms: i64,
+    pub ip: &'a [u8],
+    pub user_agent: &'a [u8],
+    pub accept_language: &'a [u8],
+    pub timezone: &'a [u8],
+    pub utc_offset_minutes: i32,
+    pub screen_width: u32,
+    pub screen_height: u32,
+    pub color_depth: u32,
+    pub device_id: &'a [u8],
+    pub platform: &'a [u8],
+}
+
+impl<'a> View<'a> for SessionView<'a> {
+    fn set(&mut self, n: u32, v: Value<'a>) -> Result<(), DecodeError> {
+        match n {
+            1 => self.session_id = len(v)?,
+            2 => self.captured_at_ms = int64(v)?,
+            3 => self.ip = len(v)?,
+            4 => self.user_agent = len(v)?,
+            5 => self.accept_language = len(v)?,
+            6 => self.timezone = len(v)?,
+            7 => self.utc_offset_minutes = int32(v)?,
+            8 => self.screen_width = uint32(v)?,
+            9 => self.screen_height = uint32(v)?,
+            10 => self.color_depth = uint32(v)?,
+            11 => self.device_id = len(v)?,
+            12 => self.platform = len(v)?,
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// `riskstream.v1.Customer`.
+#[allow(missing_docs)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CustomerView<'a> {
+    pub id: &'a [u8],
+    pub email: &'a [u8],
+}
+
+impl<'a> View<'a> for CustomerView<'a> {
+    fn set(&mut self, n: u32, v: Value<'a>) -> Result<(), DecodeError> {
+        match n {
+            1 => self.id = len(v)?,
+            2 => self.email = len(v)?,
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// `riskstream.v1.PaymentMethod`.
+#[allow(missing_docs)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PaymentMethodView<'a> {
+    pub id: &'a [u8],
+    pub r#type: i32,
+    pub card_fingerprint: &'a [u8],
+    pub card_country: &'a [u8],
+    pub created_at_ms: i64,
+    pub creation_session: Option<SessionView<'a>>,
+    pub customer: Option<CustomerView<'a>>,
+}
+
+impl<'a> View<'a> for PaymentMethodView<'a> {
+    fn set(&mut self, n: u32, v: Value<'a>) -> Result<(), DecodeError> {
+        match n {
+            1 => self.id = len(v)?,
+            2 => self.r#type = int32(v)?,
+            3 => self.card_fingerprint = len(v)?,
+            4 => self.card_country = len(v)?,
+            5 => self.created_at_ms = int64(v)?,
+            6 => embedded(&mut self.creation_session, v)?,
+            7 => embedded(&mut self.customer, v)?,
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// `riskstream.v1.Recurring`.
+#[allow(missing_docs)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecurringView<'a> {
+    pub subscription_id: &'a [u8],
+    pub initial: bool,
+}
+
+impl<'a> View<'a> for RecurringView<'a> {
+    fn set(&mut self, n: u32, v: Value<'a>) -> Result<(), DecodeError> {
+        match n {
+            1 => self.subscription_id = len(v)?,
+            2 => self.initial = boolean(v)?,
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// One `map<string, string>` entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct EntryView<'a> {
+    key: &'a [u8],
+    value: &'a [u8],
+}
+
+impl<'a> View<'a> for EntryView<'a> {
+    fn set(&mut self, n: u32, v: Value<'a>) -> Result<(), DecodeError> {
+        match n {
+            1 => self.key = len(v)?,
+            2 => self.value = len(v)?,
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// `riskstream.v1.PaymentEvent`.
+#[allow(missing_docs)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PaymentEventView<'a> {
+    pub payment_id: &'a [u8],
+    pub object_type: i32,
+    pub amount: i64,
+    pub currency: &'a [u8],
+    pub created_at_ms: i64,
+    pub customer: Option<CustomerView<'a>>,
+    pub merchant_id: &'a [u8],
+    pub payment_method: Option<PaymentMethodView<'a>>,
+    pub session: Option<SessionView<'a>>,
+    pub off_session: bool,
+    pub recurring: Option<RecurringView<'a>>,
+    /// Metadata entries in wire order (a later duplicate key wins, as in a map).
+    pub metadata: Vec<(&'a [u8], &'a [u8])>,
+    pub risk_assessment_opt_out: bool,
+}
+
+impl<'a> View<'a> for PaymentEventView<'a> {
+    fn set(&mut self, n: u32, v: Value<'a>) -> Result<(), DecodeError> {
+        match n {
+            1 => self.payment_id = len(v)?,
+            2 => self.object_type = int32(v)?,
+            3 => self.amount = int64(v)?,
+            4 => self.currency = len(v)?,
+            5 => self.created_at_ms = int64(v)?,
+            6 => embedded(&mut self.customer, v)?,
+            7 => self.merchant_id = len(v)?,
+            8 => embedded(&mut self.payment_method, v)?,
+            9 => embedded(&mut self.session, v)?,
+            10 => self.off_session = boolean(v)?,
+            11 => embedded(&mut self.recurring, v)?,
+            12 => {
+                let e = EntryView::parse(len(v)?)?;
+                match self.metadata.iter_mut().find(|(k, _)| *k == e.key) {
+                    Some(slot) => slot.1 = e.value,
+                    None => self.metadata.push((e.key, e.value)),
+                }
+            }
+            13 => self.risk_assessment_opt_out = boolean(v)?,
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// `riskstream.v1.RegisterPaymentMethodRequest`.
+#[allow(missing_docs)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegisterView<'a> {
+    pub payment_method: Option<PaymentMethodView<'a>>,
+    pub customer: Option<CustomerView<'a>>,
+}
+
+impl<'a> View<'a> for RegisterView<'a> {
+    fn set(&mut self, n: u32, v: Value<'a>) -> Result<(), DecodeError> {
+        match n {
+            1 => embedded(&mut self.payment_method, v)?,
+            2 => embedded(&mut self.customer, v)?,
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// `riskstream.v1.FeedbackEvent`.
+#[allow(missing_docs)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeedbackView<'a> {
+    pub payment_id: &'a [u8],
+    pub kind: i32,
+    pub reported_at_ms: i64,
+}
+
+impl<'a> View<'a> for FeedbackView<'a> {
+    fn set(&mut self, n: u32, v: Value<'a>) -> Result<(), DecodeError> {
+        match n {
+            1 => self.payment_id = len(v)?,
+            2 => self.kind = int32(v)?,
+            3 => self.reported_at_ms = int64(v)?,
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// `riskstream.v1.GetPaymentMethodRequest`.
+#[allow(missing_docs)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GetView<'a> {
+    pub payment_method_id: &'a [u8],
+}
+
+impl<'a> View<'a> for GetView<'a> {
+    fn set(&mut self, n: u32, v: Value<'a>) -> Result<(), DecodeError> {
+        if n == 1 {
+            self.payment_method_id = len(v)?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses a `PaymentEvent`.
+pub fn payment_event(buf: &[u8]) -> Result<PaymentEventView<'_>, DecodeError> {
+    PaymentEventView::parse(buf)
+}
+
+/// Parses a `RegisterPaymentMethodRequest`.
+pub fn register(buf: &[u8]) -> Result<RegisterView<'_>, DecodeError> {
+    RegisterView::parse(buf)
+}
+
+/// Parses a `FeedbackEvent`.
+pub fn feedback(buf: &[u8]) -> Result<FeedbackView<'_>, DecodeError> {
+    FeedbackView::parse(buf)
+}
+
+/// Parses a `GetPaymentMethodRequest`.
+pub fn get(buf: &[u8]) -> Result<GetView<'_>, DecodeError> {
+    GetView::parse(buf)
+}
+
+/// The first bytes of `payment_id` (field 1) of a message that may not parse
+/// as a whole, so that an error outcome can still name its payment.
+pub fn salvage_payment_id(buf: &[u8]) -> &[u8] {
+    let mut r = Reader::new(buf);
+    let mut id: &[u8] = &[];
+    while let Ok(Some((n, v))) = r.field() {
+        if let (1, Value::Len(b)) = (n, v) {
+            id = b;
+        }
+    }
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto as public;
+    use prost::Message;
+
+    fn session(i: u32) -> public::Session {
+        public::Session {
+            session_id: format!("sess_{i}"),
+            captured_at_ms: 1_800_000_000_000 + i64::from(i),
+            ip: "2001:db8::7".into(),
+            user_agent: "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0 é".into(),
+            accept_language: "fr-FR,fr;q=0.9".into(),
+            timezone: "Europe/Paris".into(),
+            utc_offset_minutes: -(i as i32) * 30,
+            screen_width: 1920,
+            screen_height: i,
+            color_depth: 24,
+            device_id: "dev".into(),
+            platform: "Linux".into(),
+        }
+    }
+
+    fn event(i: u32) -> public::PaymentEvent {
+        public::PaymentEvent {
+            payment_id: format!("pay_{i}"),
+            object_type: if i.is_multiple_of(3) { 77 } else { 2 },
+            amount: -(i64::from(i)) * 1_000_000_007,
+            currency: "eur".into(),
+            created_at_ms: i64::from(i) << 40,
+            customer: (i.is_multiple_of(2)).then(|| public::Customer {
+                id: format!("cus_{i}"),
+                email: String::new(),
+            }),
+            merchant_id: "acct".into(),
+            payment_method: Some(public::PaymentMethod {
+                id: "pm".into(),
+                r#type: -1,
+                card_fingerprint: "fp".into(),
+                card_country: "FR".into(),
+                created_at_ms: 5,
+                creation_session: (i % 4 == 1).then(|| session(i + 1)),
+                customer: None,
+            }),
+            session: Some(session(i)),
+            off_session: i.is_multiple_of(5),
+            recurring: (i.is_multiple_of(7)).then(|| public::Recurring {
+                subscription_id: "sub".into(),
+                initial: true,
+            }),
+            metadata: if i % 2 == 1 {
+                [("order".to_string(), format!("o{i}"))]
+                    .into_iter()
+                    .collect()
+            } else {
+                Default::default()
+            },
+            risk_assessment_opt_out: i.is_multiple_of(11),
+        }
+    }
+
+    fn s(b: &[u8]) -> &str {
+        std::str::from_utf8(b).expect("utf-8")
+    }
+
+    fn check_session(v: &SessionView<'_>, p: &public::Session) {
+        assert_eq!(s(v.session_id), p.session_id);
+        assert_eq!(v.captured_at_ms, p.captured_at_ms);
+        assert_eq!(s(v.ip), p.ip);
+        assert_eq!(s(v.user_agent), p.user_agent);
+        assert_eq!(s(v.accept_language), p.accept_language);
+        assert_eq!(s(v.timezone), p.timezone);
+        assert_eq!(v.utc_offset_minutes, p.utc_offset_minutes);
+        assert_eq!(
+            (v.screen_width, v.screen_height, v.color_depth),
+            (p.screen_width, p.screen_height, p.color_depth)
+        );
+        assert_eq!(s(v.device_id), p.device_id);
+        assert_eq!(s(v.platform), p.platform);
+    }
+
+    #[test]
+    fn views_read_what_prost_writes() {
+        for i in 0..200 {
+            let p = event(i);
+            let bytes = p.encode_to_vec();
+            let v = payment_event(&bytes).expect("parses");
+            assert_eq!(s(v.payment_id), p.payment_id);
+            assert_eq!(v.object_type, p.object_type);
+            assert_eq!(v.amount, p.amount);
+            assert_eq!(s(v.currency), p.currency);
+            assert_eq!(v.created_at_ms, p.created_at_ms);
+            assert_eq!(
+                v.customer.as_ref().map(|c| s(c.id)),
+                p.customer.as_ref().map(|c| c.id.as_str())
+            );
+            assert_eq!(s(v.merchant_id), p.merchant_id);
+            let (vm, pm) = (
+                v.payment_method.as_ref().expect("pm"),
+                p.payment_method.as_ref().expect("pm"),
+            );
+            assert_eq!(vm.r#type, pm.r#type);
+            assert_eq!(vm.created_at_ms, pm.created_at_ms);
+            assert_eq!(vm.creation_session.is_some(), pm.creation_session.is_some());
+            if let (Some(a), Some(b)) = (&vm.creation_session, &pm.creation_session) {
+                check_session(a, b);
+            }
+            check_session(
+                v.session.as_ref().expect("session"),
+                p.session.as_ref().expect("session"),
+            );
+            assert_eq!(v.off_session, p.off_session);
+            assert_eq!(
+                v.recurring.as_ref().map(|r| r.initial),
+                p.recurring.as_ref().map(|r| r.initial)
+            );
+            assert_eq!(v.metadata.len(), p.metadata.len());
+            assert_eq!(v.risk_assessment_opt_out, p.risk_assessment_opt_out);
+        }
+    }
+
+    #[test]
+    fn repeated_embedded_messages_merge_and_unknown_fields_are_skipped() {
+        let mut a = public::PaymentEvent {
+            session: Some(public::Session {
+                session_id: "first".into(),
+                device_id: "dev".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let b = public::PaymentEvent {
+            session: Some(public::Session {
+                session_id: "second".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        a.extend_from_slice(&b);
+        // An unknown field 99 (varint) and 100 (length-delimited).
+        a.extend_from_slice(&[0x98, 0x06, 0x01, 0xa2, 0x06, 0x02, b'h', b'i']);
+        let v = payment_event(&a).expect("parses");
+        let sess = v.session.expect("session");
+        assert_eq!(sess.session_id, b"second");
+        assert_eq!(sess.device_id, b"dev", "merged, not replaced");
+        let merged = public::PaymentEvent::decode(a.as_slice()).expect("prost agrees");
+        assert_eq!(merged.session.expect("s").device_id, "dev");
+    }
+
+    #[test]
+    fn malformed_bytes_are_errors_never_panics() {
+        let good = event(3).encode_to_vec();
+        // Every truncation and many corruptions of a real message.
+        for cut in 0..good.len() {
+            let _ = payment_event(&good[..cut]);
+        }
+        let mut seed = 1u64;
+        for _ in 0..20_000 {
+            let mut m = good.clone();
+            for _ in 0..3 {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let i = (seed >> 33) as usize % m.len();
+                m[i] = (seed >> 17) as u8;
+            }
+            let _ = payment_event(&m);
+            let _ = register(&m);
+            let _ = feedback(&m);
+        }
+        assert!(
+            payment_event(&[0x0a, 0x05, b'a']).is_err(),
+            "length past the end"
+        );
+        assert!(payment_event(&[0x08]).is_err(), "truncated varint");
+        assert!(payment_event(&[0x0b]).is_err(), "group");
+        assert!(payment_event(&[0x0a; 11][..1]).is_err());
+        assert!(
+            payment_event(&[
+                0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01
+            ])
+            .is_err()
+        );
+        assert!(
+            payment_event(&[0x10, 0x01, 0x10, 0x02]).is_ok(),
+            "last scalar wins"
+        );
+        assert_eq!(
+            payment_event(&[0x10, 0x01, 0x10, 0x02])
+                .expect("ok")
+                .object_type,
+            2
+        );
+        assert!(
+            payment_event(&[0x0d, 0, 0, 0, 0]).is_err(),
+            "string field with fixed32 wire type"
+        );
+    }
+
+    #[test]
+    fn the_payment_id_is_salvaged_from_a_bad_message() {
+        let mut bytes = public::PaymentEvent {
+            payment_id: "pay_7".into(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        bytes.extend_from_slice(&[0x0b]);
+        assert!(payment_event(&bytes).is_err());
+        assert_eq!(salvage_payment_id(&bytes), b"pay_7");
+    }
+}
