@@ -198,6 +198,56 @@ async fn oversized_messages_are_refused_without_harm() {
 }
 
 #[tokio::test]
+async fn malformed_protobuf_on_a_stream_gets_an_error_outcome_and_the_stream_goes_on() {
+    use prost::Message;
+    let srv = setup().await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", srv.addr))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connects");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let good = |id: &str| bytes::Bytes::from(valid(id).encode_to_vec());
+    // A payment id, then a length running past the end of the message.
+    let mut broken = proto::PaymentEvent {
+        payment_id: "broken".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    broken.extend_from_slice(&[0x22, 0x7f, b'x']);
+    let events = vec![good("a"), bytes::Bytes::from(broken), good("b")];
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/riskstream.v1.RiskScorer/ScoreStream",
+    );
+    let outcomes: Vec<proto::Outcome> = grpc
+        .streaming(
+            tonic::Request::new(tokio_stream::iter(events)),
+            path,
+            RawClientCodec,
+        )
+        .await
+        .expect("stream opens")
+        .into_inner()
+        .map(|o| o.expect("outcome"))
+        .collect()
+        .await;
+    assert_eq!(outcomes.len(), 3);
+    assert_eq!(outcomes[0].payment_id, "a");
+    assert!(outcomes[0].error.is_none());
+    assert_eq!(outcomes[1].payment_id, "broken", "the id is salvaged");
+    let err = outcomes[1].error.as_ref().expect("error outcome");
+    assert_eq!(err.code, "invalid_argument");
+    assert!(
+        err.message.contains("malformed protobuf"),
+        "{}",
+        err.message
+    );
+    assert_eq!(outcomes[2].payment_id, "b");
+    assert!(outcomes[2].error.is_none());
+}
+
+#[tokio::test]
 async fn registration_and_feedback_validate_too() {
     let mut srv = setup().await;
     let mut reg = registration("pm_pan", "4111111111111111", 0, None, customer(2));

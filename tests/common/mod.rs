@@ -217,3 +217,38 @@ pub fn payment(
 }
 
 pub const DAY_MS: i64 = 86_400_000;
+
+/// A client codec that sends raw bytes and reads outcomes: what a broken
+/// client library would put on the wire.
+#[derive(Debug, Default, Clone)]
+pub struct RawClientCodec;
+
+#[derive(Debug, Default)]
+pub struct RawEncoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: bytes::Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Codec for RawClientCodec {
+    type Encode = bytes::Bytes;
+    type Decode = proto::Outcome;
+    type Encoder = RawEncoder;
+    type Decoder = tonic_prost::ProstDecoder<proto::Outcome>;
+    fn encoder(&mut self) -> Self::Encoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::new(tonic::codec::BufferSettings::default())
+    }
+}
