@@ -127,8 +127,6 @@ pub struct Assessment<'a> {
     pub model_version: Option<Bytes>,
     /// The creation session compared.
     pub compared: Compared<'a>,
-    /// The features, when the payment was assessed by a model.
-    pub features: Option<FeatureVector>,
 }
 
 /// `s` as a slice of `raw` when it lies inside it (no copy), else a copy.
@@ -622,7 +620,6 @@ impl Engine {
             insight_count: 0,
             model_version: None,
             compared,
-            features,
         };
 
         if let Some(x) = features {
