@@ -252,42 +252,36 @@ pub fn system_now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Top `k` of `values` by value, largest first, skipping zeros and
-/// non-finite values: one pass keeping the `k` best and the position of the
-/// smallest of them, then a sort of those `k`.
+/// Top `k` of `values` by value, largest first, skipping zeros and NaN
+/// (ties in feature order): one pass keeping the best `k` sorted.
 fn top_contributions(
     values: &[f64; NUM_FEATURES],
     k: usize,
 ) -> ([(Feature, f64); MAX_INSIGHTS], usize) {
-    let k = k.min(MAX_INSIGHTS);
-    let mut best = [(0usize, 0.0f64); MAX_INSIGHTS];
-    let mut n = 0;
-    let (mut min_pos, mut min_v) = (0usize, f64::INFINITY);
-    for (i, &v) in values.iter().enumerate() {
-        if k == 0 || v == 0.0 || !v.is_finite() {
-            continue;
-        }
-        if n < k {
-            best[n] = (i, v);
-            n += 1;
-        } else if v > min_v {
-            best[min_pos] = (i, v);
-        } else {
-            continue;
-        }
-        if n == k {
-            (min_pos, min_v) = (0, best[0].1);
-            for (j, b) in best.iter().enumerate().take(k).skip(1) {
-                if b.1 < min_v {
-                    (min_pos, min_v) = (j, b.1);
-                }
-            }
-        }
-    }
-    best[..n].sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     let mut out = [(Feature::SessionMissing, 0.0); MAX_INSIGHTS];
-    for (o, (i, v)) in out.iter_mut().zip(&best[..n]) {
-        *o = (features::FEATURES[*i].0, *v);
+    let k = k.min(MAX_INSIGHTS);
+    if k == 0 {
+        return (out, 0);
+    }
+    let mut val = [f64::NEG_INFINITY; MAX_INSIGHTS];
+    let mut idx = [0usize; MAX_INSIGHTS];
+    let mut n = 0;
+    for (i, &v) in values.iter().enumerate() {
+        if v == 0.0 || v.is_nan() || v <= val[k - 1] {
+            continue;
+        }
+        let mut p = k - 1;
+        while p > 0 && val[p - 1] < v {
+            val[p] = val[p - 1];
+            idx[p] = idx[p - 1];
+            p -= 1;
+        }
+        val[p] = v;
+        idx[p] = i;
+        n = (n + 1).min(k);
+    }
+    for j in 0..n {
+        out[j] = (features::FEATURES[idx[j]].0, val[j]);
     }
     (out, n)
 }

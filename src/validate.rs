@@ -312,22 +312,24 @@ fn email(field: impl Fn() -> String, value: &[u8]) -> Result<Cow<'_, str>, Field
     }
     let value = utf8(&field, value)?;
     let b = value.as_bytes();
-    let at = b.iter().position(|c| *c == b'@');
-    let valid = match at {
-        Some(i) => {
-            i > 0
-                && i + 1 < b.len()
-                && !b[i + 1..].contains(&b'@')
-                && !any_byte(b, |c| (c <= b' ') | (c == 0x7f))
-                && (value.is_ascii() || !(has_control(value) || has_whitespace(value)))
-        }
-        None => false,
-    };
+    // One pass: count '@', spot spaces and controls, spot upper case.
+    let (mut ats, mut bad, mut upper) = (0u32, 0u8, 0u8);
+    for &c in b {
+        ats += u32::from(c == b'@');
+        bad |= u8::from((c <= b' ') | (c == 0x7f));
+        upper |= u8::from(c.is_ascii_uppercase());
+    }
+    let ascii = value.is_ascii();
+    let valid = ats == 1
+        && b.first() != Some(&b'@')
+        && b.last() != Some(&b'@')
+        && bad == 0
+        && (ascii || !(has_control(value) || has_whitespace(value)));
     if !valid {
         return Err(FieldError::new(field(), "is not an email address"));
     }
     // Lower-case only when needed: most addresses already are.
-    if any_byte(b, |c| c.is_ascii_uppercase()) || !value.is_ascii() {
+    if upper != 0 || !ascii {
         Ok(Cow::Owned(value.to_lowercase()))
     } else {
         Ok(Cow::Borrowed(value))
