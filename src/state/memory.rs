@@ -63,6 +63,44 @@ impl Hasher for PreHashed {
 }
 
 type PreHashedState = BuildHasherDefault<PreHashed>;
+
+/// A remembered payment, packed into 32 bytes (keys of 0 mean "none").
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    /// 32 more bits of the payment id's hash: 96 bits tell payments apart.
+    check: u32,
+    /// Minutes since the epoch.
+    minute: u32,
+    card: u64,
+    email: u64,
+    label: u8,
+}
+
+fn label_code(k: Option<FeedbackKind>) -> u8 {
+    match k {
+        None => 0,
+        Some(FeedbackKind::Fraudulent) => 1,
+        Some(FeedbackKind::DisputeFraud) => 2,
+        Some(FeedbackKind::Legitimate) => 3,
+    }
+}
+
+impl Slot {
+    fn record(&self) -> PaymentRecord {
+        let key = |k: u64| (k != 0).then_some(Key(k));
+        PaymentRecord {
+            at_ms: i64::from(self.minute) * 60_000,
+            card: key(self.card),
+            email: key(self.email),
+            label: match self.label {
+                1 => Some(FeedbackKind::Fraudulent),
+                2 => Some(FeedbackKind::DisputeFraud),
+                3 => Some(FeedbackKind::Legitimate),
+                _ => None,
+            },
+        }
+    }
+}
 type Windows = DashMap<u64, Window, PreHashedState>;
 type Strings = foldhash::quality::RandomState;
 
@@ -73,8 +111,8 @@ pub struct MemoryStore {
     email: Windows,
     ip: Windows,
     device: Windows,
-    /// Keyed by a 128-bit keyed hash of the payment id.
-    payments: DashMap<u128, PaymentRecord, PreHashedState>,
+    /// Keyed by a 64-bit keyed hash of the payment id (32 more bits in the slot).
+    payments: DashMap<u64, Slot, PreHashedState>,
     lists: [DashSet<u64, PreHashedState>; List::ALL.len()],
     list_entries: AtomicUsize,
     watermark: AtomicI64,
@@ -111,9 +149,17 @@ impl MemoryStore {
         &self.lists[list as usize]
     }
 
-    fn payment_key(&self, payment_id: &str) -> u128 {
-        (u128::from(self.ids.0.hash_one(payment_id)) << 64)
-            | u128::from(self.ids.1.hash_one(payment_id))
+    /// The map key and the check bits of a payment id.
+    fn payment_key(&self, payment_id: &str) -> (u64, u32) {
+        (
+            self.ids.0.hash_one(payment_id),
+            self.ids.1.hash_one(payment_id) as u32,
+        )
+    }
+
+    fn slot(&self, payment_id: &str) -> Option<dashmap::mapref::one::RefMut<'_, u64, Slot>> {
+        let (key, check) = self.payment_key(payment_id);
+        self.payments.get_mut(&key).filter(|s| s.check == check)
     }
 
     /// Adds one event to the window of `key` (or only reads it when `add` is
@@ -149,7 +195,8 @@ impl MemoryStore {
 
 impl Store for MemoryStore {
     fn key(&self, value: &[u8]) -> Key {
-        Key(self.keys.hash_one(value))
+        // Never 0: slots use 0 for "none".
+        Key(self.keys.hash_one(value) | 1)
     }
 
     fn register(&self, method: StoredMethod) -> Result<(), StoreError> {
@@ -175,15 +222,23 @@ impl Store for MemoryStore {
         if obs.at_ms > self.watermark.load(Ordering::Relaxed) + 1000 {
             self.watermark.fetch_max(obs.at_ms, Ordering::Relaxed);
         }
-        let first = match self.payments.entry(self.payment_key(obs.payment_id)) {
-            Entry::Occupied(_) => false,
+        let (key, check) = self.payment_key(obs.payment_id);
+        let slot = Slot {
+            check,
+            minute: obs.at_ms.div_euclid(60_000).clamp(0, i64::from(u32::MAX)) as u32,
+            card: obs.card.map_or(0, |k| k.0),
+            email: obs.email.map_or(0, |k| k.0),
+            label: 0,
+        };
+        let first = match self.payments.entry(key) {
+            // The same payment again (a retry) is not counted twice.
+            Entry::Occupied(e) if e.get().check == check => false,
+            Entry::Occupied(mut e) => {
+                e.insert(slot);
+                true
+            }
             Entry::Vacant(v) => {
-                v.insert(PaymentRecord {
-                    at_ms: obs.at_ms,
-                    card: obs.card,
-                    email: obs.email,
-                    label: None,
-                });
+                v.insert(slot);
                 true
             }
         };
@@ -218,13 +273,13 @@ impl Store for MemoryStore {
     }
 
     fn payment(&self, payment_id: &str) -> Option<PaymentRecord> {
-        self.payments.get(&self.payment_key(payment_id)).map(|r| *r)
+        self.slot(payment_id).map(|s| s.record())
     }
 
     fn label(&self, payment_id: &str, kind: FeedbackKind) -> bool {
-        match self.payments.get_mut(&self.payment_key(payment_id)) {
-            Some(mut r) => {
-                r.label = Some(kind);
+        match self.slot(payment_id) {
+            Some(mut s) => {
+                s.label = label_code(Some(kind));
                 true
             }
             None => false,
@@ -259,10 +314,11 @@ impl Store for MemoryStore {
         }
         let before = self.payments.len();
         let mut horizon = self.limits.payment_retention_ms;
-        self.payments.retain(|_, r| r.at_ms > now - horizon);
+        let alive = |s: &Slot, horizon: i64| i64::from(s.minute) * 60_000 > now - horizon;
+        self.payments.retain(|_, s| alive(s, horizon));
         while self.payments.len() > self.limits.max_payments && horizon > 60_000 {
             horizon /= 2;
-            self.payments.retain(|_, r| r.at_ms > now - horizon);
+            self.payments.retain(|_, s| alive(s, horizon));
         }
         dropped + (before - self.payments.len())
     }
