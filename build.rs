@@ -59,9 +59,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let fds = protox::compile([PROTO], ["proto"])?;
     fs::write(out.join("riskstream_descriptor.bin"), fds.encode_to_vec())?;
+    // The server comes from the manual definition below.
     tonic_prost_build::configure()
         .build_client(true)
-        .build_server(true)
+        .build_server(false)
         .compile_fds(fds)?;
 
     let wire_root = out.join("wire-proto");

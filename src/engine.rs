@@ -187,21 +187,6 @@ pub enum Compared<'a> {
     Registered(Arc<StoredMethod>),
 }
 
-impl Compared<'_> {
-    /// Id of the compared creation session (empty when none).
-    pub fn session_id(&self) -> &str {
-        match self {
-            Compared::None => "",
-            Compared::Inline(id) => id,
-            Compared::Registered(m) => m
-                .method
-                .creation_session
-                .as_ref()
-                .map_or("", |s| &*s.session_id),
-        }
-    }
-}
-
 /// The proto value of a risk level.
 pub fn risk_level_proto(l: RiskLevel) -> wire::RiskLevel {
     match l {
