@@ -73,15 +73,16 @@ struct Keys {
     device: Option<Key>,
 }
 
-/// The bytes an IP address is keyed by (IPv4-mapped addresses as IPv4).
-fn ip_bytes(ip: IpAddr) -> ([u8; 16], usize) {
-    let mut out = [0u8; 16];
+/// The store key of a non-empty text value (`None` for an empty one).
+fn text_key(store: &dyn Store, v: &str) -> Option<Key> {
+    (!v.is_empty()).then(|| store.key(v.as_bytes()))
+}
+
+/// The store key of an IP address: its octets, IPv4-mapped addresses as IPv4.
+fn ip_key(store: &dyn Store, ip: IpAddr) -> Key {
     match ip.to_canonical() {
-        IpAddr::V4(v4) => {
-            out[..4].copy_from_slice(&v4.octets());
-            (out, 4)
-        }
-        IpAddr::V6(v6) => (v6.octets(), 16),
+        IpAddr::V4(v4) => store.key(&v4.octets()),
+        IpAddr::V6(v6) => store.key(&v6.octets()),
     }
 }
 
@@ -333,7 +334,7 @@ impl Engine {
             .inspect_err(|_| m.invalid(EventKind::Register))?;
         let id = method.id.clone();
         let store = &self.inner.store;
-        let key = |v: &str| (!v.is_empty()).then(|| store.key(v.as_bytes()));
+        let key = |v: &str| text_key(&**store, v);
         let stored = StoredMethod {
             creation: method.creation_session.as_ref().map(Facts::of),
             creation_session_id: method
@@ -492,8 +493,7 @@ impl Engine {
                 let ip: IpAddr = value.parse().map_err(|_| {
                     FieldError::new(list.name(), format!("{value:?} is not an IP address"))
                 })?;
-                let (b, n) = ip_bytes(ip);
-                Ok(store.key(&b[..n]))
+                Ok(ip_key(&**store, ip))
             }
             _ => Ok(store.key(value.as_bytes())),
         }
@@ -513,7 +513,7 @@ impl Engine {
     /// computes its features.
     fn prepare(&self, p: &Payment<'_>, stored: Option<&StoredMethod>) -> Prepared {
         let store = &self.inner.store;
-        let key = |v: &str| (!v.is_empty()).then(|| store.key(v.as_bytes()));
+        let key = |v: &str| text_key(&**store, v);
         let reg = stored.map(|s| &s.method);
         let kind = p
             .method
@@ -532,10 +532,11 @@ impl Engine {
             },
             email: key(&p.customer.email).or(stored.and_then(|s| s.email)),
             customer: key(&p.customer.id).or(stored.and_then(|s| s.customer)),
-            ip: p.session.as_ref().and_then(|s| s.ip).map(|ip| {
-                let (b, n) = ip_bytes(ip);
-                store.key(&b[..n])
-            }),
+            ip: p
+                .session
+                .as_ref()
+                .and_then(|s| s.ip)
+                .map(|ip| ip_key(&**store, ip)),
             device: p.session.as_ref().and_then(|s| key(&s.device_id)),
         };
 

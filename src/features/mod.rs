@@ -139,8 +139,13 @@ pub fn extract(inp: &Inputs<'_>) -> FeatureVector {
     );
     v.set(F::OffSession, flag(p.off_session));
     v.set(F::CreationSessionMissing, flag(inp.creation.is_none()));
+    // The payment session's zone, hashed once for both comparisons below.
+    let p_tz = p
+        .session
+        .as_ref()
+        .map_or(0, |s| session::text_hash(&s.timezone));
     if let (Some(c), Some(s)) = (inp.creation, p.session.as_ref()) {
-        let d = session::compare(c, s);
+        let d = session::compare(c, s, p_tz);
         v.set(F::DeviceMismatch, d.device_mismatch);
         v.set(F::IpMismatch, d.ip_mismatch);
         v.set(F::NetworkMismatch, d.network_mismatch);
@@ -154,7 +159,7 @@ pub fn extract(inp: &Inputs<'_>) -> FeatureVector {
     if let Some(s) = p.session.as_ref() {
         v.set(
             F::CardCountryMismatch,
-            session::card_country_mismatch(inp.card_country, s, inp.creation),
+            session::card_country_mismatch(inp.card_country, s, p_tz, inp.creation),
         );
     }
     let age_minutes = match inp.method_created_at_ms {

@@ -131,9 +131,10 @@ impl Facts {
     }
 }
 
-/// Compares the creation session (its facts `c`) with the payment session `p`.
-/// Strings of `p` are parsed only where their hash differs from `c`'s.
-pub fn compare(c: &Facts, p: &Session) -> SessionDiff {
+/// Compares the creation session (its facts `c`) with the payment session `p`,
+/// whose time zone hashes to `p_tz` ([`text_hash`]). Strings of `p` are
+/// parsed only where their hash differs from `c`'s.
+pub fn compare(c: &Facts, p: &Session, p_tz: u64) -> SessionDiff {
     let mut d = SessionDiff::default();
     let device = text_hash(&p.device_id);
     if c.device != 0 && device != 0 {
@@ -156,9 +157,8 @@ pub fn compare(c: &Facts, p: &Session) -> SessionDiff {
             || (w, h) == (p.screen_height, p.screen_width);
         d.screen_mismatch = flag(!same);
     }
-    let tz = text_hash(&p.timezone);
-    if c.timezone != 0 && tz != 0 {
-        d.timezone_mismatch = flag(c.timezone != tz);
+    if c.timezone != 0 && p_tz != 0 {
+        d.timezone_mismatch = flag(c.timezone != p_tz);
     }
     let p_offset =
         (!p.timezone.is_empty() || p.utc_offset_minutes != 0).then_some(p.utc_offset_minutes);
@@ -174,18 +174,20 @@ pub fn compare(c: &Facts, p: &Session) -> SessionDiff {
 }
 
 /// 1 when the payment session's time zone places it in a country other than
-/// the card's issuing country; 0 when either is unknown. The creation
-/// session's facts, when given, spare the table lookup for an unchanged zone.
+/// the card's issuing country; 0 when either is unknown. `p_tz` is the hash
+/// of `p`'s zone; the creation session's facts, when given, spare the table
+/// lookup for an unchanged zone.
 pub fn card_country_mismatch(
     card_country: Option<[u8; 2]>,
     p: &Session,
+    p_tz: u64,
     creation: Option<&Facts>,
 ) -> f64 {
     let Some(card) = card_country else {
         return 0.0;
     };
     let tz_country = match creation {
-        Some(c) if c.timezone != 0 && c.timezone == text_hash(&p.timezone) => c.tz_country,
+        Some(c) if c.timezone != 0 && c.timezone == p_tz => c.tz_country,
         _ => geo::country_of_timezone(&p.timezone),
     };
     match tz_country {
@@ -224,7 +226,10 @@ mod tests {
             60,
             "fr-FR,fr;q=0.9,en;q=0.8",
         );
-        assert_eq!(compare(&Facts::of(&a), &a), SessionDiff::default());
+        assert_eq!(
+            compare(&Facts::of(&a), &a, text_hash(&a.timezone)),
+            SessionDiff::default()
+        );
     }
 
     #[test]
@@ -240,7 +245,7 @@ mod tests {
         b.user_agent = "Mozilla/5.0 (Linux; Android 14) Chrome/120.0 Mobile Safari/537.36".into();
         b.screen_width = 412;
         b.screen_height = 915;
-        let d = compare(&Facts::of(&a), &b);
+        let d = compare(&Facts::of(&a), &b, text_hash(&b.timezone));
         assert_eq!(d.device_mismatch, 1.0);
         assert_eq!(d.ip_mismatch, 1.0);
         assert_eq!(d.network_mismatch, 1.0);
@@ -262,18 +267,40 @@ mod tests {
     #[test]
     fn card_country_from_timezone() {
         let p = session("d", "203.0.113.7", "Europe/Paris", 60, "fr");
-        assert_eq!(card_country_mismatch(Some(*b"FR"), &p, None), 0.0);
-        assert_eq!(card_country_mismatch(Some(*b"US"), &p, None), 1.0);
-        assert_eq!(card_country_mismatch(None, &p, None), 0.0);
-        let home = Facts::of(&p);
-        assert_eq!(card_country_mismatch(Some(*b"US"), &p, Some(&home)), 1.0);
-        let tokyo = session("d", "203.0.113.7", "Asia/Tokyo", 540, "ja");
         assert_eq!(
-            card_country_mismatch(Some(*b"FR"), &tokyo, Some(&home)),
+            card_country_mismatch(Some(*b"FR"), &p, text_hash(&p.timezone), None),
+            0.0
+        );
+        assert_eq!(
+            card_country_mismatch(Some(*b"US"), &p, text_hash(&p.timezone), None),
             1.0
         );
         assert_eq!(
-            card_country_mismatch(Some(*b"JP"), &tokyo, Some(&home)),
+            card_country_mismatch(None, &p, text_hash(&p.timezone), None),
+            0.0
+        );
+        let home = Facts::of(&p);
+        assert_eq!(
+            card_country_mismatch(Some(*b"US"), &p, text_hash(&p.timezone), Some(&home)),
+            1.0
+        );
+        let tokyo = session("d", "203.0.113.7", "Asia/Tokyo", 540, "ja");
+        assert_eq!(
+            card_country_mismatch(
+                Some(*b"FR"),
+                &tokyo,
+                text_hash(&tokyo.timezone),
+                Some(&home)
+            ),
+            1.0
+        );
+        assert_eq!(
+            card_country_mismatch(
+                Some(*b"JP"),
+                &tokyo,
+                text_hash(&tokyo.timezone),
+                Some(&home)
+            ),
             0.0
         );
     }
