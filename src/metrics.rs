@@ -8,7 +8,7 @@ use crate::decision::{Action, RiskLevel};
 use crate::domain::FeedbackKind;
 use crate::state::{List, StoreStats};
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, Unit};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// `riskstream_events_total{kind}`: requests received, by kind.
@@ -113,22 +113,19 @@ fn key(name: &'static str, labels: &[(&'static str, &'static str)]) -> Key {
 impl Metrics {
     /// Metrics recorded into a Prometheus registry, and the handle that renders it.
     pub fn prometheus() -> (Metrics, PrometheusHandle) {
-        let builder = PrometheusBuilder::new();
-        let builder = match builder.set_buckets_for_metric(
-            metrics_exporter_prometheus::Matcher::Full(SCORE_DURATION_SECONDS.into()),
-            &DURATION_BUCKETS,
-        ) {
-            Ok(b) => b,
-            Err(_) => PrometheusBuilder::new(),
-        };
         let score_buckets: Vec<f64> = (1..=20).map(|i| f64::from(i * 5) - 0.5).collect();
-        let builder = match builder.set_buckets_for_metric(
-            metrics_exporter_prometheus::Matcher::Full(RISK_SCORE.into()),
-            &score_buckets,
-        ) {
-            Ok(b) => b,
-            Err(_) => PrometheusBuilder::new(),
+        let buckets = |b: PrometheusBuilder| {
+            b.set_buckets_for_metric(
+                Matcher::Full(SCORE_DURATION_SECONDS.into()),
+                &DURATION_BUCKETS,
+            )?
+            .set_buckets_for_metric(Matcher::Full(RISK_SCORE.into()), &score_buckets)
         };
+        // Only empty bucket lists are refused, and these are constants.
+        let builder = buckets(PrometheusBuilder::new()).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "histogram buckets refused; using summaries");
+            PrometheusBuilder::new()
+        });
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         (Metrics::with_recorder(Arc::new(recorder)), handle)
