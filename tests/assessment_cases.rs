@@ -10,16 +10,17 @@ use riskstream::model::{Model, ModelHandle};
 use riskstream::proto::{self, Decision, RiskLevel};
 
 async fn registered(srv: &mut TestServer) {
-    srv.client
-        .register_payment_method(registration(
+    register(
+        &mut srv.client,
+        registration(
             "pm_1",
             "fp_1",
             30 * DAY_MS,
             Some(home_session("s0")),
             customer(1),
-        ))
-        .await
-        .expect("registered");
+        ),
+    )
+    .await;
 }
 
 fn assert_not_assessed(o: &proto::Outcome) {
@@ -45,7 +46,7 @@ async fn other_payment_method_types_are_not_assessed() {
         session: Some(home_session("s1")),
         ..Default::default()
     };
-    let out = srv.client.score(ev).await.expect("scored").into_inner();
+    let out = score_ok(&mut srv.client, ev).await;
     assert_not_assessed(&out);
 
     // SEPA and ACH debits are assessed.
@@ -68,7 +69,7 @@ async fn other_payment_method_types_are_not_assessed() {
             session: Some(home_session("s2")),
             ..Default::default()
         };
-        let out = srv.client.score(ev).await.expect("scored").into_inner();
+        let out = score_ok(&mut srv.client, ev).await;
         assert!(
             matches!(
                 out.risk_level(),
@@ -85,7 +86,7 @@ async fn opted_out_payments_are_not_assessed() {
     registered(&mut srv).await;
     let mut ev = payment("p_opt", "pm_1", 1000, Some(home_session("s1")), customer(1));
     ev.risk_assessment_opt_out = true;
-    let out = srv.client.score(ev).await.expect("scored").into_inner();
+    let out = score_ok(&mut srv.client, ev).await;
     assert_not_assessed(&out);
 }
 
@@ -104,12 +105,7 @@ async fn recurring_payments_after_the_first_are_not_assessed() {
         subscription_id: "sub_1".into(),
         initial: true,
     });
-    let out = srv
-        .client
-        .score(initial)
-        .await
-        .expect("scored")
-        .into_inner();
+    let out = score_ok(&mut srv.client, initial).await;
     assert_eq!(
         out.risk_level(),
         RiskLevel::Normal,
@@ -122,12 +118,7 @@ async fn recurring_payments_after_the_first_are_not_assessed() {
         subscription_id: "sub_1".into(),
         initial: false,
     });
-    let out = srv
-        .client
-        .score(renewal)
-        .await
-        .expect("scored")
-        .into_inner();
+    let out = score_ok(&mut srv.client, renewal).await;
     assert_not_assessed(&out);
 }
 
@@ -140,7 +131,7 @@ async fn rules_still_run_on_payments_not_assessed() {
         .expect("valid entry");
     let mut ev = payment("p_opt", "pm_1", 1000, Some(home_session("s1")), customer(1));
     ev.risk_assessment_opt_out = true;
-    let out = srv.client.score(ev).await.expect("scored").into_inner();
+    let out = score_ok(&mut srv.client, ev).await;
     assert_eq!(out.risk_level(), RiskLevel::NotAssessed);
     assert_eq!(out.decision(), Decision::Block);
     assert_eq!(out.reason, "blocklist");
@@ -155,18 +146,11 @@ async fn a_missing_model_fails_open_as_unknown() {
     })
     .await;
     registered(&mut srv).await;
-    let out = srv
-        .client
-        .score(payment(
-            "p1",
-            "pm_1",
-            1000,
-            Some(foreign_session("s1")),
-            customer(1),
-        ))
-        .await
-        .expect("never fails the RPC")
-        .into_inner();
+    let out = score_ok(
+        &mut srv.client,
+        payment("p1", "pm_1", 1000, Some(foreign_session("s1")), customer(1)),
+    )
+    .await;
     assert_eq!(out.risk_level(), RiskLevel::Unknown);
     assert_eq!(out.decision(), Decision::Allow);
     assert_eq!(out.reason, "unknown_risk_level");
@@ -200,18 +184,11 @@ async fn a_model_erroring_at_run_time_fails_open_as_unknown() {
     })
     .await;
     registered(&mut srv).await;
-    let out = srv
-        .client
-        .score(payment(
-            "p1",
-            "pm_1",
-            1000,
-            Some(foreign_session("s1")),
-            customer(1),
-        ))
-        .await
-        .expect("never fails the RPC")
-        .into_inner();
+    let out = score_ok(
+        &mut srv.client,
+        payment("p1", "pm_1", 1000, Some(foreign_session("s1")), customer(1)),
+    )
+    .await;
     assert_eq!(out.risk_level(), RiskLevel::Unknown, "{out:?}");
     assert_eq!(out.decision(), Decision::Allow);
     assert_eq!(out.reason, "unknown_risk_level");
@@ -229,18 +206,11 @@ async fn elevated_review_never_applies_to_setup_intents() {
     };
     let mut srv = TestServer::with(setup).await;
     registered(&mut srv).await;
-    let pay = srv
-        .client
-        .score(payment(
-            "p1",
-            "pm_1",
-            1000,
-            Some(home_session("s1")),
-            customer(1),
-        ))
-        .await
-        .expect("scored")
-        .into_inner();
+    let pay = score_ok(
+        &mut srv.client,
+        payment("p1", "pm_1", 1000, Some(home_session("s1")), customer(1)),
+    )
+    .await;
     assert_eq!(pay.risk_level(), RiskLevel::Elevated, "{pay:?}");
     assert_eq!(pay.decision(), Decision::Review);
     assert_eq!(pay.reason, "elevated_risk_level");
@@ -249,12 +219,7 @@ async fn elevated_review_never_applies_to_setup_intents() {
     let mut setup_intent = payment("seti_1", "pm_1", 0, Some(home_session("s2")), customer(1));
     setup_intent.object_type = proto::ObjectType::SetupIntent as i32;
     setup_intent.currency.clear();
-    let out = srv
-        .client
-        .score(setup_intent)
-        .await
-        .expect("scored")
-        .into_inner();
+    let out = score_ok(&mut srv.client, setup_intent).await;
     assert_eq!(out.risk_level(), RiskLevel::Elevated, "{out:?}");
     assert_eq!(out.decision(), Decision::Allow);
     assert_eq!(out.reason, "elevated_risk_level");

@@ -190,15 +190,17 @@ async fn reflection_and_health_serve_stock_tools() {
 async fn metrics_are_scraped_and_carry_no_customer_data() {
     let bin = Binary::start(&["--model", &model_arg()]);
     let mut c = bin.client().await;
-    c.register_payment_method(registration(
-        "pm_secret_1",
-        "fp_secret_card",
-        30 * DAY_MS,
-        Some(home_session("s0")),
-        customer(4242),
-    ))
-    .await
-    .expect("registered");
+    register(
+        &mut c,
+        registration(
+            "pm_secret_1",
+            "fp_secret_card",
+            30 * DAY_MS,
+            Some(home_session("s0")),
+            customer(4242),
+        ),
+    )
+    .await;
     for i in 0..5 {
         c.score(payment(
             &format!("pay_secret_{i}"),
@@ -291,15 +293,17 @@ async fn sigterm_with_an_open_stream_drains_flushes_and_exits_zero() {
         "5s",
     ]);
     let mut c = bin.client().await;
-    c.register_payment_method(registration(
-        "pm_1",
-        "fp_1",
-        30 * DAY_MS,
-        Some(home_session("s0")),
-        customer(1),
-    ))
-    .await
-    .expect("registered");
+    register(
+        &mut c,
+        registration(
+            "pm_1",
+            "fp_1",
+            30 * DAY_MS,
+            Some(home_session("s0")),
+            customer(1),
+        ),
+    )
+    .await;
     let (tx, rx) = tokio::sync::mpsc::channel::<proto::PaymentEvent>(128);
     let mut outcomes = c
         .score_stream(tokio_stream::wrappers::ReceiverStream::new(rx))

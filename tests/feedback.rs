@@ -10,92 +10,66 @@ use riskstream::proto::{self, Decision};
 async fn fraud_feedback_then_blocklist_block() {
     let mut srv = TestServer::start().await;
     let c = &mut srv.client;
-    c.register_payment_method(registration(
-        "pm_1",
-        "fp_stolen",
-        30 * DAY_MS,
-        Some(home_session("s0")),
-        customer(1),
-    ))
-    .await
-    .expect("registered");
-    let first = c
-        .score(payment(
-            "pay_1",
+    register(
+        c,
+        registration(
             "pm_1",
-            5000,
-            Some(home_session("s1")),
+            "fp_stolen",
+            30 * DAY_MS,
+            Some(home_session("s0")),
             customer(1),
-        ))
-        .await
-        .expect("scored")
-        .into_inner();
+        ),
+    )
+    .await;
+    let first = score_ok(
+        c,
+        payment("pay_1", "pm_1", 5000, Some(home_session("s1")), customer(1)),
+    )
+    .await;
     assert_eq!(first.decision(), Decision::Allow);
 
-    let fb = c
-        .report_feedback(proto::FeedbackEvent {
-            payment_id: "pay_1".into(),
-            kind: proto::FeedbackKind::DisputeFraud as i32,
-            reported_at_ms: 0,
-        })
+    let fb = feedback(c, "pay_1", proto::FeedbackKind::DisputeFraud)
         .await
-        .expect("feedback accepted")
-        .into_inner();
+        .expect("feedback accepted");
     let mut lists = fb.lists_updated.clone();
     lists.sort();
     assert_eq!(lists, vec!["block_card_fingerprint", "block_email"]);
 
     // The same card, from the same trusted session: blocked by the list.
-    let again = c
-        .score(payment(
-            "pay_2",
-            "pm_1",
-            5000,
-            Some(home_session("s2")),
-            customer(1),
-        ))
-        .await
-        .expect("scored")
-        .into_inner();
+    let again = score_ok(
+        c,
+        payment("pay_2", "pm_1", 5000, Some(home_session("s2")), customer(1)),
+    )
+    .await;
     assert_eq!(again.decision(), Decision::Block, "{again:?}");
     assert_eq!(again.reason, "blocklist");
     assert_eq!(again.rule, "block_card_fingerprint");
     assert!(!again.seller_message.is_empty());
 
     // Another card of the same email: blocked by the email list.
-    c.register_payment_method(registration(
-        "pm_2",
-        "fp_other",
-        30 * DAY_MS,
-        Some(home_session("s3")),
-        customer(1),
-    ))
-    .await
-    .expect("registered");
-    let other = c
-        .score(payment(
-            "pay_3",
+    register(
+        c,
+        registration(
             "pm_2",
-            5000,
-            Some(home_session("s4")),
+            "fp_other",
+            30 * DAY_MS,
+            Some(home_session("s3")),
             customer(1),
-        ))
-        .await
-        .expect("scored")
-        .into_inner();
+        ),
+    )
+    .await;
+    let other = score_ok(
+        c,
+        payment("pay_3", "pm_2", 5000, Some(home_session("s4")), customer(1)),
+    )
+    .await;
     assert_eq!(other.decision(), Decision::Block);
     assert_eq!(other.rule, "block_email");
 
     // The same report again changes nothing.
-    let fb = c
-        .report_feedback(proto::FeedbackEvent {
-            payment_id: "pay_1".into(),
-            kind: proto::FeedbackKind::Fraudulent as i32,
-            reported_at_ms: 0,
-        })
+    let fb = feedback(c, "pay_1", proto::FeedbackKind::Fraudulent)
         .await
-        .expect("feedback accepted")
-        .into_inner();
+        .expect("feedback accepted");
     assert!(fb.lists_updated.is_empty());
 }
 
@@ -103,15 +77,17 @@ async fn fraud_feedback_then_blocklist_block() {
 async fn legitimate_feedback_blocks_nothing_and_unknown_payments_are_not_found() {
     let mut srv = TestServer::start().await;
     let c = &mut srv.client;
-    c.register_payment_method(registration(
-        "pm_1",
-        "fp_1",
-        30 * DAY_MS,
-        Some(home_session("s0")),
-        customer(1),
-    ))
-    .await
-    .expect("registered");
+    register(
+        c,
+        registration(
+            "pm_1",
+            "fp_1",
+            30 * DAY_MS,
+            Some(home_session("s0")),
+            customer(1),
+        ),
+    )
+    .await;
     c.score(payment(
         "pay_1",
         "pm_1",
@@ -121,35 +97,18 @@ async fn legitimate_feedback_blocks_nothing_and_unknown_payments_are_not_found()
     ))
     .await
     .expect("scored");
-    let fb = c
-        .report_feedback(proto::FeedbackEvent {
-            payment_id: "pay_1".into(),
-            kind: proto::FeedbackKind::Legitimate as i32,
-            reported_at_ms: 0,
-        })
+    let fb = feedback(c, "pay_1", proto::FeedbackKind::Legitimate)
         .await
-        .expect("accepted")
-        .into_inner();
+        .expect("accepted");
     assert!(fb.lists_updated.is_empty());
-    let next = c
-        .score(payment(
-            "pay_2",
-            "pm_1",
-            5000,
-            Some(home_session("s2")),
-            customer(1),
-        ))
-        .await
-        .expect("scored")
-        .into_inner();
+    let next = score_ok(
+        c,
+        payment("pay_2", "pm_1", 5000, Some(home_session("s2")), customer(1)),
+    )
+    .await;
     assert_eq!(next.decision(), Decision::Allow);
 
-    let err = c
-        .report_feedback(proto::FeedbackEvent {
-            payment_id: "pay_unknown".into(),
-            kind: proto::FeedbackKind::Fraudulent as i32,
-            reported_at_ms: 0,
-        })
+    let err = feedback(c, "pay_unknown", proto::FeedbackKind::Fraudulent)
         .await
         .expect_err("unknown payment");
     assert_eq!(err.code(), tonic::Code::NotFound);

@@ -26,17 +26,17 @@ async fn same_session_is_normal_and_drifted_session_scores_higher() {
         .expect("registered")
         .into_inner();
     assert_eq!(id.payment_method_id, "pm_home");
-    let same = c
-        .score(payment(
+    let same = score_ok(
+        c,
+        payment(
             "pay_same",
             "pm_home",
             2500,
             Some(home_session("sess_pay")),
             customer(1),
-        ))
-        .await
-        .expect("scored")
-        .into_inner();
+        ),
+    )
+    .await;
     assert_eq!(same.payment_id, "pay_same");
     assert_eq!(same.risk_level(), RiskLevel::Normal, "{same:?}");
     assert_eq!(same.decision(), Decision::Allow);
@@ -57,18 +57,18 @@ async fn same_session_is_normal_and_drifted_session_scores_higher() {
         Some(home_session("sess_create2")),
         customer(2),
     );
-    c.register_payment_method(reg).await.expect("registered");
-    let drifted = c
-        .score(payment(
+    register(c, reg).await;
+    let drifted = score_ok(
+        c,
+        payment(
             "pay_drift",
             "pm_new",
             2500,
             Some(foreign_session("sess_foreign")),
             customer(2),
-        ))
-        .await
-        .expect("scored")
-        .into_inner();
+        ),
+    )
+    .await;
     assert!(
         drifted.risk_score > same.risk_score,
         "drifted {} vs same {}",
@@ -112,35 +112,37 @@ async fn same_session_is_normal_and_drifted_session_scores_higher() {
 async fn each_drift_signal_alone_raises_the_score() {
     let mut srv = TestServer::start().await;
     let c = &mut srv.client;
-    c.register_payment_method(registration(
-        "pm_1",
-        "fp_1",
-        90 * DAY_MS,
-        Some(home_session("s0")),
-        customer(1),
-    ))
-    .await
-    .expect("registered");
-    let base = c
-        .score(payment(
+    register(
+        c,
+        registration(
+            "pm_1",
+            "fp_1",
+            90 * DAY_MS,
+            Some(home_session("s0")),
+            customer(1),
+        ),
+    )
+    .await;
+    let base = score_ok(
+        c,
+        payment(
             "p_base",
             "pm_1",
             2500,
             Some(home_session("s1")),
             customer(1),
-        ))
-        .await
-        .expect("scored")
-        .into_inner();
+        ),
+    )
+    .await;
     let mut drift = home_session("s2");
     drift.device_id = "dev_other".into();
     drift.ip = "114.122.7.200".into();
     drift.accept_language = "id-ID,id;q=0.9".into();
-    let drifted = c
-        .score(payment("p_drift", "pm_1", 2500, Some(drift), customer(1)))
-        .await
-        .expect("scored")
-        .into_inner();
+    let drifted = score_ok(
+        c,
+        payment("p_drift", "pm_1", 2500, Some(drift), customer(1)),
+    )
+    .await;
     assert!(drifted.fraud_probability > base.fraud_probability);
 }
 
@@ -149,15 +151,11 @@ async fn get_payment_method_returns_the_creation_session() {
     let mut srv = TestServer::start().await;
     let c = &mut srv.client;
     let session = home_session("sess_create");
-    c.register_payment_method(registration(
-        "pm_x",
-        "fp_x",
-        DAY_MS,
-        Some(session.clone()),
-        customer(9),
-    ))
-    .await
-    .expect("registered");
+    register(
+        c,
+        registration("pm_x", "fp_x", DAY_MS, Some(session.clone()), customer(9)),
+    )
+    .await;
     let pm = c
         .get_payment_method(proto::GetPaymentMethodRequest {
             payment_method_id: "pm_x".into(),
@@ -186,20 +184,22 @@ async fn get_payment_method_returns_the_creation_session() {
 async fn an_inline_creation_session_takes_precedence() {
     let mut srv = TestServer::start().await;
     let c = &mut srv.client;
-    c.register_payment_method(registration(
-        "pm_1",
-        "fp_1",
-        90 * DAY_MS,
-        Some(home_session("registered")),
-        customer(1),
-    ))
-    .await
-    .expect("registered");
+    register(
+        c,
+        registration(
+            "pm_1",
+            "fp_1",
+            90 * DAY_MS,
+            Some(home_session("registered")),
+            customer(1),
+        ),
+    )
+    .await;
     let mut ev = payment("p1", "pm_1", 1000, Some(home_session("pay")), customer(1));
     if let Some(pm) = ev.payment_method.as_mut() {
         pm.creation_session = Some(home_session("inline"));
     }
-    let out = c.score(ev).await.expect("scored").into_inner();
+    let out = score_ok(c, ev).await;
     assert_eq!(out.creation_session_id, "inline");
 
     // A method sent entirely inline, never registered.
@@ -216,7 +216,7 @@ async fn an_inline_creation_session_takes_precedence() {
         session: Some(home_session("pay2")),
         ..Default::default()
     };
-    let out = c.score(ev).await.expect("scored").into_inner();
+    let out = score_ok(c, ev).await;
     assert_eq!(out.creation_session_id, "");
     assert!(matches!(
         out.risk_level(),
@@ -251,7 +251,7 @@ async fn velocity_raises_the_score_of_card_testing() {
             session: Some(s),
             ..Default::default()
         };
-        let out = c.score(ev).await.expect("scored").into_inner();
+        let out = score_ok(c, ev).await;
         if first.is_none() {
             first = Some(out.clone());
         }

@@ -86,16 +86,17 @@ fn invalid_events() -> Vec<(&'static str, proto::PaymentEvent, &'static str)> {
 
 async fn setup() -> TestServer {
     let mut srv = TestServer::start().await;
-    srv.client
-        .register_payment_method(registration(
+    register(
+        &mut srv.client,
+        registration(
             "pm_1",
             "fp_1",
             30 * DAY_MS,
             Some(home_session("s0")),
             customer(1),
-        ))
-        .await
-        .expect("registered");
+        ),
+    )
+    .await;
     srv
 }
 

@@ -252,3 +252,31 @@ impl tonic::codec::Codec for RawClientCodec {
         tonic_prost::ProstDecoder::new(tonic::codec::BufferSettings::default())
     }
 }
+
+/// The generated client the tests talk through.
+pub type Client = RiskScorerClient<Channel>;
+
+/// Registers `req`; the test fails if the server refuses it.
+pub async fn register(c: &mut Client, req: proto::RegisterPaymentMethodRequest) {
+    c.register_payment_method(req).await.expect("registered");
+}
+
+/// Scores `ev`; the test fails if the RPC fails.
+pub async fn score_ok(c: &mut Client, ev: proto::PaymentEvent) -> proto::Outcome {
+    c.score(ev).await.expect("scored").into_inner()
+}
+
+/// Reports `kind` feedback on `payment_id`, reported now.
+pub async fn feedback(
+    c: &mut Client,
+    payment_id: &str,
+    kind: proto::FeedbackKind,
+) -> Result<proto::FeedbackResponse, tonic::Status> {
+    c.report_feedback(proto::FeedbackEvent {
+        payment_id: payment_id.into(),
+        kind: kind as i32,
+        reported_at_ms: 0,
+    })
+    .await
+    .map(tonic::Response::into_inner)
+}
