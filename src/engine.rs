@@ -449,6 +449,19 @@ impl Engine {
         self.score(&Bytes::from(ev.encode_to_vec()), clock)
     }
 
+    /// [`Engine::features`] for a public message: parses, validates and
+    /// records it, and returns its features (what training collects).
+    pub fn features_message(
+        &self,
+        ev: &proto::PaymentEvent,
+        clock: &Clock,
+    ) -> Result<Option<FeatureVector>, ServiceError> {
+        let bytes = ev.encode_to_vec();
+        let v = view::payment_event(&bytes)?;
+        let p = validate::payment(&v, clock)?;
+        Ok(self.features(&p)?)
+    }
+
     /// [`Engine::feedback`] for a public message (tools and tests).
     pub fn feedback_message(
         &self,

@@ -5,7 +5,7 @@
 
 mod population;
 
-pub use population::{COUNTRIES, Country, FRAUD_ORIGINS};
+pub use population::{COUNTRIES, Country, FRAUD_ORIGINS, pick};
 
 use crate::proto;
 use population::{Customer, Device, DeviceKind, Population};
@@ -278,7 +278,7 @@ impl Sim {
             session = self.home_session(c, d, at);
             if roll < 0.05 {
                 // Travelling: a foreign network and time zone, same device and languages.
-                let dest = COUNTRIES[self.rng.random_range(0..COUNTRIES.len())];
+                let dest = pick(&mut self.rng, &COUNTRIES);
                 session.timezone = dest.timezone.into();
                 session.utc_offset_minutes = dest.utc_offset_minutes;
                 session.ip = self.pop.random_ip(&mut self.rng, dest);
@@ -415,7 +415,7 @@ impl Sim {
         let origin = if careful {
             victim_country
         } else {
-            FRAUD_ORIGINS[self.rng.random_range(0..FRAUD_ORIGINS.len())]
+            pick(&mut self.rng, &FRAUD_ORIGINS)
         };
         let kind = DeviceKind::random(&mut self.rng);
         let dev = Device::with_kind(&mut self.rng, origin, kind);
@@ -476,7 +476,7 @@ impl Sim {
     }
 
     fn card_testing(&mut self, at: i64) -> usize {
-        let origin = FRAUD_ORIGINS[self.rng.random_range(0..FRAUD_ORIGINS.len())];
+        let origin = pick(&mut self.rng, &FRAUD_ORIGINS);
         let kind = DeviceKind::random(&mut self.rng);
         let dev = Device::with_kind(&mut self.rng, origin, kind);
         let ip = self.pop.random_ip(&mut self.rng, origin);
@@ -500,9 +500,7 @@ impl Sim {
                 id: String::new(),
                 email: email.clone(),
             };
-            let card_country = COUNTRIES[self.rng.random_range(0..COUNTRIES.len())]
-                .code
-                .to_owned();
+            let card_country = pick(&mut self.rng, &COUNTRIES).code.to_owned();
             self.register(
                 t - 20_000,
                 &pm,
@@ -541,9 +539,7 @@ impl Sim {
         let fp = self.fingerprint();
         let pm = self.id("pm");
         let customer = self.pop.customers[c].proto();
-        let card_country = FRAUD_ORIGINS[self.rng.random_range(0..FRAUD_ORIGINS.len())]
-            .code
-            .to_owned();
+        let card_country = pick(&mut self.rng, &FRAUD_ORIGINS).code.to_owned();
         let card_country = if self.rng.random::<f64>() < 0.5 {
             country.code.to_owned()
         } else {

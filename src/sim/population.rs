@@ -123,6 +123,11 @@ pub const FRAUD_ORIGINS: [Country; 6] = [
     ),
 ];
 
+/// One element of `items`, drawn uniformly.
+pub fn pick<T: Copy>(rng: &mut ChaCha8Rng, items: &[T]) -> T {
+    items[rng.random_range(0..items.len())]
+}
+
 /// Kinds of device, each with its own user agents, screens and platform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceKind {
@@ -341,7 +346,7 @@ impl Population {
             .collect();
         let customers = (0..n)
             .map(|i| {
-                let country = COUNTRIES[rng.random_range(0..COUNTRIES.len())];
+                let country = pick(rng, &COUNTRIES);
                 let n_dev = match rng.random_range(0..100) {
                     0..50 => 1,
                     50..85 => 2,
@@ -359,9 +364,7 @@ impl Population {
                         country: if rng.random_range(0..100) < 97 {
                             country.code.to_owned()
                         } else {
-                            COUNTRIES[rng.random_range(0..COUNTRIES.len())]
-                                .code
-                                .to_owned()
+                            pick(rng, &COUNTRIES).code.to_owned()
                         },
                     })
                     .collect();

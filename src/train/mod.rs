@@ -16,11 +16,10 @@ use crate::model::score_map::{ScoreMap, logit, sigmoid};
 use crate::model::{Model, ModelHandle};
 use crate::sim::{self, Scenario, SimConfig, SimKind};
 use crate::state::{MemoryStore, StoreLimits};
-use crate::validate::{self, Clock};
+use crate::validate::Clock;
 use linfa::prelude::*;
 use linfa_logistic::LogisticRegression as LinfaLr;
 use ndarray::{Array1, Array2};
-use prost::Message;
 use serde_json::json;
 use std::sync::Arc;
 
@@ -34,7 +33,10 @@ pub const LINFA_LOGISTIC_VERSION: &str = env!("RISKSTREAM_LINFA_LOGISTIC_VERSION
 pub enum TrainError {
     /// The traffic held an event the engine rejected.
     #[error("traffic event rejected: {0}")]
-    Event(String),
+    Event(#[from] crate::error::ServiceError),
+    /// A training matrix had an inconsistent shape.
+    #[error("training matrix: {0}")]
+    Shape(#[from] ndarray::ShapeError),
     /// Too few examples of a class in a split.
     #[error(
         "the {split} split has {pos} fraudulent and {neg} legitimate payments; both must be present"
@@ -92,20 +94,10 @@ pub fn collect(cfg: SimConfig) -> Result<Vec<Example>, TrainError> {
     for e in events {
         match e.kind {
             SimKind::Register(req) => {
-                engine
-                    .register_message(&req, &clock)
-                    .map_err(|e| TrainError::Event(e.to_string()))?;
+                engine.register_message(&req, &clock)?;
             }
             SimKind::Payment { event, fraud } => {
-                let bytes = event.encode_to_vec();
-                let v = crate::view::payment_event(&bytes)
-                    .map_err(|e| TrainError::Event(e.to_string()))?;
-                let p =
-                    validate::payment(&v, &clock).map_err(|e| TrainError::Event(e.to_string()))?;
-                let x = engine
-                    .features(&p)
-                    .map_err(|e| TrainError::Event(e.to_string()))?;
-                if let Some(x) = x {
+                if let Some(x) = engine.features_message(&event, &clock)? {
                     out.push(Example {
                         at_ms: e.at_ms,
                         x: x.0,
@@ -224,8 +216,7 @@ pub fn train_synthetic(
 
     // Platt calibration on the calibration split.
     let cal_raw = raw(&cal);
-    let xc = Array2::from_shape_vec((cal_raw.len(), 1), cal_raw.clone())
-        .map_err(|e| TrainError::Event(e.to_string()))?;
+    let xc = Array2::from_shape_vec((cal_raw.len(), 1), cal_raw.clone())?;
     let yc: Array1<bool> = cal.iter().map(|e| e.fraud.is_some()).collect();
     let (slope, offset) = fit_logistic(xc, yc, 1e-6)?;
     let calibration = Calibration {
