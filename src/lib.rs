@@ -22,7 +22,7 @@
 //! - [`sim`], [`train`]: synthetic traffic and model training.
 //! - [`cli`], [`config`], [`run`]: flags, validated configuration, entry points.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod cli;
@@ -37,6 +37,7 @@ pub mod metrics;
 pub mod model;
 pub mod proto;
 pub mod run;
+mod scan;
 pub mod server;
 pub mod sim;
 pub mod state;

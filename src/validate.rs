@@ -8,6 +8,7 @@ use crate::domain::{
     RegisteredMethod, Session,
 };
 use crate::proto;
+use crate::scan::{Scanned, scan};
 use crate::view::{
     CustomerView, FeedbackView, GetView, PaymentEventView, PaymentMethodView, RegisterView,
     SessionView,
@@ -124,9 +125,23 @@ fn path(prefix: &str, name: &str) -> String {
     }
 }
 
+/// One pass over a string field (see [`crate::scan`]), or an error if it is
+/// not valid UTF-8.
+fn scanned(field: impl FnOnce() -> String, value: &[u8]) -> Result<Scanned<'_>, FieldError> {
+    scan(value).ok_or_else(|| FieldError::new(field(), "is not valid UTF-8"))
+}
+
 /// The UTF-8 text of a string field, borrowing the request.
 fn utf8(field: impl FnOnce() -> String, value: &[u8]) -> Result<&str, FieldError> {
-    std::str::from_utf8(value).map_err(|_| FieldError::new(field(), "is not valid UTF-8"))
+    scanned(field, value).map(|s| s.text)
+}
+
+/// Whether a non-ASCII string holds a C1 control (U+0080..=U+009F, encoded
+/// 0xC2 0x80..=0x9F).
+fn has_c1(s: &str) -> bool {
+    s.as_bytes()
+        .windows(2)
+        .any(|w| w[0] == 0xc2 && (0x80..=0x9f).contains(&w[1]))
 }
 
 /// Whether any byte of `b` matches `bad`. Branch-free over a byte
@@ -139,13 +154,7 @@ fn any_byte(b: &[u8], bad: impl Fn(u8) -> bool) -> bool {
 /// Whether `s` holds a control character (C0, DEL or C1).
 fn has_control(s: &str) -> bool {
     let b = s.as_bytes();
-    if any_byte(b, |c| (c < 0x20) | (c == 0x7f)) {
-        return true;
-    }
-    // C1 controls are U+0080..=U+009F, encoded 0xC2 0x80..=0x9F.
-    !s.is_ascii()
-        && b.windows(2)
-            .any(|w| w[0] == 0xc2 && (0x80..=0x9f).contains(&w[1]))
+    any_byte(b, |c| (c < 0x20) | (c == 0x7f)) || (!s.is_ascii() && has_c1(s))
 }
 
 /// Whether `s` holds whitespace (vectorised ASCII scan, Unicode otherwise).
@@ -196,11 +205,11 @@ fn text(field: impl Fn() -> String, value: &[u8], max: usize) -> Result<&str, Fi
             format!("is {} bytes long; at most {max} are accepted", value.len()),
         ));
     }
-    let value = utf8(&field, value)?;
-    if has_control(value) {
+    let s = scanned(&field, value)?;
+    if s.control || (!s.ascii && has_c1(s.text)) {
         return Err(FieldError::new(field(), "contains control characters"));
     }
-    Ok(value)
+    Ok(s.text)
 }
 
 /// An id field: UTF-8, at most [`MAX_ID_LEN`] bytes, no control characters,
@@ -221,16 +230,16 @@ fn id(field: impl Fn() -> String, value: &[u8], required: bool) -> Result<&str, 
             ),
         ));
     }
-    // Space, C0 controls (which include \t \n \r) and DEL.
-    let bad_ascii = any_byte(value, |b| (b <= b' ') | (b == 0x7f));
-    let value = utf8(&field, value)?;
-    if bad_ascii || (!value.is_ascii() && (has_control(value) || has_whitespace(value))) {
+    // Space, C0 controls (which include \t \n \r) and DEL; Unicode
+    // controls and spaces when not ASCII.
+    let s = scanned(&field, value)?;
+    if s.control || s.space || (!s.ascii && (has_c1(s.text) || has_whitespace(s.text))) {
         return Err(FieldError::new(
             field(),
             "must not contain whitespace or control characters",
         ));
     }
-    Ok(value)
+    Ok(s.text)
 }
 
 /// True when `s` is 13–19 digits (spaces and dashes ignored) passing the Luhn check.
@@ -310,21 +319,21 @@ fn email(field: impl Fn() -> String, value: &[u8]) -> Result<Cow<'_, str>, Field
             ),
         ));
     }
-    let value = utf8(&field, value)?;
+    let s = scanned(&field, value)?;
+    let (value, ascii) = (s.text, s.ascii);
     let b = value.as_bytes();
-    // One pass: count '@', spot spaces and controls, spot upper case.
-    let (mut ats, mut bad, mut upper) = (0u32, 0u8, 0u8);
+    // One more pass: count '@', spot upper case.
+    let (mut ats, mut upper) = (0u32, 0u8);
     for &c in b {
         ats += u32::from(c == b'@');
-        bad |= u8::from((c <= b' ') | (c == 0x7f));
         upper |= u8::from(c.is_ascii_uppercase());
     }
-    let ascii = value.is_ascii();
     let valid = ats == 1
         && b.first() != Some(&b'@')
         && b.last() != Some(&b'@')
-        && bad == 0
-        && (ascii || !(has_control(value) || has_whitespace(value)));
+        && !s.control
+        && !s.space
+        && (ascii || !(has_c1(value) || has_whitespace(value)));
     if !valid {
         return Err(FieldError::new(field(), "is not an email address"));
     }

@@ -17,9 +17,14 @@ pub const MAX_DISTINCT: usize = 64;
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
     /// 5-minute intervals since the epoch.
-    index: i64,
+    index: u32,
     count: u32,
     amount: u64,
+}
+
+/// The bucket index of `at_ms` (times before the epoch share bucket 0).
+fn bucket_of(at_ms: i64) -> i64 {
+    at_ms.div_euclid(BUCKET_MS).clamp(0, i64::from(u32::MAX))
 }
 
 /// Counts of one key at one instant.
@@ -36,15 +41,32 @@ pub struct Counts {
 }
 
 /// The recent history of one key. The first buckets and card are stored
-/// inline, so a quiet key costs no allocation.
+/// inline, so a quiet key costs no allocation; running totals over the held
+/// buckets keep a busy key's counts cheap.
 #[derive(Debug, Clone, Default)]
 pub struct Window {
     buckets: SmallVec<[Bucket; 2]>,
+    /// Buckets at the front that have expired but are not yet removed:
+    /// they are removed in batches, so that a busy key does not shift its
+    /// whole history each time a bucket expires.
+    expired: u32,
     cards: SmallVec<[(u64, i64); 1]>,
     last_ms: i64,
+    /// Events in the held buckets (all within 24 h of the newest).
+    count: u64,
+    /// Sum of amounts in the held buckets.
+    amount: u64,
 }
 
+/// Expired buckets removed at once (or when they are half of those held).
+const EXPIRED_BATCH: usize = 32;
+
 impl Window {
+    /// The buckets within 24 h of the newest, oldest first.
+    fn live(&self) -> &[Bucket] {
+        &self.buckets[self.expired as usize..]
+    }
+
     /// Time of the latest event added (ms since the epoch).
     pub fn last_ms(&self) -> i64 {
         self.last_ms
@@ -53,14 +75,17 @@ impl Window {
     /// Adds one event at `at_ms` with `amount`, and the card it used when
     /// distinct cards are tracked for this key.
     pub fn add(&mut self, at_ms: i64, amount: u64, card: Option<u64>) {
-        let index = at_ms.div_euclid(BUCKET_MS);
+        let index = bucket_of(at_ms);
         self.last_ms = self.last_ms.max(at_ms);
+        self.count = self.count.saturating_add(1);
+        self.amount = self.amount.saturating_add(amount);
         // Events arrive almost in order: search from the back.
+        let head = self.expired as usize;
         let mut pos = self.buckets.len();
-        while pos > 0 && self.buckets[pos - 1].index > index {
+        while pos > head && i64::from(self.buckets[pos - 1].index) > index {
             pos -= 1;
         }
-        if pos > 0 && self.buckets[pos - 1].index == index {
+        if pos > head && i64::from(self.buckets[pos - 1].index) == index {
             let b = &mut self.buckets[pos - 1];
             b.count = b.count.saturating_add(1);
             b.amount = b.amount.saturating_add(amount);
@@ -68,20 +93,31 @@ impl Window {
             self.buckets.insert(
                 pos,
                 Bucket {
-                    index,
+                    index: index as u32,
                     count: 1,
                     amount,
                 },
             );
         }
-        let newest = self.last_ms.div_euclid(BUCKET_MS);
+        let newest = bucket_of(self.last_ms);
         let expired = self
-            .buckets
+            .live()
             .iter()
-            .take_while(|b| b.index <= newest - BUCKETS_24H)
+            .take_while(|b| i64::from(b.index) <= newest - BUCKETS_24H)
             .count();
         if expired > 0 {
-            self.buckets.drain(..expired);
+            for i in head..head + expired {
+                let b = self.buckets[i];
+                self.count = self.count.saturating_sub(u64::from(b.count));
+                self.amount = self.amount.saturating_sub(b.amount);
+            }
+            let head = head + expired;
+            if head >= EXPIRED_BATCH || 2 * head >= self.buckets.len() {
+                self.buckets.drain(..head);
+                self.expired = 0;
+            } else {
+                self.expired = head as u32;
+            }
         }
         if let Some(card) = card {
             self.add_card(at_ms, card);
@@ -112,20 +148,37 @@ impl Window {
 
     /// Counts as of `at_ms`: buckets after `at_ms` are not counted.
     pub fn counts(&self, at_ms: i64) -> Counts {
-        let index = at_ms.div_euclid(BUCKET_MS);
+        let index = bucket_of(at_ms);
+        let in_day = |b: &Bucket| i64::from(b.index) > index - BUCKETS_24H;
         let mut c = Counts::default();
-        for b in self.buckets.iter().rev() {
-            if b.index > index {
-                continue;
+        let live = self.live();
+        let (Some(first), Some(last)) = (live.first(), live.last()) else {
+            return c;
+        };
+        if i64::from(last.index) <= index && in_day(first) {
+            // Every held bucket is in the day before `at_ms`: the totals
+            // hold, and only the last hour is summed.
+            c.count_24h = u32::try_from(self.count).unwrap_or(u32::MAX);
+            c.amount_24h = self.amount;
+            c.count_1h = live
+                .iter()
+                .rev()
+                .take_while(|b| i64::from(b.index) > index - BUCKETS_1H)
+                .fold(0u32, |n, b| n.saturating_add(b.count));
+        } else {
+            for b in live.iter().rev() {
+                if i64::from(b.index) > index {
+                    continue;
+                }
+                if !in_day(b) {
+                    break;
+                }
+                if i64::from(b.index) > index - BUCKETS_1H {
+                    c.count_1h = c.count_1h.saturating_add(b.count);
+                }
+                c.count_24h = c.count_24h.saturating_add(b.count);
+                c.amount_24h = c.amount_24h.saturating_add(b.amount);
             }
-            if b.index <= index - BUCKETS_24H {
-                break;
-            }
-            if b.index > index - BUCKETS_1H {
-                c.count_1h = c.count_1h.saturating_add(b.count);
-            }
-            c.count_24h = c.count_24h.saturating_add(b.count);
-            c.amount_24h = c.amount_24h.saturating_add(b.amount);
         }
         let horizon = at_ms - DAY_MS;
         c.distinct_24h = self
@@ -178,7 +231,62 @@ mod tests {
         }
         w.add(T0 + 500, 1, Some(3));
         assert_eq!(w.counts(T0 + 500).distinct_24h, MAX_DISTINCT as u32);
-        assert!(w.buckets.len() <= 288);
+        assert!(w.live().len() <= 288 && w.buckets.len() < 288 + EXPIRED_BATCH);
+    }
+
+    /// Counts by brute force over every event ever added.
+    fn reference(events: &[(i64, u64)], at_ms: i64) -> (u32, u32, u64) {
+        let index = at_ms.div_euclid(BUCKET_MS);
+        let mut r = (0, 0, 0);
+        for &(t, amount) in events {
+            let i = t.div_euclid(BUCKET_MS);
+            if i <= index && i > index - BUCKETS_24H {
+                r.1 += 1;
+                r.2 += amount;
+                if i > index - BUCKETS_1H {
+                    r.0 += 1;
+                }
+            }
+        }
+        r
+    }
+
+    proptest::proptest! {
+        /// Running totals agree with counting every event, for events out
+        /// of order and queries before, at and after the newest event,
+        /// as long as no bucket was pruned (events span under 24 h).
+        #[test]
+        fn totals_match_brute_force(
+            steps in proptest::collection::vec((0i64..23 * 60, 0u64..10_000), 1..60),
+            query in -120i64..26 * 60,
+        ) {
+            let mut w = Window::default();
+            let events: Vec<(i64, u64)> = steps.iter().map(|&(m, a)| (T0 + m * MIN, a)).collect();
+            for &(t, a) in &events {
+                w.add(t, a, None);
+            }
+            let at = T0 + query * MIN;
+            let c = w.counts(at);
+            proptest::prop_assert_eq!((c.count_1h, c.count_24h, c.amount_24h), reference(&events, at));
+        }
+
+        /// Over more than a day, counts at the newest event match the
+        /// events of its last 24 hours.
+        #[test]
+        fn pruned_totals_match_brute_force(
+            gaps in proptest::collection::vec((0i64..180, 0u64..10_000), 1..80),
+        ) {
+            let mut w = Window::default();
+            let mut t = T0;
+            let mut events = Vec::new();
+            for &(gap, a) in &gaps {
+                t += gap * MIN;
+                w.add(t, a, None);
+                events.push((t, a));
+                let c = w.counts(t);
+                proptest::prop_assert_eq!((c.count_1h, c.count_24h, c.amount_24h), reference(&events, t));
+            }
+        }
     }
 
     #[test]
@@ -187,7 +295,7 @@ mod tests {
         for h in 0..100 {
             w.add(T0 + h * 60 * MIN, 1, Some(h as u64));
         }
-        assert!(w.buckets.len() <= 288);
+        assert!(w.live().len() <= 288 && w.buckets.len() < 288 + EXPIRED_BATCH);
         assert!(w.cards.len() <= 25);
         assert_eq!(w.counts(T0 + 99 * 60 * MIN).count_24h, 24);
     }
