@@ -22,7 +22,7 @@
 //! - [`sim`], [`train`]: synthetic traffic and model training.
 //! - [`cli`], [`config`], [`run`]: flags, validated configuration, entry points.
 
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod cli;

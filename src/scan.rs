@@ -1,7 +1,6 @@
 //! One-pass scans of request strings, eight bytes at a time: whether a field
-//! is ASCII and whether it holds ASCII control characters or spaces, and its
-//! text as `&str` without a second UTF-8 pass when it is ASCII. This module
-//! holds the crate's only `unsafe` line.
+//! is ASCII and whether it holds ASCII control characters or spaces, with its
+//! text as `&str`.
 
 const LO: u64 = 0x0101_0101_0101_0101;
 const HI: u64 = 0x8080_8080_8080_8080;
@@ -57,27 +56,13 @@ pub(crate) fn scan(b: &[u8]) -> Option<Scanned<'_>> {
         word(u64::from_le_bytes(w));
     }
     let ascii = high & HI == 0;
-    let text = if ascii {
-        ascii_str(b)
-    } else {
-        std::str::from_utf8(b).ok()?
-    };
+    let text = std::str::from_utf8(b).ok()?;
     Some(Scanned {
         text,
         ascii,
         control: control != 0,
         space: space != 0,
     })
-}
-
-/// `b` as text, given that [`scan`] found every byte below 0x80.
-#[allow(unsafe_code)]
-#[inline(always)]
-fn ascii_str(b: &[u8]) -> &str {
-    debug_assert!(b.is_ascii());
-    // SAFETY: only called by `scan` after it saw no byte with the high bit
-    // set; bytes below 0x80 are ASCII, and ASCII is valid UTF-8.
-    unsafe { std::str::from_utf8_unchecked(b) }
 }
 
 #[cfg(test)]
