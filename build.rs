@@ -1,6 +1,7 @@
-//! Compiles `proto/riskstream/v1/riskstream.proto` in pure Rust (protox), so a
-//! fresh machine needs no `protoc`, and writes the encoded descriptor set that
-//! server reflection serves.
+//! Compiles `proto/riskstream/v1/riskstream.proto` (and the recorded-traffic
+//! format, `traffic.proto`) in pure Rust (protox), so a fresh machine needs
+//! no `protoc`, and writes the encoded descriptor set that server reflection
+//! serves.
 //!
 //! Three things come out of the one contract:
 //! - the public types (`String` fields) and client, used by clients and tools;
@@ -15,6 +16,8 @@ use prost::Message;
 use std::{env, fs, path::PathBuf};
 
 const PROTO: &str = "proto/riskstream/v1/riskstream.proto";
+/// The recorded-traffic format (not part of the service).
+const TRAFFIC_PROTO: &str = "proto/riskstream/v1/traffic.proto";
 
 /// The locked version of `name` in Cargo.lock, for model provenance.
 fn locked_version(lock: &str, name: &str) -> String {
@@ -47,6 +50,7 @@ fn wire_variant(proto: &str) -> String {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={PROTO}");
+    println!("cargo:rerun-if-changed={TRAFFIC_PROTO}");
     println!("cargo:rerun-if-changed=Cargo.lock");
     let lock = fs::read_to_string("Cargo.lock").unwrap_or_default();
     for (name, var) in [
@@ -57,7 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let out = PathBuf::from(env::var("OUT_DIR")?);
 
-    let fds = protox::compile([PROTO], ["proto"])?;
+    let fds = protox::compile([PROTO, TRAFFIC_PROTO], ["proto"])?;
     fs::write(out.join("riskstream_descriptor.bin"), fds.encode_to_vec())?;
     // The server comes from the manual definition below.
     tonic_prost_build::configure()

@@ -24,6 +24,55 @@ pub enum Command {
     Serve(ServeArgs),
     /// Train a model and write its model file.
     Train(TrainArgs),
+    /// Write labelled synthetic traffic to a recorded-traffic file.
+    Simulate(SimulateArgs),
+    /// Convert a public dataset into a recorded-traffic file.
+    Convert(ConvertArgs),
+}
+
+/// Flags of `riskstream simulate`.
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Seed of the random generator: the same seed gives the same file.
+    #[arg(long, env = "RISKSTREAM_SEED", default_value_t = 1)]
+    pub seed: u64,
+    /// Customers in the population.
+    #[arg(long, env = "RISKSTREAM_CUSTOMERS", default_value_t = 20_000)]
+    pub customers: u32,
+    /// Days of traffic.
+    #[arg(long, env = "RISKSTREAM_DAYS", default_value_t = 30)]
+    pub days: u32,
+    /// Fraudulent payments per legitimate one.
+    #[arg(long, env = "RISKSTREAM_FRAUD_RATE", default_value_t = 0.01)]
+    pub fraud_rate: f64,
+    /// Start of the traffic (UTC date or date-time, e.g. 2026-01-01).
+    #[arg(long, env = "RISKSTREAM_START", default_value = "2026-01-01")]
+    pub start: String,
+    /// Recorded-traffic file to write ("-" for standard output).
+    #[arg(long, env = "RISKSTREAM_OUT")]
+    pub out: PathBuf,
+}
+
+/// Datasets `riskstream convert` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ConvertFormat {
+    /// Transactions CSV (optionally gzipped) of the fraud-detection handbook's simulator.
+    HandbookCsv,
+}
+
+/// Flags of `riskstream convert`.
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// Format of the input.
+    #[arg(long, env = "RISKSTREAM_FORMAT", value_enum)]
+    pub format: ConvertFormat,
+    /// How long after a fraudulent transaction its fraud report arrives.
+    #[arg(long, env = "RISKSTREAM_FEEDBACK_DELAY", default_value = "7days")]
+    pub feedback_delay: String,
+    /// Input file.
+    pub input: PathBuf,
+    /// Recorded-traffic file to write ("-" for standard output).
+    pub output: PathBuf,
 }
 
 /// Flags of `riskstream serve`.

@@ -64,7 +64,28 @@ pub struct ServeConfig {
     pub lists: Vec<(List, String)>,
 }
 
-fn duration(flag: &'static str, s: &str) -> Result<Duration, ConfigError> {
+/// A UTC date (`2018-07-25`) or date-time (`2018-07-25 06:00:00`,
+/// `2018-07-25T06:00:00Z`) as ms since the epoch.
+pub fn date_ms(flag: &'static str, s: &str) -> Result<i64, ConfigError> {
+    let full = if s.len() == 10 {
+        format!("{s} 00:00:00")
+    } else {
+        s.to_owned()
+    };
+    humantime::parse_rfc3339_weak(&full)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .and_then(|d| i64::try_from(d.as_millis()).ok())
+        .ok_or_else(|| {
+            invalid(
+                flag,
+                format!("{s:?} is not a UTC date or date-time such as 2018-07-25 or 2018-07-25T06:00:00Z"),
+            )
+        })
+}
+
+/// A duration flag such as `10s` or `7days`.
+pub fn duration(flag: &'static str, s: &str) -> Result<Duration, ConfigError> {
     humantime::parse_duration(s).map_err(|e| {
         invalid(
             flag,

@@ -19,6 +19,7 @@
 //! - [`decision_log`]: the line-delimited record of every decision.
 //! - [`metrics`]: every exported metric.
 //! - [`server`]: the tonic service, health, reflection, `/metrics`, shutdown.
+//! - [`traffic`], [`convert`]: the recorded-traffic file format; public datasets converted to it.
 //! - [`sim`], [`train`]: synthetic traffic and model training.
 //! - [`cli`], [`config`], [`run`]: flags, validated configuration, entry points.
 
@@ -27,6 +28,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod convert;
 pub mod decision;
 pub mod decision_log;
 pub mod domain;
@@ -41,6 +43,7 @@ mod scan;
 pub mod server;
 pub mod sim;
 pub mod state;
+pub mod traffic;
 pub mod train;
 pub mod validate;
 pub mod view;

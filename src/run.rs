@@ -1,8 +1,8 @@
 //! Entry points of the binary's subcommands: wire validated configuration
 //! into running parts. `main` parses flags and calls in here.
 
-use crate::cli::{Cli, Command, ServeArgs, TrainArgs};
-use crate::config::{ConfigError, ServeConfig, random_u64};
+use crate::cli::{Cli, Command, ConvertArgs, ConvertFormat, ServeArgs, SimulateArgs, TrainArgs};
+use crate::config::{self, ConfigError, ServeConfig, random_u64};
 use crate::decision_log::DecisionLog;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
@@ -10,6 +10,7 @@ use crate::model::{Model, ModelHandle};
 use crate::server;
 use crate::sim::SimConfig;
 use crate::state::MemoryStore;
+use crate::traffic::TrafficWriter;
 use anyhow::Context as _;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -19,6 +20,8 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(&args),
         Command::Train(args) => train(&args),
+        Command::Simulate(args) => simulate(&args),
+        Command::Convert(args) => convert(&args),
     }
 }
 
@@ -154,6 +157,77 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         seconds = started.elapsed().as_secs_f64(),
         evaluation = %file.evaluation,
         "model written"
+    );
+    Ok(())
+}
+
+fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
+    if args.customers == 0 || args.days == 0 {
+        return Err(ConfigError::Invalid {
+            flag: if args.customers == 0 {
+                "customers"
+            } else {
+                "days"
+            },
+            message: "must be at least 1".into(),
+        }
+        .into());
+    }
+    if !(0.0..=1.0).contains(&args.fraud_rate) {
+        return Err(ConfigError::Invalid {
+            flag: "fraud-rate",
+            message: format!("{} is outside 0–1", args.fraud_rate),
+        }
+        .into());
+    }
+    let cfg = SimConfig {
+        seed: args.seed,
+        customers: args.customers,
+        days: args.days,
+        start_ms: config::date_ms("start", &args.start)?,
+        fraud_rate: args.fraud_rate,
+    };
+    let started = std::time::Instant::now();
+    let mut out = TrafficWriter::create(&args.out)?;
+    let mut frauds = 0u64;
+    for e in crate::sim::generate(cfg) {
+        let record = e.into_record();
+        frauds += u64::from(!record.scenario.is_empty());
+        out.write(&record)?;
+    }
+    let records = out.finish()?;
+    tracing::info!(
+        out = %args.out.display(),
+        records,
+        fraudulent_payments = frauds,
+        seconds = started.elapsed().as_secs_f64(),
+        "traffic written"
+    );
+    Ok(())
+}
+
+fn convert(args: &ConvertArgs) -> anyhow::Result<()> {
+    let delay = config::duration("feedback-delay", &args.feedback_delay)?;
+    let started = std::time::Instant::now();
+    let mut out = TrafficWriter::create(&args.output)?;
+    let stats = match args.format {
+        ConvertFormat::HandbookCsv => crate::convert::handbook_csv(
+            &args.input,
+            &mut out,
+            crate::convert::HandbookOptions {
+                feedback_delay_ms: i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
+            },
+        )?,
+    };
+    let records = out.finish()?;
+    tracing::info!(
+        out = %args.output.display(),
+        records,
+        registrations = stats.registrations,
+        payments = stats.payments,
+        fraud_reports = stats.feedback,
+        seconds = started.elapsed().as_secs_f64(),
+        "traffic written"
     );
     Ok(())
 }

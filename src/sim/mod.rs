@@ -87,6 +87,26 @@ pub struct SimEvent {
     pub kind: SimKind,
 }
 
+impl SimEvent {
+    /// The event as a recorded-traffic record (the scenario of a fraudulent
+    /// payment goes in the record's ground-truth field).
+    pub fn into_record(self) -> proto::TrafficRecord {
+        use proto::traffic_record::Request;
+        let (request, scenario) = match self.kind {
+            SimKind::Register(r) => (Request::Register(r), ""),
+            SimKind::Payment { event, fraud } => {
+                (Request::Payment(event), fraud.map_or("", Scenario::name))
+            }
+            SimKind::Feedback(f) => (Request::Feedback(f), ""),
+        };
+        proto::TrafficRecord {
+            at_ms: self.at_ms,
+            request: Some(request),
+            scenario: scenario.to_owned(),
+        }
+    }
+}
+
 /// Simulation settings.
 #[derive(Debug, Clone, Copy)]
 pub struct SimConfig {
@@ -295,14 +315,9 @@ impl Sim {
             let country = cust.country.code.to_owned();
             let customer = cust.proto();
             let saved_at = at - self.rng.random_range(MINUTE..10 * MINUTE);
-            self.register(
-                saved_at,
-                &id,
-                &fp,
-                &country,
-                Some(session.clone()),
-                customer,
-            );
+            let mut creation = session.clone();
+            creation.captured_at_ms = saved_at;
+            self.register(saved_at, &id, &fp, &country, Some(creation), customer);
             self.pop.customers[c].cards.push(population::Card {
                 method_id: id.clone(),
                 fingerprint: fp,
@@ -492,7 +507,8 @@ impl Sim {
                 dev.clone()
             };
             let sid = self.id("sess");
-            let mut s = dev.session(sid, t, origin);
+            // One session saves the card and pays with it: captured before both.
+            let mut s = dev.session(sid, t - 20_000, origin);
             s.ip.clone_from(&ip);
             let fp = self.fingerprint();
             let pm = self.id("pm");
