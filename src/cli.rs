@@ -28,6 +28,35 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Convert a public dataset into a recorded-traffic file.
     Convert(ConvertArgs),
+    /// Measure a model on recorded traffic replayed through the serving path.
+    Evaluate(EvaluateArgs),
+}
+
+/// Flags of `riskstream evaluate`.
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    /// Recorded-traffic file (labels come from its fraud reports).
+    #[arg(long, env = "RISKSTREAM_TRAFFIC")]
+    pub traffic: PathBuf,
+    /// Model file to evaluate.
+    #[arg(long, env = "RISKSTREAM_MODEL", default_value = "models/default.json")]
+    pub model: PathBuf,
+    /// First day (UTC date or date-time) of the payments measured.
+    #[arg(long, env = "RISKSTREAM_FROM")]
+    pub from: Option<String>,
+    /// The payments measured end before this day (UTC date or date-time).
+    #[arg(long, env = "RISKSTREAM_TO")]
+    pub to: Option<String>,
+    /// Block threshold at which recall and false-positive rate are given.
+    #[arg(long, env = "RISKSTREAM_THRESHOLD", default_value_t = 75)]
+    pub threshold: u32,
+    /// Apply the fraud-detection handbook's test-set rules (needs --from):
+    /// leave out cards already known to be compromised.
+    #[arg(long, env = "RISKSTREAM_HANDBOOK_TEST_SET")]
+    pub handbook_test_set: bool,
+    /// Print the figures as JSON.
+    #[arg(long, env = "RISKSTREAM_JSON")]
+    pub json: bool,
 }
 
 /// Flags of `riskstream simulate`.
@@ -150,10 +179,20 @@ pub struct ServeArgs {
 
 /// Flags of `riskstream train`.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["synthetic", "traffic"])))]
 pub struct TrainArgs {
     /// Train on synthetic sessions generated in process from --seed.
-    #[arg(long, env = "RISKSTREAM_SYNTHETIC", required = true)]
+    #[arg(long, env = "RISKSTREAM_SYNTHETIC")]
     pub synthetic: bool,
+    /// Train on a recorded-traffic file, replayed through the serving path.
+    #[arg(long, env = "RISKSTREAM_TRAFFIC")]
+    pub traffic: Option<PathBuf>,
+    /// With --traffic: first day (UTC date or date-time) of the payments trained on.
+    #[arg(long, env = "RISKSTREAM_FROM")]
+    pub from: Option<String>,
+    /// With --traffic: the payments trained on end before this day (UTC date or date-time).
+    #[arg(long, env = "RISKSTREAM_TO")]
+    pub to: Option<String>,
     /// Seed of the synthetic traffic.
     #[arg(long, env = "RISKSTREAM_SEED", default_value_t = 1)]
     pub seed: u64,

@@ -1,7 +1,9 @@
 //! Entry points of the binary's subcommands: wire validated configuration
 //! into running parts. `main` parses flags and calls in here.
 
-use crate::cli::{Cli, Command, ConvertArgs, ConvertFormat, ServeArgs, SimulateArgs, TrainArgs};
+use crate::cli::{
+    Cli, Command, ConvertArgs, ConvertFormat, EvaluateArgs, ServeArgs, SimulateArgs, TrainArgs,
+};
 use crate::config::{self, ConfigError, ServeConfig, random_u64};
 use crate::decision_log::DecisionLog;
 use crate::engine::Engine;
@@ -11,6 +13,7 @@ use crate::server;
 use crate::sim::SimConfig;
 use crate::state::MemoryStore;
 use crate::traffic::TrafficWriter;
+use crate::train::TimeWindow;
 use anyhow::Context as _;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -22,6 +25,7 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => train(&args),
         Command::Simulate(args) => simulate(&args),
         Command::Convert(args) => convert(&args),
+        Command::Evaluate(args) => evaluate(&args),
     }
 }
 
@@ -116,7 +120,102 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     })
 }
 
+/// The `--from`/`--to` window of a command.
+fn window(from: Option<&str>, to: Option<&str>) -> Result<TimeWindow, ConfigError> {
+    let w = TimeWindow {
+        from_ms: from.map(|f| config::date_ms("from", f)).transpose()?,
+        to_ms: to.map(|t| config::date_ms("to", t)).transpose()?,
+    };
+    if let (Some(f), Some(t)) = (w.from_ms, w.to_ms)
+        && t <= f
+    {
+        return Err(ConfigError::Invalid {
+            flag: "to",
+            message: "must be after --from".into(),
+        });
+    }
+    Ok(w)
+}
+
+fn write_model(out: &std::path::Path, file: &crate::model::file::ModelFile) -> anyhow::Result<()> {
+    let mut text = serde_json::to_string_pretty(file)?;
+    text.push('\n');
+    std::fs::write(out, text).with_context(|| format!("cannot write {}", out.display()))
+}
+
+fn train_traffic(args: &TrainArgs, path: &std::path::Path) -> anyhow::Result<()> {
+    let w = window(args.from.as_deref(), args.to.as_deref())?;
+    let version = args.version.clone().unwrap_or_else(|| {
+        format!(
+            "lr-{}",
+            path.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        )
+    });
+    let mut command = format!(
+        "riskstream train --traffic {} --version {version}",
+        path.file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    );
+    for (flag, v) in [("from", &args.from), ("to", &args.to)] {
+        if let Some(v) = v {
+            command.push_str(&format!(" --{flag} {v}"));
+        }
+    }
+    let started = std::time::Instant::now();
+    let file = crate::train::train_traffic(path, w, &version, &command)?;
+    write_model(&args.out, &file)?;
+    tracing::info!(
+        out = %args.out.display(),
+        seconds = started.elapsed().as_secs_f64(),
+        evaluation = %file.evaluation,
+        "model written"
+    );
+    Ok(())
+}
+
+fn evaluate(args: &EvaluateArgs) -> anyhow::Result<()> {
+    let w = window(args.from.as_deref(), args.to.as_deref())?;
+    if args.handbook_test_set && w.from_ms.is_none() {
+        return Err(ConfigError::Invalid {
+            flag: "handbook-test-set",
+            message: "needs --from (the first test day)".into(),
+        }
+        .into());
+    }
+    if args.threshold > 99 {
+        return Err(ConfigError::Invalid {
+            flag: "threshold",
+            message: format!("{} is outside 0–99", args.threshold),
+        }
+        .into());
+    }
+    let model = Model::load(&args.model)?;
+    let started = std::time::Instant::now();
+    let e = crate::train::evaluate::evaluate(
+        &args.traffic,
+        model,
+        crate::train::evaluate::EvalOptions {
+            window: w,
+            threshold: args.threshold,
+            handbook_test_set: args.handbook_test_set,
+        },
+    )?;
+    tracing::info!(seconds = started.elapsed().as_secs_f64(), "evaluated");
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&e)?);
+    } else {
+        print!("{}", e.report());
+    }
+    Ok(())
+}
+
 fn train(args: &TrainArgs) -> anyhow::Result<()> {
+    if let Some(path) = &args.traffic {
+        return train_traffic(args, path);
+    }
     if args.customers < 100 {
         return Err(ConfigError::Invalid {
             flag: "customers",
@@ -148,10 +247,7 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
     );
     let started = std::time::Instant::now();
     let file = crate::train::train_synthetic(cfg, &version, &command)?;
-    let mut text = serde_json::to_string_pretty(&file)?;
-    text.push('\n');
-    std::fs::write(&args.out, text)
-        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    write_model(&args.out, &file)?;
     tracing::info!(
         out = %args.out.display(),
         seconds = started.elapsed().as_secs_f64(),

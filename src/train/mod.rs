@@ -4,9 +4,12 @@
 //! places the score-map knots, evaluates on a later time split, and writes a
 //! model file with its provenance.
 //!
-//! - [`eval`]: AUC ROC, average precision, rates at a threshold.
+//! - [`eval`]: AUC ROC, average precision, rates at a threshold, card
+//!   precision@k, calibration table.
+//! - [`evaluate`]: a model measured on recorded traffic through the serving path.
 
 pub mod eval;
+pub mod evaluate;
 
 use crate::engine::{Engine, EngineConfig};
 use crate::features::{FEATURES, NUM_FEATURES};
@@ -14,13 +17,17 @@ use crate::metrics::Metrics;
 use crate::model::file::{Calibration, Estimator, FORMAT, Knot, LogisticRegression, ModelFile};
 use crate::model::score_map::{ScoreMap, logit, sigmoid};
 use crate::model::{Model, ModelHandle};
+use crate::proto::traffic_record::Request;
 use crate::sim::{self, Scenario, SimConfig, SimKind};
 use crate::state::{MemoryStore, StoreLimits};
+use crate::traffic::TrafficReader;
 use crate::validate::Clock;
 use linfa::prelude::*;
 use linfa_logistic::LogisticRegression as LinfaLr;
 use ndarray::{Array1, Array2};
-use serde_json::json;
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::path::Path;
 use std::sync::Arc;
 
 /// Versions of the crates that produced a model (read from Cargo.lock at build time).
@@ -55,6 +62,9 @@ pub enum TrainError {
     /// The fitted model did not validate.
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
+    /// The traffic file could not be read.
+    #[error(transparent)]
+    Traffic(#[from] crate::traffic::TrafficError),
 }
 
 /// One payment as training sees it: features at the time it happened, and truth.
@@ -64,8 +74,13 @@ pub struct Example {
     pub at_ms: i64,
     /// Feature vector.
     pub x: [f64; NUM_FEATURES],
-    /// Fraud scenario, or `None` when legitimate.
-    pub fraud: Option<Scenario>,
+    /// Whether the payment is labelled fraudulent.
+    pub fraud: bool,
+    /// Ground-truth scenario when the traffic names one ("" otherwise).
+    pub scenario: String,
+    /// The card the payment used, as evaluation groups them (the customer
+    /// id, else the payment method id).
+    pub card: String,
 }
 
 /// Legitimate-traffic false-positive rate the highest-risk threshold (75) is placed at.
@@ -101,7 +116,9 @@ pub fn collect(cfg: SimConfig) -> Result<Vec<Example>, TrainError> {
                     out.push(Example {
                         at_ms: e.at_ms,
                         x: x.0,
-                        fraud,
+                        fraud: fraud.is_some(),
+                        scenario: fraud.map_or("", Scenario::name).to_owned(),
+                        card: card_of(&event),
                     });
                 }
             }
@@ -109,6 +126,19 @@ pub fn collect(cfg: SimConfig) -> Result<Vec<Example>, TrainError> {
         }
     }
     Ok(out)
+}
+
+/// The card a payment used, as evaluation groups payments: the customer id,
+/// else the payment method id.
+pub fn card_of(ev: &crate::proto::PaymentEvent) -> String {
+    match ev.customer.as_ref().map(|c| c.id.as_str()) {
+        Some(id) if !id.is_empty() => id.to_owned(),
+        _ => ev
+            .payment_method
+            .as_ref()
+            .map(|m| m.id.clone())
+            .unwrap_or_default(),
+    }
 }
 
 fn matrix(rows: &[&Example]) -> Array2<f64> {
@@ -122,7 +152,7 @@ fn matrix(rows: &[&Example]) -> Array2<f64> {
 }
 
 fn check(split: &'static str, rows: &[&Example]) -> Result<(), TrainError> {
-    let pos = rows.iter().filter(|r| r.fraud.is_some()).count();
+    let pos = rows.iter().filter(|r| r.fraud).count();
     let neg = rows.len() - pos;
     if pos == 0 || neg == 0 {
         return Err(TrainError::Degenerate { split, pos, neg });
@@ -158,29 +188,58 @@ fn knot_at_fpr(legit_desc: &[f64], fpr: f64) -> f64 {
     p.next_up().clamp(1e-9, 1.0 - 1e-9)
 }
 
-/// Trains a model on simulated traffic: 60% of the days to fit, the next 20%
-/// to calibrate and place the thresholds, the last 20% to evaluate.
-pub fn train_synthetic(
-    cfg: SimConfig,
-    version: &str,
-    command: &str,
-) -> Result<ModelFile, TrainError> {
-    let examples = collect(cfg)?;
-    let day = 86_400_000i64;
-    let fit_end = cfg.start_ms + i64::from(cfg.days) * day * 6 / 10;
-    let cal_end = cfg.start_ms + i64::from(cfg.days) * day * 8 / 10;
-    let fit: Vec<&Example> = examples.iter().filter(|e| e.at_ms < fit_end).collect();
-    let cal: Vec<&Example> = examples
-        .iter()
-        .filter(|e| (fit_end..cal_end).contains(&e.at_ms))
-        .collect();
-    let test: Vec<&Example> = examples.iter().filter(|e| e.at_ms >= cal_end).collect();
-    check("fit", &fit)?;
-    check("calibration", &cal)?;
-    check("test", &test)?;
+/// A fitted, calibrated logistic regression with its score map.
+#[derive(Debug, Clone)]
+pub struct Fitted {
+    mean: Vec<f64>,
+    scale: Vec<f64>,
+    weights: Vec<f64>,
+    intercept: f64,
+    calibration: Calibration,
+    score_map: Vec<Knot>,
+}
 
-    // Standardise on the fit split.
-    let xf = matrix(&fit);
+impl Fitted {
+    /// Uncalibrated log-odds of `x`.
+    fn raw(&self, x: &[f64; NUM_FEATURES]) -> f64 {
+        self.intercept
+            + (0..NUM_FEATURES)
+                .map(|j| self.weights[j] * (x[j] - self.mean[j]) / self.scale[j])
+                .sum::<f64>()
+    }
+
+    /// Calibrated log-odds of an uncalibrated one.
+    fn calibrated_logit(&self, z: f64) -> f64 {
+        self.calibration.slope * z + self.calibration.intercept
+    }
+
+    /// The model file of this fit.
+    fn into_file(self, version: &str, provenance: Value, evaluation: Value) -> ModelFile {
+        ModelFile {
+            format: FORMAT.into(),
+            version: version.into(),
+            features: FEATURES.iter().map(|(_, n, _)| (*n).to_owned()).collect(),
+            estimator: Estimator::LogisticRegression(LogisticRegression {
+                mean: self.mean,
+                scale: self.scale,
+                weights: self.weights,
+                intercept: self.intercept,
+            }),
+            calibration: self.calibration,
+            score_map: self.score_map,
+            provenance,
+            evaluation,
+        }
+    }
+}
+
+/// Fits logistic regression on `fit` (standardised on it), then calibrates
+/// it (Platt) and places the thresholds on `cal`: 75 where at most 0.1% of
+/// its legitimate payments score, 65 where at most 0.5% do.
+pub fn fit(fit: &[&Example], cal: &[&Example]) -> Result<Fitted, TrainError> {
+    check("fit", fit)?;
+    check("calibration", cal)?;
+    let xf = matrix(fit);
     let n = xf.nrows() as f64;
     let mean: Vec<f64> = (0..NUM_FEATURES).map(|j| xf.column(j).sum() / n).collect();
     let scale: Vec<f64> = (0..NUM_FEATURES)
@@ -200,38 +259,35 @@ pub fn train_synthetic(
         }
         m
     };
-    let yf: Array1<bool> = fit.iter().map(|e| e.fraud.is_some()).collect();
+    let yf: Array1<bool> = fit.iter().map(|e| e.fraud).collect();
     let (weights, intercept) = fit_logistic(standardise(xf), yf, 1.0)?;
-
-    let raw = |rows: &[&Example]| -> Vec<f64> {
-        rows.iter()
-            .map(|r| {
-                intercept
-                    + (0..NUM_FEATURES)
-                        .map(|j| weights[j] * (r.x[j] - mean[j]) / scale[j])
-                        .sum::<f64>()
-            })
-            .collect()
+    let mut fitted = Fitted {
+        mean,
+        scale,
+        weights,
+        intercept,
+        calibration: Calibration {
+            slope: 1.0,
+            intercept: 0.0,
+        },
+        score_map: Vec::new(),
     };
 
     // Platt calibration on the calibration split.
-    let cal_raw = raw(&cal);
+    let cal_raw: Vec<f64> = cal.iter().map(|r| fitted.raw(&r.x)).collect();
     let xc = Array2::from_shape_vec((cal_raw.len(), 1), cal_raw.clone())?;
-    let yc: Array1<bool> = cal.iter().map(|e| e.fraud.is_some()).collect();
+    let yc: Array1<bool> = cal.iter().map(|e| e.fraud).collect();
     let (slope, offset) = fit_logistic(xc, yc, 1e-6)?;
-    let calibration = Calibration {
+    fitted.calibration = Calibration {
         slope: slope[0],
         intercept: offset,
     };
-    let calibrated = |z: f64| sigmoid(calibration.slope * z + calibration.intercept);
 
-    // Thresholds: 75 where at most 0.1% of legitimate calibration payments
-    // score, 65 where at most 0.5% do.
     let mut legit: Vec<f64> = cal
         .iter()
         .zip(&cal_raw)
-        .filter(|(e, _)| e.fraud.is_none())
-        .map(|(_, z)| calibrated(*z))
+        .filter(|(e, _)| !e.fraud)
+        .map(|(_, z)| sigmoid(fitted.calibrated_logit(*z)))
         .collect();
     legit.sort_by(|a, b| b.total_cmp(a));
     let p75 = knot_at_fpr(&legit, HIGHEST_FPR);
@@ -241,56 +297,48 @@ pub fn train_synthetic(
     }
     let p0 = sigmoid(logit(p65) - 12.0);
     let p99 = sigmoid(logit(p75).max(0.0) + 6.0);
-    let score_map = vec![
-        Knot {
-            probability: p0,
-            score: 0,
-        },
-        Knot {
-            probability: p65,
-            score: 65,
-        },
-        Knot {
-            probability: p75,
-            score: 75,
-        },
-        Knot {
-            probability: p99,
-            score: 99,
-        },
-    ];
+    fitted.score_map = [(p0, 0), (p65, 65), (p75, 75), (p99, 99)]
+        .into_iter()
+        .map(|(probability, score)| Knot { probability, score })
+        .collect();
+    Ok(fitted)
+}
 
-    // Evaluate on the test split.
-    let map = ScoreMap::new(&score_map)?;
-    let test_raw = raw(&test);
-    let probs: Vec<f64> = test_raw.iter().map(|z| calibrated(*z)).collect();
+/// Figures of a fitted model on `test`: AUC ROC, average precision, and
+/// false-positive rate and recall at 65 and 75, overall and per scenario.
+fn figures(f: &Fitted, test: &[&Example], split: &str) -> Result<Value, TrainError> {
+    let map = ScoreMap::new(&f.score_map)?;
+    let test_raw: Vec<f64> = test.iter().map(|r| f.raw(&r.x)).collect();
+    let probs: Vec<f64> = test_raw
+        .iter()
+        .map(|z| sigmoid(f.calibrated_logit(*z)))
+        .collect();
     let scores: Vec<u32> = test_raw
         .iter()
-        .map(|z| map.score_of_logit(calibration.slope * z + calibration.intercept))
+        .map(|z| map.score_of_logit(f.calibrated_logit(*z)))
         .collect();
-    let labels: Vec<bool> = test.iter().map(|e| e.fraud.is_some()).collect();
+    let labels: Vec<bool> = test.iter().map(|e| e.fraud).collect();
     let (fpr75, recall75) = eval::rates_at(&scores, &labels, 75);
     let (fpr65, recall65) = eval::rates_at(&scores, &labels, 65);
-    let mut per_scenario = serde_json::Map::new();
-    for s in Scenario::ALL {
-        let idx: Vec<usize> = (0..test.len())
-            .filter(|&i| test[i].fraud == Some(s))
-            .collect();
-        let blocked = idx.iter().filter(|&&i| scores[i] >= 75).count();
-        per_scenario.insert(
-            s.name().into(),
-            json!({
-                "payments": idx.len(),
-                "recall_at_75": if idx.is_empty() { f64::NAN } else { blocked as f64 / idx.len() as f64 },
-            }),
-        );
+    let mut by_scenario: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+    for (e, s) in test.iter().zip(&scores) {
+        if e.fraud && !e.scenario.is_empty() {
+            let c = by_scenario.entry(e.scenario.as_str()).or_default();
+            c.0 += 1;
+            c.1 += usize::from(*s >= 75);
+        }
     }
-    let count = |rows: &[&Example]| {
-        let pos = rows.iter().filter(|r| r.fraud.is_some()).count();
-        json!({"payments": rows.len(), "fraudulent": pos})
-    };
-    let evaluation = json!({
-        "split": "test: last 20% of the simulated days",
+    let per_scenario: serde_json::Map<String, Value> = by_scenario
+        .into_iter()
+        .map(|(name, (n, blocked))| {
+            (
+                name.to_owned(),
+                json!({"payments": n, "recall_at_75": blocked as f64 / n as f64}),
+            )
+        })
+        .collect();
+    Ok(json!({
+        "split": split,
         "payments": test.len(),
         "fraudulent": labels.iter().filter(|l| **l).count(),
         "auc_roc": round6(eval::auc_roc(&probs, &labels)),
@@ -300,7 +348,58 @@ pub fn train_synthetic(
         "legit_flagged_rate_at_65": round6(fpr65),
         "recall_at_65": round6(recall65),
         "by_scenario": per_scenario,
-    });
+    }))
+}
+
+fn count(rows: &[&Example]) -> Value {
+    let pos = rows.iter().filter(|r| r.fraud).count();
+    json!({"payments": rows.len(), "fraudulent": pos})
+}
+
+fn estimator_provenance() -> Value {
+    json!({
+        "library": "linfa-logistic",
+        "alpha": 1.0,
+        "max_iterations": 1000,
+        "gradient_tolerance": 1e-5,
+    })
+}
+
+fn thresholds_provenance() -> Value {
+    json!({
+        "highest_75_at_legit_fpr": HIGHEST_FPR,
+        "elevated_65_at_legit_fpr": ELEVATED_FPR,
+    })
+}
+
+fn crates_provenance() -> Value {
+    json!({
+        "riskstream": env!("CARGO_PKG_VERSION"),
+        "linfa": LINFA_VERSION,
+        "linfa-logistic": LINFA_LOGISTIC_VERSION,
+    })
+}
+
+/// Trains a model on simulated traffic: 60% of the days to fit, the next 20%
+/// to calibrate and place the thresholds, the last 20% to evaluate.
+pub fn train_synthetic(
+    cfg: SimConfig,
+    version: &str,
+    command: &str,
+) -> Result<ModelFile, TrainError> {
+    let examples = collect(cfg)?;
+    let day = 86_400_000i64;
+    let fit_end = cfg.start_ms + i64::from(cfg.days) * day * 6 / 10;
+    let cal_end = cfg.start_ms + i64::from(cfg.days) * day * 8 / 10;
+    let fit_rows: Vec<&Example> = examples.iter().filter(|e| e.at_ms < fit_end).collect();
+    let cal: Vec<&Example> = examples
+        .iter()
+        .filter(|e| (fit_end..cal_end).contains(&e.at_ms))
+        .collect();
+    let test: Vec<&Example> = examples.iter().filter(|e| e.at_ms >= cal_end).collect();
+    check("test", &test)?;
+    let fitted = fit(&fit_rows, &cal)?;
+    let evaluation = figures(&fitted, &test, "test: last 20% of the simulated days")?;
     let provenance = json!({
         "trainer": "riskstream train --synthetic",
         "command": command,
@@ -311,44 +410,206 @@ pub fn train_synthetic(
             "days": cfg.days,
             "start_ms": cfg.start_ms,
             "fraud_rate": cfg.fraud_rate,
-            "fit": count(&fit),
+            "fit": count(&fit_rows),
             "calibration": count(&cal),
             "test": count(&test),
         },
-        "estimator": {
-            "library": "linfa-logistic",
-            "alpha": 1.0,
-            "max_iterations": 1000,
-            "gradient_tolerance": 1e-5,
-        },
-        "thresholds": {
-            "highest_75_at_legit_fpr": HIGHEST_FPR,
-            "elevated_65_at_legit_fpr": ELEVATED_FPR,
-        },
-        "crates": {
-            "riskstream": env!("CARGO_PKG_VERSION"),
-            "linfa": LINFA_VERSION,
-            "linfa-logistic": LINFA_LOGISTIC_VERSION,
-        },
+        "estimator": estimator_provenance(),
+        "thresholds": thresholds_provenance(),
+        "crates": crates_provenance(),
     });
-    let file = ModelFile {
-        format: FORMAT.into(),
-        version: version.into(),
-        features: FEATURES.iter().map(|(_, n, _)| (*n).to_owned()).collect(),
-        estimator: Estimator::LogisticRegression(LogisticRegression {
-            mean,
-            scale,
-            weights,
-            intercept,
-        }),
-        calibration,
-        score_map,
-        provenance,
-        evaluation,
-    };
+    let file = fitted.into_file(version, provenance, evaluation);
     // The file must load as the server would load it.
     Model::from_file(file.clone())?;
     Ok(file)
+}
+
+/// Which payments of a traffic file a command uses: those at or after
+/// `from_ms` and before `to_ms`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeWindow {
+    /// First instant included (ms since the epoch).
+    pub from_ms: Option<i64>,
+    /// First instant excluded.
+    pub to_ms: Option<i64>,
+}
+
+impl TimeWindow {
+    /// Whether `at_ms` is in the window.
+    pub fn contains(&self, at_ms: i64) -> bool {
+        self.from_ms.is_none_or(|f| at_ms >= f) && self.to_ms.is_none_or(|t| at_ms < t)
+    }
+}
+
+/// Counts of a replay of recorded traffic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReplayCounts {
+    /// Records read.
+    pub records: u64,
+    /// Records the serving path rejected (as a server would have).
+    pub rejected: u64,
+    /// Payments in the window that were assessed.
+    pub assessed: u64,
+}
+
+/// Fraud labels of a traffic file: payment ids with a FRAUDULENT or
+/// DISPUTE_FRAUD report and no later LEGITIMATE one.
+pub fn fraud_labels(path: &Path) -> Result<HashSet<String>, TrainError> {
+    let mut fraud = HashSet::new();
+    for r in TrafficReader::open(path)? {
+        if let Some(Request::Feedback(f)) = r?.request {
+            match crate::proto::FeedbackKind::try_from(f.kind) {
+                Ok(
+                    crate::proto::FeedbackKind::Fraudulent
+                    | crate::proto::FeedbackKind::DisputeFraud,
+                ) => {
+                    fraud.insert(f.payment_id);
+                }
+                Ok(crate::proto::FeedbackKind::Legitimate) => {
+                    fraud.remove(&f.payment_id);
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(fraud)
+}
+
+/// Replays the recorded traffic at `path` through `engine` in order, as a
+/// server would receive it (each record validated against a clock at its
+/// own time), and calls `on_payment` for each payment in `window` with the
+/// event and the served result. Records the serving path rejects are
+/// counted and skipped, as a server would answer them with an error.
+pub fn replay<F>(
+    path: &Path,
+    window: TimeWindow,
+    engine: &Engine,
+    mut on_payment: F,
+) -> Result<ReplayCounts, TrainError>
+where
+    F: FnMut(&crate::proto::TrafficRecord, &crate::proto::PaymentEvent, &Engine, &Clock) -> bool,
+{
+    let mut counts = ReplayCounts::default();
+    for r in TrafficReader::open(path)? {
+        let r = r?;
+        counts.records += 1;
+        let clock = Clock {
+            now_ms: r.at_ms,
+            max_future_skew_ms: REPLAY_SKEW_MS,
+        };
+        let ok = match &r.request {
+            Some(Request::Register(req)) => engine.register_message(req, &clock).is_ok(),
+            Some(Request::Feedback(fb)) => engine.feedback_message(fb, &clock).is_ok(),
+            Some(Request::Payment(ev)) if window.contains(r.at_ms) => {
+                let assessed = on_payment(&r, ev, engine, &clock);
+                counts.assessed += u64::from(assessed);
+                true
+            }
+            Some(Request::Payment(ev)) => engine.features_message(ev, &clock).is_ok(),
+            None => false,
+        };
+        counts.rejected += u64::from(!ok);
+    }
+    Ok(counts)
+}
+
+/// Clock skew tolerated when replaying: recorded client timestamps may run
+/// ahead of the arrival time, as the server tolerates by default.
+pub const REPLAY_SKEW_MS: i64 = 5 * 60_000;
+
+/// An engine with no model and no holdout, for collecting features.
+fn feature_engine() -> Engine {
+    Engine::new(
+        Arc::new(MemoryStore::new(StoreLimits::default(), 0)),
+        ModelHandle::empty(),
+        EngineConfig::default(),
+        Metrics::noop(),
+        None,
+    )
+}
+
+/// The point-in-time features of every assessed payment of recorded
+/// traffic in `window`, labelled by the file's fraud reports.
+pub fn collect_traffic(
+    path: &Path,
+    window: TimeWindow,
+) -> Result<(Vec<Example>, ReplayCounts), TrainError> {
+    let labels = fraud_labels(path)?;
+    let engine = feature_engine();
+    let mut out = Vec::new();
+    let counts = replay(path, window, &engine, |r, ev, engine, clock| {
+        match engine.features_message(ev, clock) {
+            Ok(Some(x)) => {
+                out.push(Example {
+                    at_ms: r.at_ms,
+                    x: x.0,
+                    fraud: labels.contains(&ev.payment_id),
+                    scenario: r.scenario.clone(),
+                    card: card_of(ev),
+                });
+                true
+            }
+            _ => false,
+        }
+    })?;
+    Ok((out, counts))
+}
+
+/// Trains a model on recorded traffic: the payments of `window` (in time
+/// order), the first 80% to fit and the last 20% to calibrate, place the
+/// thresholds and report figures.
+pub fn train_traffic(
+    path: &Path,
+    window: TimeWindow,
+    version: &str,
+    command: &str,
+) -> Result<ModelFile, TrainError> {
+    let (examples, counts) = collect_traffic(path, window)?;
+    let cut = examples.len() * 8 / 10;
+    let rows: Vec<&Example> = examples.iter().collect();
+    let (fit_rows, cal) = rows.split_at(cut);
+    let fitted = fit(fit_rows, cal)?;
+    let evaluation = figures(
+        &fitted,
+        cal,
+        "calibration: last 20% of the window's payments (run riskstream evaluate on later traffic for test figures)",
+    )?;
+    let provenance = json!({
+        "trainer": "riskstream train --traffic",
+        "command": command,
+        "data": {
+            "source": path.file_name().map(|n| n.to_string_lossy().into_owned()),
+            "sha256": sha256_file(path)?,
+            "from_ms": window.from_ms,
+            "to_ms": window.to_ms,
+            "replay": counts,
+            "fit": count(fit_rows),
+            "calibration": count(cal),
+        },
+        "estimator": estimator_provenance(),
+        "thresholds": thresholds_provenance(),
+        "crates": crates_provenance(),
+    });
+    let file = fitted.into_file(version, provenance, evaluation);
+    Model::from_file(file.clone())?;
+    Ok(file)
+}
+
+/// SHA-256 of a file, in hex (data provenance).
+fn sha256_file(path: &Path) -> Result<String, TrainError> {
+    use sha2::Digest;
+    let io = |source| crate::traffic::TrafficError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(io)?;
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 fn round6(v: f64) -> f64 {
