@@ -231,6 +231,7 @@ fn bench(c: &mut Criterion) {
         device_24h: 2,
         device_cards_24h: 1,
         ip_cards_24h: 1,
+        ..Velocity::default()
     };
     let inputs = Inputs {
         payment: &payment,

@@ -561,6 +561,7 @@ impl Engine {
             email: keys.email,
             ip: keys.ip,
             device: keys.device,
+            merchant: key(p.merchant_id),
         });
 
         let ctx = Context {

@@ -59,7 +59,27 @@ define_features! {
     DeviceCount24h => "device_count_24h": "ln(1 + payments from this device in the last 24 h)",
     DeviceCards24h => "device_cards_24h": "ln(1 + distinct card fingerprints used from this device in the last 24 h)",
     IpCards24h => "ip_cards_24h": "ln(1 + distinct card fingerprints used from this IP in the last 24 h)",
+    Night => "night": "1 when the payment's local hour (the payment session's UTC offset, else UTC) is 0–6",
+    Weekend => "weekend": "1 on a local Saturday or Sunday",
+    CardCount1d => "card_count_1d": "ln(1 + payments with this card in the last day, in hourly buckets, this one included)",
+    CardCount7d => "card_count_7d": "ln(1 + payments with this card in the last 7 days)",
+    CardCount30d => "card_count_30d": "ln(1 + payments with this card in the last 30 days)",
+    CardMeanAmount1d => "card_mean_amount_1d": "ln(1 + mean amount / 100 of this card's payments in the last day)",
+    CardMeanAmount7d => "card_mean_amount_7d": "ln(1 + mean amount / 100 of this card's payments in the last 7 days)",
+    CardMeanAmount30d => "card_mean_amount_30d": "ln(1 + mean amount / 100 of this card's payments in the last 30 days)",
+    MerchantCount1dDelayed => "merchant_count_1d_delayed": "ln(1 + payments at this merchant in the day ending 7 days (the label delay) before the payment)",
+    MerchantCount7dDelayed => "merchant_count_7d_delayed": "ln(1 + payments at this merchant in the 7 days ending 7 days before the payment)",
+    MerchantCount30dDelayed => "merchant_count_30d_delayed": "ln(1 + payments at this merchant in the 30 days ending 7 days before the payment)",
+    MerchantFraudRate1dDelayed => "merchant_fraud_rate_1d_delayed": "share of this merchant's payments in the day ending 7 days before the payment reported as fraud so far (0 when none)",
+    MerchantFraudRate7dDelayed => "merchant_fraud_rate_7d_delayed": "the same over the 7 days ending 7 days before",
+    MerchantFraudRate30dDelayed => "merchant_fraud_rate_30d_delayed": "the same over the 30 days ending 7 days before",
+    AmountLinear => "amount_linear": "amount / 100 (major units), capped at 1,000,000: large amounts weigh linearly",
 }
+
+/// The features of the first feature set (session comparison and short
+/// velocity), `FEATURES[..SESSION_VELOCITY_FEATURES]`: what models trained on
+/// sessions alone read.
+pub const SESSION_VELOCITY_FEATURES: usize = Feature::Night as usize;
 
 /// Number of features.
 pub const NUM_FEATURES: usize = FEATURES.len();
@@ -185,12 +205,89 @@ pub fn extract(inp: &Inputs<'_>) -> FeatureVector {
     v.set(F::DeviceCount24h, ln1p_count(vel.device_24h));
     v.set(F::DeviceCards24h, ln1p_count(vel.device_cards_24h));
     v.set(F::IpCards24h, ln1p_count(vel.ip_cards_24h));
+    // Local calendar: the payment session's offset, else UTC.
+    let offset_ms = p
+        .session
+        .as_ref()
+        .map_or(0, |s| i64::from(s.utc_offset_minutes) * 60_000);
+    let local = p.created_at_ms.saturating_add(offset_ms);
+    let day = local.div_euclid(86_400_000);
+    let hour = local.rem_euclid(86_400_000) / 3_600_000;
+    v.set(F::Night, flag(hour <= 6));
+    // 1970-01-01 was a Thursday: days 2 and 3 of each week are Saturday and Sunday.
+    v.set(F::Weekend, flag(matches!(day.rem_euclid(7), 2 | 3)));
+    let mean = |s: &crate::state::long_window::Sums| {
+        if s.count == 0 {
+            0.0
+        } else {
+            (s.amount as f64 / f64::from(s.count) / 100.0).ln_1p()
+        }
+    };
+    let rate = |s: &crate::state::long_window::Sums| {
+        if s.count == 0 {
+            0.0
+        } else {
+            f64::from(s.frauds.min(s.count)) / f64::from(s.count)
+        }
+    };
+    let [c1, c7, c30] = &vel.card_days;
+    v.set(F::CardCount1d, ln1p_count(c1.count));
+    v.set(F::CardCount7d, ln1p_count(c7.count));
+    v.set(F::CardCount30d, ln1p_count(c30.count));
+    v.set(F::CardMeanAmount1d, mean(c1));
+    v.set(F::CardMeanAmount7d, mean(c7));
+    v.set(F::CardMeanAmount30d, mean(c30));
+    let [m1, m7, m30] = &vel.merchant_delayed;
+    v.set(F::MerchantCount1dDelayed, ln1p_count(m1.count));
+    v.set(F::MerchantCount7dDelayed, ln1p_count(m7.count));
+    v.set(F::MerchantCount30dDelayed, ln1p_count(m30.count));
+    v.set(F::MerchantFraudRate1dDelayed, rate(m1));
+    v.set(F::MerchantFraudRate7dDelayed, rate(m7));
+    v.set(F::MerchantFraudRate30dDelayed, rate(m30));
+    v.set(F::AmountLinear, (p.amount as f64 / 100.0).min(1e6));
     v
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calendar_flags_follow_the_local_time() {
+        use crate::domain::{Customer, MethodRef, ObjectKind, Payment};
+        let p = |created_at_ms| Payment {
+            payment_id: "p",
+            object: ObjectKind::PaymentIntent,
+            amount: 100,
+            currency: "eur".into(),
+            created_at_ms,
+            customer: Customer::default(),
+            merchant_id: "",
+            method: MethodRef::default(),
+            session: None,
+            off_session: false,
+            recurring: None,
+            opt_out: false,
+        };
+        let v = |created_at_ms| {
+            let pay = p(created_at_ms);
+            extract(&Inputs {
+                payment: &pay,
+                creation: None,
+                card_country: None,
+                method_created_at_ms: None,
+                velocity: &Velocity::default(),
+            })
+        };
+        // 2018-08-11 was a Saturday; 03:00 UTC is night.
+        let sat_night = v(1_533_956_400_000);
+        assert_eq!(sat_night.get(Feature::Weekend), 1.0);
+        assert_eq!(sat_night.get(Feature::Night), 1.0);
+        // 2018-08-13 12:00 UTC: a Monday afternoon.
+        let monday = v(1_534_161_600_000);
+        assert_eq!(monday.get(Feature::Weekend), 0.0);
+        assert_eq!(monday.get(Feature::Night), 0.0);
+    }
 
     #[test]
     fn names_are_unique_and_in_vector_order() {

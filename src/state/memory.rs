@@ -3,10 +3,12 @@
 //! are keyed by keyed hashes of the customer data, so they hold no emails,
 //! card fingerprints or addresses.
 
+use super::long_window::{HOUR_MS, LongWindow};
 use super::window::{DAY_MS, Window};
 use super::{
     Key, List, Observation, PaymentRecord, Store, StoreError, StoreStats, StoredMethod, Velocity,
 };
+use super::{LABEL_DELAY_DAYS, LONG_WINDOW_DAYS};
 use crate::domain::FeedbackKind;
 #[cfg(test)]
 use crate::domain::RegisteredMethod;
@@ -64,7 +66,7 @@ impl Hasher for PreHashed {
 
 type PreHashedState = BuildHasherDefault<PreHashed>;
 
-/// A remembered payment, packed into 32 bytes (keys of 0 mean "none").
+/// A remembered payment, packed into 40 bytes (keys of 0 mean "none").
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     /// 32 more bits of the payment id's hash: 96 bits tell payments apart.
@@ -73,7 +75,20 @@ struct Slot {
     minute: u32,
     card: u64,
     email: u64,
+    merchant: u64,
     label: u8,
+}
+
+/// Hours a card's long window holds (its longest span).
+const CARD_HORIZON_HOURS: i64 = 30 * 24;
+/// Hours a merchant's long window holds (its longest span, a label delay back).
+const MERCHANT_HORIZON_HOURS: i64 = (30 + LABEL_DELAY_DAYS) * 24;
+
+/// A card's windows: the short ones (hour, day, distinct) and the long one.
+#[derive(Debug, Clone, Default)]
+struct CardWindows {
+    short: Window,
+    long: LongWindow,
 }
 
 fn label_code(k: Option<FeedbackKind>) -> u8 {
@@ -102,12 +117,15 @@ impl Slot {
     }
 }
 type Windows = DashMap<u64, Window, PreHashedState>;
+type CardMap = DashMap<u64, CardWindows, PreHashedState>;
+type LongWindows = DashMap<u64, LongWindow, PreHashedState>;
 type Strings = foldhash::quality::RandomState;
 
 /// The in-process [`Store`]. Cheap to share behind an `Arc`.
 pub struct MemoryStore {
     methods: DashMap<String, Arc<StoredMethod>, Strings>,
-    card: Windows,
+    card: CardMap,
+    merchant: LongWindows,
     email: Windows,
     ip: Windows,
     device: Windows,
@@ -126,7 +144,8 @@ impl MemoryStore {
     pub fn new(limits: StoreLimits, hash_seed: u64) -> Self {
         MemoryStore {
             methods: DashMap::with_hasher(Strings::default()),
-            card: Windows::default(),
+            card: CardMap::default(),
+            merchant: LongWindows::default(),
             email: Windows::default(),
             ip: Windows::default(),
             device: Windows::default(),
@@ -180,17 +199,25 @@ impl MemoryStore {
             map.get(&key).map(|w| w.counts(at_ms)).unwrap_or_default()
         }
     }
+}
 
-    fn sweep_windows(map: &Windows, now: i64, max_keys: usize) -> usize {
-        let before = map.len();
-        let mut horizon = DAY_MS;
-        map.retain(|_, w| w.last_ms() > now - horizon);
-        while map.len() > max_keys && horizon > 60_000 {
-            horizon /= 2;
-            map.retain(|_, w| w.last_ms() > now - horizon);
-        }
-        before - map.len()
+/// Forgets the keys of `map` idle for `horizon_ms` before `now`, shortening
+/// the horizon until at most `max_keys` remain; returns how many went.
+fn sweep_idle<V>(
+    map: &DashMap<u64, V, PreHashedState>,
+    now: i64,
+    horizon_ms: i64,
+    max_keys: usize,
+    last_ms: impl Fn(&V) -> i64,
+) -> usize {
+    let before = map.len();
+    let mut horizon = horizon_ms;
+    map.retain(|_, w| last_ms(w) > now - horizon);
+    while map.len() > max_keys && horizon > 60_000 {
+        horizon /= 2;
+        map.retain(|_, w| last_ms(w) > now - horizon);
     }
+    before - map.len()
 }
 
 impl Store for MemoryStore {
@@ -228,6 +255,7 @@ impl Store for MemoryStore {
             minute: obs.at_ms.div_euclid(60_000).clamp(0, i64::from(u32::MAX)) as u32,
             card: obs.card.map_or(0, |k| k.0),
             email: obs.email.map_or(0, |k| k.0),
+            merchant: obs.merchant.map_or(0, |k| k.0),
             label: 0,
         };
         let first = match self.payments.entry(key) {
@@ -247,10 +275,33 @@ impl Store for MemoryStore {
         let card = obs.card.map(|k| k.0);
         let mut v = Velocity::default();
         if let Some(k) = card {
-            let c = Self::touch(&self.card, k, first, at, amount, None);
+            let (c, days) = if first {
+                let mut w = self.card.entry(k).or_default();
+                w.short.add(at, amount, None);
+                w.long.add(at, amount, CARD_HORIZON_HOURS);
+                (w.short.counts(at), w.long.trailing(at, 0, LONG_WINDOW_DAYS))
+            } else {
+                self.card
+                    .get(&k)
+                    .map(|w| (w.short.counts(at), w.long.trailing(at, 0, LONG_WINDOW_DAYS)))
+                    .unwrap_or_default()
+            };
             v.card_1h = c.count_1h;
             v.card_24h = c.count_24h;
             v.card_amount_24h = c.amount_24h;
+            v.card_days = days;
+        }
+        if let Some(k) = obs.merchant {
+            v.merchant_delayed = if first {
+                let mut w = self.merchant.entry(k.0).or_default();
+                w.add(at, amount, MERCHANT_HORIZON_HOURS);
+                w.trailing(at, LABEL_DELAY_DAYS, LONG_WINDOW_DAYS)
+            } else {
+                self.merchant
+                    .get(&k.0)
+                    .map(|w| w.trailing(at, LABEL_DELAY_DAYS, LONG_WINDOW_DAYS))
+                    .unwrap_or_default()
+            };
         }
         if let Some(k) = obs.email {
             let c = Self::touch(&self.email, k.0, first, at, amount, None);
@@ -277,13 +328,22 @@ impl Store for MemoryStore {
     }
 
     fn label(&self, payment_id: &str, kind: FeedbackKind) -> bool {
-        match self.slot(payment_id) {
-            Some(mut s) => {
-                s.label = label_code(Some(kind));
-                true
-            }
-            None => false,
+        let Some(mut s) = self.slot(payment_id) else {
+            return false;
+        };
+        let was_fraud = matches!(s.label, 1 | 2);
+        s.label = label_code(Some(kind));
+        let (merchant, at_ms) = (s.merchant, i64::from(s.minute) * 60_000);
+        drop(s);
+        // The merchant's fraud count follows the payment's label.
+        let delta = i32::from(kind.is_fraud()) - i32::from(was_fraud);
+        if delta != 0
+            && merchant != 0
+            && let Some(mut w) = self.merchant.get_mut(&merchant)
+        {
+            w.add_fraud(at_ms, delta);
         }
+        true
     }
 
     fn list_contains(&self, list: List, key: Key) -> bool {
@@ -309,9 +369,19 @@ impl Store for MemoryStore {
         }
         let max = self.limits.max_window_keys;
         let mut dropped = 0;
-        for map in [&self.card, &self.email, &self.ip, &self.device] {
-            dropped += Self::sweep_windows(map, now, max);
+        for map in [&self.email, &self.ip, &self.device] {
+            dropped += sweep_idle(map, now, DAY_MS, max, Window::last_ms);
         }
+        dropped += sweep_idle(&self.card, now, CARD_HORIZON_HOURS * HOUR_MS, max, |w| {
+            w.short.last_ms()
+        });
+        dropped += sweep_idle(
+            &self.merchant,
+            now,
+            MERCHANT_HORIZON_HOURS * HOUR_MS,
+            max,
+            LongWindow::last_ms,
+        );
         let before = self.payments.len();
         let mut horizon = self.limits.payment_retention_ms;
         let alive = |s: &Slot, horizon: i64| i64::from(s.minute) * 60_000 > now - horizon;
@@ -326,7 +396,11 @@ impl Store for MemoryStore {
     fn stats(&self) -> StoreStats {
         StoreStats {
             payment_methods: self.methods.len(),
-            velocity_keys: self.card.len() + self.email.len() + self.ip.len() + self.device.len(),
+            velocity_keys: self.card.len()
+                + self.merchant.len()
+                + self.email.len()
+                + self.ip.len()
+                + self.device.len(),
             payments: self.payments.len(),
             list_entries: self.list_entries.load(Ordering::Relaxed),
         }
@@ -348,6 +422,7 @@ mod tests {
             email: Some(s.key(b"a@example.com")),
             ip: Some(s.key(&[203, 0, 113, 7])),
             device: Some(s.key(device.as_bytes())),
+            merchant: Some(s.key(b"acct_1")),
         }
     }
 
@@ -373,6 +448,33 @@ mod tests {
     }
 
     #[test]
+    fn merchant_windows_see_only_labels_that_have_arrived() {
+        let s = MemoryStore::new(StoreLimits::default(), 1);
+        let hour = 3_600_000;
+        s.observe(&obs(&s, "p0", T0, "fp_0", "d0"));
+        // A week and an hour later the 1-day window ending 7 days back holds
+        // p0, whose fraud report has not arrived yet.
+        let v = s.observe(&obs(&s, "p1", T0 + 7 * DAY_MS + hour, "fp_1", "d1"));
+        assert_eq!(v.merchant_delayed[0].count, 1);
+        assert_eq!(v.merchant_delayed[0].frauds, 0);
+        // The report arrives on day 10; later payments see it.
+        assert!(s.label("p0", FeedbackKind::Fraudulent));
+        let v = s.observe(&obs(&s, "p2", T0 + 10 * DAY_MS, "fp_2", "d2"));
+        let week = v.merchant_delayed[1];
+        assert_eq!((week.count, week.frauds), (1, 1));
+        // A later LEGITIMATE verdict takes it back; a repeat changes nothing.
+        assert!(s.label("p0", FeedbackKind::Legitimate));
+        assert!(s.label("p0", FeedbackKind::Legitimate));
+        let v = s.observe(&obs(&s, "p3", T0 + 10 * DAY_MS + 1, "fp_3", "d3"));
+        assert_eq!(v.merchant_delayed[1].frauds, 0);
+        // Card windows count the card's own payments over days.
+        let v = s.observe(&obs(&s, "p4", T0 + 11 * DAY_MS, "fp_3", "d3"));
+        assert_eq!(v.card_days[0].count, 1);
+        assert_eq!(v.card_days[1].count, 2);
+        assert_eq!(v.card_days[1].amount, 1000);
+    }
+
+    #[test]
     fn distinct_cards_per_device() {
         let s = MemoryStore::new(StoreLimits::default(), 1);
         let mut last = Velocity::default();
@@ -389,10 +491,12 @@ mod tests {
         let s = MemoryStore::new(StoreLimits::default(), 1);
         s.observe(&obs(&s, "p1", T0, "fp_1", "d1"));
         s.observe(&obs(&s, "p2", T0 + 2 * DAY_MS, "fp_2", "d2"));
-        assert_eq!(s.stats().velocity_keys, 2 + 1 + 1 + 2);
+        // Cards 2, merchant 1, email 1, IP 1, devices 2.
+        assert_eq!(s.stats().velocity_keys, 2 + 1 + 1 + 1 + 2);
         s.sweep();
-        // The first card and device were idle for two days; email and IP are shared.
-        assert_eq!(s.stats().velocity_keys, 4);
+        // The first device was idle for two days; cards and merchants are
+        // kept for their 30-day windows; email and IP are shared.
+        assert_eq!(s.stats().velocity_keys, 6);
         assert_eq!(s.stats().payments, 2, "payments are kept for feedback");
     }
 

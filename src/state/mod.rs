@@ -3,6 +3,7 @@
 //! lists. [`Store`] is the one small trait the scoring path talks to;
 //! [`MemoryStore`] is the in-process implementation.
 
+pub mod long_window;
 mod memory;
 pub mod window;
 
@@ -37,7 +38,18 @@ pub struct Velocity {
     pub device_cards_24h: u32,
     /// Distinct card fingerprints used from this IP in the last 24 hours.
     pub ip_cards_24h: u32,
+    /// This card's payments over the last 1, 7 and 30 days (hourly buckets).
+    pub card_days: [long_window::Sums; 3],
+    /// This merchant's payments, and the frauds reported among them, over
+    /// 1, 7 and 30 days ending [`LABEL_DELAY_DAYS`] before the payment.
+    pub merchant_delayed: [long_window::Sums; 3],
 }
+
+/// The day spans of the long windows.
+pub const LONG_WINDOW_DAYS: [i64; 3] = [1, 7, 30];
+/// How far back merchant windows end: fraud reports for older payments have
+/// mostly arrived by then.
+pub const LABEL_DELAY_DAYS: i64 = 7;
 
 /// A keyed 64-bit hash of a customer value (card fingerprint, email, IP,
 /// device id, customer id). The store keeps keys, never the values.
@@ -80,6 +92,8 @@ pub struct Observation<'a> {
     pub ip: Option<Key>,
     /// Payment session device key, when given.
     pub device: Option<Key>,
+    /// Merchant key, when given.
+    pub merchant: Option<Key>,
 }
 
 /// What the store remembers of a recent payment, for late feedback.

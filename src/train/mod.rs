@@ -12,7 +12,7 @@ pub mod eval;
 pub mod evaluate;
 
 use crate::engine::{Engine, EngineConfig};
-use crate::features::{FEATURES, NUM_FEATURES};
+use crate::features::{FEATURES, NUM_FEATURES, SESSION_VELOCITY_FEATURES};
 use crate::metrics::Metrics;
 use crate::model::file::{Calibration, Estimator, FORMAT, Knot, LogisticRegression, ModelFile};
 use crate::model::score_map::{ScoreMap, logit, sigmoid};
@@ -141,11 +141,12 @@ pub fn card_of(ev: &crate::proto::PaymentEvent) -> String {
     }
 }
 
-fn matrix(rows: &[&Example]) -> Array2<f64> {
-    let mut m = Array2::zeros((rows.len(), NUM_FEATURES));
+/// The rows' values of `features`, one column each.
+fn matrix(rows: &[&Example], features: &[usize]) -> Array2<f64> {
+    let mut m = Array2::zeros((rows.len(), features.len()));
     for (i, r) in rows.iter().enumerate() {
-        for j in 0..NUM_FEATURES {
-            m[[i, j]] = r.x[j];
+        for (j, &f) in features.iter().enumerate() {
+            m[[i, j]] = r.x[f];
         }
     }
     m
@@ -191,6 +192,8 @@ fn knot_at_fpr(legit_desc: &[f64], fpr: f64) -> f64 {
 /// A fitted, calibrated logistic regression with its score map.
 #[derive(Debug, Clone)]
 pub struct Fitted {
+    /// Indices (into [`FEATURES`]) of the features the model reads.
+    features: Vec<usize>,
     mean: Vec<f64>,
     scale: Vec<f64>,
     weights: Vec<f64>,
@@ -203,8 +206,11 @@ impl Fitted {
     /// Uncalibrated log-odds of `x`.
     fn raw(&self, x: &[f64; NUM_FEATURES]) -> f64 {
         self.intercept
-            + (0..NUM_FEATURES)
-                .map(|j| self.weights[j] * (x[j] - self.mean[j]) / self.scale[j])
+            + self
+                .features
+                .iter()
+                .enumerate()
+                .map(|(j, &f)| self.weights[j] * (x[f] - self.mean[j]) / self.scale[j])
                 .sum::<f64>()
     }
 
@@ -218,7 +224,11 @@ impl Fitted {
         ModelFile {
             format: FORMAT.into(),
             version: version.into(),
-            features: FEATURES.iter().map(|(_, n, _)| (*n).to_owned()).collect(),
+            features: self
+                .features
+                .iter()
+                .map(|&f| FEATURES[f].1.to_owned())
+                .collect(),
             estimator: Estimator::LogisticRegression(LogisticRegression {
                 mean: self.mean,
                 scale: self.scale,
@@ -236,13 +246,14 @@ impl Fitted {
 /// Fits logistic regression on `fit` (standardised on it), then calibrates
 /// it (Platt) and places the thresholds on `cal`: 75 where at most 0.1% of
 /// its legitimate payments score, 65 where at most 0.5% do.
-pub fn fit(fit: &[&Example], cal: &[&Example]) -> Result<Fitted, TrainError> {
+pub fn fit(fit: &[&Example], cal: &[&Example], features: &[usize]) -> Result<Fitted, TrainError> {
     check("fit", fit)?;
     check("calibration", cal)?;
-    let xf = matrix(fit);
+    let k = features.len();
+    let xf = matrix(fit, features);
     let n = xf.nrows() as f64;
-    let mean: Vec<f64> = (0..NUM_FEATURES).map(|j| xf.column(j).sum() / n).collect();
-    let scale: Vec<f64> = (0..NUM_FEATURES)
+    let mean: Vec<f64> = (0..k).map(|j| xf.column(j).sum() / n).collect();
+    let scale: Vec<f64> = (0..k)
         .map(|j| {
             let var = xf
                 .column(j)
@@ -254,7 +265,7 @@ pub fn fit(fit: &[&Example], cal: &[&Example]) -> Result<Fitted, TrainError> {
         })
         .collect();
     let standardise = |mut m: Array2<f64>| {
-        for j in 0..NUM_FEATURES {
+        for j in 0..k {
             m.column_mut(j).mapv_inplace(|v| (v - mean[j]) / scale[j]);
         }
         m
@@ -262,6 +273,7 @@ pub fn fit(fit: &[&Example], cal: &[&Example]) -> Result<Fitted, TrainError> {
     let yf: Array1<bool> = fit.iter().map(|e| e.fraud).collect();
     let (weights, intercept) = fit_logistic(standardise(xf), yf, 1.0)?;
     let mut fitted = Fitted {
+        features: features.to_vec(),
         mean,
         scale,
         weights,
@@ -398,7 +410,8 @@ pub fn train_synthetic(
         .collect();
     let test: Vec<&Example> = examples.iter().filter(|e| e.at_ms >= cal_end).collect();
     check("test", &test)?;
-    let fitted = fit(&fit_rows, &cal)?;
+    let features: Vec<usize> = (0..SESSION_VELOCITY_FEATURES).collect();
+    let fitted = fit(&fit_rows, &cal, &features)?;
     let evaluation = figures(&fitted, &test, "test: last 20% of the simulated days")?;
     let provenance = json!({
         "trainer": "riskstream train --synthetic",
@@ -568,7 +581,8 @@ pub fn train_traffic(
     let cut = examples.len() * 8 / 10;
     let rows: Vec<&Example> = examples.iter().collect();
     let (fit_rows, cal) = rows.split_at(cut);
-    let fitted = fit(fit_rows, cal)?;
+    let features: Vec<usize> = (0..NUM_FEATURES).collect();
+    let fitted = fit(fit_rows, cal, &features)?;
     let evaluation = figures(
         &fitted,
         cal,

@@ -1,0 +1,180 @@
+//! Long windows: per-key counts, amount sums and fraud counts in one-hour
+//! buckets over weeks (per card over 30 days; per merchant over 37 days so
+//! that windows can end a label delay in the past). Only the hours with
+//! events are stored; fraud counts arrive later, through feedback.
+
+use smallvec::SmallVec;
+
+/// Width of one bucket.
+pub const HOUR_MS: i64 = 60 * 60 * 1000;
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    /// Hours since the epoch.
+    hour: u32,
+    count: u32,
+    frauds: u32,
+    amount: u64,
+}
+
+/// Sums over a span of hours.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sums {
+    /// Events.
+    pub count: u32,
+    /// Sum of their amounts (minor units).
+    pub amount: u64,
+    /// Of which reported as fraud so far.
+    pub frauds: u32,
+}
+
+impl Sums {
+    fn add(&mut self, b: &Bucket) {
+        self.count = self.count.saturating_add(b.count);
+        self.amount = self.amount.saturating_add(b.amount);
+        self.frauds = self.frauds.saturating_add(b.frauds);
+    }
+}
+
+/// The hour index of `at_ms`.
+fn hour_of(at_ms: i64) -> i64 {
+    at_ms.div_euclid(HOUR_MS).clamp(0, i64::from(u32::MAX))
+}
+
+/// The history of one key, one bucket per hour with events.
+#[derive(Debug, Clone, Default)]
+pub struct LongWindow {
+    buckets: SmallVec<[Bucket; 1]>,
+}
+
+impl LongWindow {
+    /// Adds one event at `at_ms`, forgetting hours more than `horizon_hours`
+    /// before the newest.
+    pub fn add(&mut self, at_ms: i64, amount: u64, horizon_hours: i64) {
+        let hour = hour_of(at_ms);
+        let mut pos = self.buckets.len();
+        while pos > 0 && i64::from(self.buckets[pos - 1].hour) > hour {
+            pos -= 1;
+        }
+        if pos > 0 && i64::from(self.buckets[pos - 1].hour) == hour {
+            let b = &mut self.buckets[pos - 1];
+            b.count = b.count.saturating_add(1);
+            b.amount = b.amount.saturating_add(amount);
+        } else {
+            self.buckets.insert(
+                pos,
+                Bucket {
+                    hour: hour as u32,
+                    count: 1,
+                    frauds: 0,
+                    amount,
+                },
+            );
+        }
+        let newest = self.buckets.last().map_or(hour, |b| i64::from(b.hour));
+        let expired = self
+            .buckets
+            .iter()
+            .take_while(|b| i64::from(b.hour) <= newest - horizon_hours)
+            .count();
+        if expired > 0 {
+            self.buckets.drain(..expired);
+        }
+    }
+
+    /// Moves the fraud count of the hour of `at_ms` by `delta` (a fraud
+    /// report, or its reversal); false when that hour is no longer held.
+    pub fn add_fraud(&mut self, at_ms: i64, delta: i32) -> bool {
+        let hour = hour_of(at_ms);
+        match self
+            .buckets
+            .iter_mut()
+            .rev()
+            .find(|b| i64::from(b.hour) == hour)
+        {
+            Some(b) => {
+                b.frauds = b.frauds.saturating_add_signed(delta);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sums over the hours in `(end - days[i], end]` for each `i`, where
+    /// `end` is the hour of `at_ms` minus `delay_days` days; `days` ascending.
+    pub fn trailing<const N: usize>(
+        &self,
+        at_ms: i64,
+        delay_days: i64,
+        days: [i64; N],
+    ) -> [Sums; N] {
+        let end = hour_of(at_ms) - 24 * delay_days;
+        let mut out = [Sums::default(); N];
+        let Some(longest) = days.last() else {
+            return out;
+        };
+        let start = end - 24 * longest;
+        for b in self.buckets.iter().rev() {
+            let h = i64::from(b.hour);
+            if h > end {
+                continue;
+            }
+            if h <= start {
+                break;
+            }
+            for (s, d) in out.iter_mut().zip(days) {
+                if h > end - 24 * d {
+                    s.add(b);
+                }
+            }
+        }
+        out
+    }
+
+    /// Time of the newest event's hour (ms since the epoch), or `i64::MIN`.
+    pub fn last_ms(&self) -> i64 {
+        self.buckets
+            .last()
+            .map_or(i64::MIN, |b| i64::from(b.hour) * HOUR_MS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: i64 = 1_800_000_000_000 - 1_800_000_000_000 % HOUR_MS;
+    const DAY: i64 = 24 * HOUR_MS;
+
+    #[test]
+    fn trailing_windows_end_at_the_event_or_a_delay_before() {
+        let mut w = LongWindow::default();
+        for (d, amount) in [(0, 100), (3, 200), (10, 400), (20, 800)] {
+            w.add(T0 + d * DAY, amount, 40 * 24);
+        }
+        let now = T0 + 20 * DAY;
+        let [d1, d7, d30] = w.trailing(now, 0, [1, 7, 30]);
+        assert_eq!((d1.count, d1.amount), (1, 800));
+        assert_eq!((d7.count, d7.amount), (1, 800));
+        assert_eq!((d30.count, d30.amount), (4, 1500));
+        // Ending 7 days before: (now - 8d, now - 7d] and so on.
+        let [l1, l7, l30] = w.trailing(now, 7, [1, 7, 30]);
+        assert_eq!(l1.count, 0);
+        assert_eq!((l7.count, l7.amount), (1, 400));
+        assert_eq!(l30.count, 3);
+    }
+
+    #[test]
+    fn fraud_reports_land_in_their_hour_and_old_hours_are_forgotten() {
+        let mut w = LongWindow::default();
+        w.add(T0, 1, 48);
+        w.add(T0 + 30 * 60_000, 1, 48);
+        assert!(w.add_fraud(T0 + 5, 1));
+        assert_eq!(w.trailing(T0 + HOUR_MS / 2, 0, [1])[0].frauds, 1);
+        assert!(w.add_fraud(T0 + 5, -1));
+        assert_eq!(w.trailing(T0, 0, [1])[0].frauds, 0);
+        w.add(T0 + 3 * DAY, 1, 48);
+        assert!(!w.add_fraud(T0, 1), "the first hour was forgotten");
+        assert_eq!(w.trailing(T0 + 3 * DAY, 0, [30])[0].count, 1);
+    }
+}
