@@ -505,6 +505,10 @@ where
     let mut counts = ReplayCounts::default();
     for r in TrafficReader::open(path)? {
         let r = r?;
+        // Records are in time order: nothing after the window matters.
+        if window.to_ms.is_some_and(|t| r.at_ms >= t) {
+            break;
+        }
         counts.records += 1;
         let clock = Clock {
             now_ms: r.at_ms,
