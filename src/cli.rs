@@ -120,6 +120,10 @@ pub struct ServeArgs {
     /// Model file to load.
     #[arg(long, env = "RISKSTREAM_MODEL", default_value = "models/default.json")]
     pub model: PathBuf,
+    /// How often the model file is checked for changes and reloaded ("off":
+    /// only on SIGHUP).
+    #[arg(long, env = "RISKSTREAM_MODEL_POLL_INTERVAL", default_value = "2s")]
+    pub model_poll_interval: String,
     /// Scores at or above it are elevated risk.
     #[arg(long, env = "RISKSTREAM_ELEVATED_THRESHOLD", default_value_t = 65)]
     pub elevated_threshold: u32,

@@ -50,6 +50,8 @@ pub struct ServeConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Model file.
     pub model: PathBuf,
+    /// How often the model file is checked for changes (`None`: SIGHUP only).
+    pub model_poll: Option<Duration>,
     /// Scoring settings.
     pub engine: EngineConfig,
     /// Whether the holdout key was given (draws are stable across restarts).
@@ -209,10 +211,24 @@ impl ServeConfig {
             return Err(invalid("sweep-interval", "must be positive"));
         }
         let retention = duration("payment-retention", &a.payment_retention)?;
+        let model_poll = match a.model_poll_interval.as_str() {
+            "off" => None,
+            s => {
+                let d = duration("model-poll-interval", s)?;
+                if d < Duration::from_millis(100) {
+                    return Err(invalid(
+                        "model-poll-interval",
+                        "must be at least 100ms (or off)",
+                    ));
+                }
+                Some(d)
+            }
+        };
         Ok(ServeConfig {
             listen,
             metrics_listen,
             model: a.model.clone(),
+            model_poll,
             engine: EngineConfig {
                 policy,
                 holdout: Holdout::new(a.holdout_rate, &key),

@@ -29,6 +29,8 @@ pub const ACTIVE_STREAMS: &str = "riskstream_active_streams";
 pub const MODEL_INFO: &str = "riskstream_model_info";
 /// `riskstream_model_errors_total`: assessments that failed open (`UNKNOWN`).
 pub const MODEL_ERRORS_TOTAL: &str = "riskstream_model_errors_total";
+/// `riskstream_model_reload_errors_total`: model files that failed to reload.
+pub const MODEL_RELOAD_ERRORS_TOTAL: &str = "riskstream_model_reload_errors_total";
 /// `riskstream_feedback_total{kind}`: labels received.
 pub const FEEDBACK_TOTAL: &str = "riskstream_feedback_total";
 /// `riskstream_list_additions_total{list}`: entries added to lists.
@@ -80,6 +82,7 @@ struct Inner {
     holdout: Counter,
     active_streams: Gauge,
     model_errors: Counter,
+    model_reload_errors: Counter,
     feedback: [Counter; 3],
     list_additions: [Counter; List::ALL.len()],
     store: [Gauge; 4],
@@ -162,6 +165,11 @@ impl Metrics {
             None,
             "Assessments that failed open with risk level unknown.",
         );
+        describe(
+            MODEL_RELOAD_ERRORS_TOTAL,
+            None,
+            "Model reloads that failed (the loaded model stayed).",
+        );
         describe(FEEDBACK_TOTAL, None, "Labels received, by kind.");
         describe(
             LIST_ADDITIONS_TOTAL,
@@ -230,6 +238,7 @@ impl Metrics {
             holdout: counter(HOLDOUT_TOTAL, &[]),
             active_streams: r.register_gauge(&key(ACTIVE_STREAMS, &[]), &META),
             model_errors: counter(MODEL_ERRORS_TOTAL, &[]),
+            model_reload_errors: counter(MODEL_RELOAD_ERRORS_TOTAL, &[]),
             feedback,
             list_additions,
             store,
@@ -278,6 +287,11 @@ impl Metrics {
     /// One assessment failed open.
     pub fn model_error(&self) {
         self.inner.model_errors.increment(1);
+    }
+
+    /// One model reload failed.
+    pub fn model_reload_failed(&self) {
+        self.inner.model_reload_errors.increment(1);
     }
 
     /// One label received.

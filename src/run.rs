@@ -111,7 +111,18 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             }
             None => None,
         };
+        let (stop_reload, reload_stopped) = tokio::sync::oneshot::channel::<()>();
+        let reloader = tokio::spawn(server::reload::watch(
+            engine.clone(),
+            config.model.clone(),
+            config.model_poll,
+            async {
+                let _ = reload_stopped.await;
+            },
+        ));
         let res = server::serve(engine, listener, config.server, termination()).await;
+        let _ = stop_reload.send(());
+        let _ = reloader.await;
         let _ = stop_metrics.send(());
         if let Some(t) = metrics_task {
             let _ = t.await;

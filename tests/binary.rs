@@ -381,3 +381,197 @@ fn every_flag_reads_its_environment_variable() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--highest-threshold"));
 }
+
+/// Writes `models/default.json` to `path` under another version, atomically
+/// (a temporary file renamed over it).
+fn write_model_version(path: &std::path::Path, version: &str) {
+    let mut file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model_arg()).expect("model")).expect("json");
+    file["version"] = serde_json::Value::String(version.into());
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, file.to_string()).expect("writes");
+    std::fs::rename(&tmp, path).expect("renames");
+}
+
+/// Streams payments until `stop` flips; returns each outcome's model
+/// version, failing on any error or UNKNOWN level.
+async fn score_under_load(
+    c: &mut RiskScorerClient<tonic::transport::Channel>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<proto::PaymentEvent>(64);
+    let mut outcomes = c
+        .score_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("stream")
+        .into_inner();
+    let sender = tokio::spawn(async move {
+        let mut i = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let ev = payment(
+                &format!("load_{i}"),
+                "pm_1",
+                1000,
+                Some(home_session("s")),
+                customer(1),
+            );
+            if tx.send(ev).await.is_err() {
+                break;
+            }
+            i += 1;
+            if i.is_multiple_of(50) {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    });
+    while let Some(o) = outcomes.next().await {
+        let o = o.expect("outcome");
+        assert!(o.error.is_none(), "{:?}", o.error);
+        assert_ne!(
+            o.risk_level,
+            proto::RiskLevel::Unknown as i32,
+            "no payment may see a missing or half-loaded model"
+        );
+        seen.lock().expect("lock").push(o.model_version);
+    }
+    sender.await.expect("sender");
+}
+
+#[tokio::test]
+async fn a_changed_model_file_is_swapped_in_under_load_and_a_bad_one_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = dir.path().join("model.json");
+    write_model_version(&model, "v-a");
+    let bin = Binary::start(&[
+        "--model",
+        model.to_str().expect("utf-8"),
+        "--model-poll-interval",
+        "200ms",
+        "--holdout-rate",
+        "0",
+    ]);
+    let mut c = bin.client().await;
+    register(
+        &mut c,
+        registration(
+            "pm_1",
+            "fp_1",
+            30 * DAY_MS,
+            Some(home_session("s0")),
+            customer(1),
+        ),
+    )
+    .await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let load = tokio::spawn({
+        let (stop, seen) = (stop.clone(), seen.clone());
+        let mut c = c.clone();
+        async move { score_under_load(&mut c, stop, seen).await }
+    });
+    let wait_for = |version: &'static str| {
+        let seen = seen.clone();
+        async move {
+            let start = std::time::Instant::now();
+            while !seen.lock().expect("lock").iter().any(|v| v == version) {
+                assert!(
+                    start.elapsed() < Duration::from_secs(15),
+                    "{version} never served"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    wait_for("v-a").await;
+    write_model_version(&model, "v-b");
+    wait_for("v-b").await;
+
+    // A broken file is refused: the loaded model keeps serving.
+    std::fs::write(&model, "{ not a model").expect("writes");
+    let start = std::time::Instant::now();
+    loop {
+        let m = parse_metrics(&bin.scrape());
+        if m.get("riskstream_model_reload_errors_total")
+            .copied()
+            .unwrap_or(0.0)
+            >= 1.0
+        {
+            assert_eq!(m.get("riskstream_model_info{version=\"v-b\"}"), Some(&1.0));
+            assert_eq!(m.get("riskstream_model_info{version=\"v-a\"}"), Some(&0.0));
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "reload error not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let served = seen.lock().expect("lock").len();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.await.expect("load task");
+    let seen = seen.lock().expect("lock");
+    assert!(seen.len() > served, "scoring went on after the bad file");
+    // Versions only move forward: a, then b, never back.
+    let first_b = seen.iter().position(|v| v == "v-b").expect("b served");
+    assert!(seen[..first_b].iter().all(|v| v == "v-a"));
+    assert!(
+        seen[first_b..].iter().all(|v| v == "v-b"),
+        "the bad file changed nothing"
+    );
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_model_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = dir.path().join("model.json");
+    write_model_version(&model, "v-1");
+    let bin = Binary::start(&[
+        "--model",
+        model.to_str().expect("utf-8"),
+        "--model-poll-interval",
+        "off",
+    ]);
+    let mut c = bin.client().await;
+    register(
+        &mut c,
+        registration(
+            "pm_1",
+            "fp_1",
+            30 * DAY_MS,
+            Some(home_session("s0")),
+            customer(1),
+        ),
+    )
+    .await;
+    let version = |o: proto::Outcome| o.model_version;
+    let ev = |i: u32| {
+        payment(
+            &format!("p{i}"),
+            "pm_1",
+            1000,
+            Some(home_session("s")),
+            customer(1),
+        )
+    };
+    assert_eq!(version(score_ok(&mut c, ev(0)).await), "v-1");
+    write_model_version(&model, "v-2");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        version(score_ok(&mut c, ev(1)).await),
+        "v-1",
+        "with polling off, only SIGHUP reloads"
+    );
+    bin.signal("-HUP");
+    let start = std::time::Instant::now();
+    let mut i = 2;
+    while version(score_ok(&mut c, ev(i)).await) != "v-2" {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "SIGHUP did not reload"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        i += 1;
+    }
+}

@@ -5,9 +5,11 @@
 //! - [`codec`] hands requests to it as raw bytes.
 //! - [`status`] maps service errors to gRPC statuses.
 //! - [`metrics_http`] serves `/metrics`.
+//! - [`reload`] swaps in a changed model file (or on SIGHUP).
 
 pub mod codec;
 pub mod metrics_http;
+pub mod reload;
 pub mod service;
 pub mod status;
 
