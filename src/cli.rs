@@ -23,6 +23,8 @@ pub enum Command {
     /// Serve the RiskScorer gRPC API.
     Serve(ServeArgs),
     /// Train a model and write its model file.
+    // `--version` names the model version here, not the program's.
+    #[command(disable_version_flag = true)]
     Train(TrainArgs),
     /// Write labelled synthetic traffic to a recorded-traffic file.
     Simulate(SimulateArgs),

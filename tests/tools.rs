@@ -219,3 +219,52 @@ fn convert_handbook_csv_writes_traffic_the_server_accepts() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("/nonexistent.csv"));
 }
+
+#[test]
+fn a_trained_model_round_trips_through_its_file_with_the_same_scores() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let traffic = dir.path().join("sim.traffic");
+    riskstream(&[
+        "simulate",
+        "--seed",
+        "5",
+        "--customers",
+        "400",
+        "--days",
+        "8",
+        "--out",
+        traffic.to_str().expect("utf-8"),
+    ]);
+    let window = riskstream::train::TimeWindow::default();
+    let file = riskstream::train::train_traffic(&traffic, window, "rt-1", "test").expect("trains");
+    let in_memory = Model::from_file(file.clone()).expect("valid");
+    // Saved as the binary saves it, then loaded as the server loads it.
+    let path = dir.path().join("m.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&file).expect("json")).expect("writes");
+    let loaded = Model::load(&path).expect("loads");
+    let (examples, _) = riskstream::train::collect_traffic(&traffic, window).expect("collects");
+    assert!(examples.len() > 500, "{} examples", examples.len());
+    for e in &examples {
+        let x = riskstream::features::FeatureVector(e.x);
+        let a = in_memory.predict(&x).expect("scores");
+        let b = loaded.predict(&x).expect("scores");
+        assert_eq!(a, b, "same probability, score and contributions");
+    }
+    // The binary trains the same file from the same traffic.
+    let out = dir.path().join("bin.json");
+    riskstream(&[
+        "train",
+        "--traffic",
+        traffic.to_str().expect("utf-8"),
+        "--version",
+        "rt-1",
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]);
+    let bin: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("reads")).expect("json");
+    let lib: serde_json::Value = serde_json::to_value(&file).expect("json");
+    assert_eq!(bin["estimator"], lib["estimator"]);
+    assert_eq!(bin["calibration"], lib["calibration"]);
+    assert_eq!(bin["score_map"], lib["score_map"]);
+}
