@@ -162,7 +162,9 @@ async fn a_missing_model_fails_open_as_unknown() {
 async fn a_model_erroring_at_run_time_fails_open_as_unknown() {
     // Finite parameters whose product overflows: inference yields NaN.
     let mut file: ModelFile = default_model().file().clone();
-    let Estimator::LogisticRegression(lr) = &mut file.estimator;
+    let Estimator::LogisticRegression(lr) = &mut file.estimator else {
+        panic!("the default model is a logistic regression");
+    };
     let amount = file
         .features
         .iter()

@@ -38,6 +38,49 @@ pub struct ModelFile {
 pub enum Estimator {
     /// Logistic regression over standardised features.
     LogisticRegression(LogisticRegression),
+    /// An additive ensemble of binary decision trees over raw feature values.
+    GradientBoostedTrees(GradientBoostedTrees),
+}
+
+/// Gradient-boosted trees: `raw logit = base + Σ_trees leaf value`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GradientBoostedTrees {
+    /// Log-odds before any tree.
+    pub base: f64,
+    /// The trees; each adds the value of the leaf a payment reaches.
+    pub trees: Vec<Tree>,
+}
+
+/// One tree: `nodes[0]` is the root; every child comes after its parent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tree {
+    /// The nodes, root first.
+    pub nodes: Vec<Node>,
+}
+
+/// A node. A split sends a payment `left` when its value of `feature` (an
+/// index into the file's `features`) is at most `threshold`, else `right`;
+/// a leaf (no `feature`) adds `value`. A split's `value` is the mean leaf
+/// value under it, which per-feature contributions are measured from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    /// Split feature, absent for a leaf.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature: Option<usize>,
+    /// Split threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// Index of the left child.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left: Option<usize>,
+    /// Index of the right child.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub right: Option<usize>,
+    /// Leaf output, or a split's expected output.
+    pub value: f64,
 }
 
 /// Logistic regression: `logit = intercept + Σ weight_i · (x_i − mean_i) / scale_i`.

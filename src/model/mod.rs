@@ -52,15 +52,121 @@ pub struct Model {
     version_bytes: bytes::Bytes,
     /// For each model parameter, the feature-vector index it reads.
     index: Vec<usize>,
-    /// The model reads every feature in vector order.
-    identity: bool,
-    mean: Vec<f64>,
-    inv_scale: Vec<f64>,
-    weights: Vec<f64>,
-    intercept: f64,
+    estimator: Compiled,
     calibration: file::Calibration,
     score_map: ScoreMap,
     file: ModelFile,
+}
+
+/// An estimator laid out for the serving feature vector.
+#[derive(Debug, Clone)]
+enum Compiled {
+    Linear {
+        /// The model reads every feature in vector order.
+        identity: bool,
+        mean: Vec<f64>,
+        inv_scale: Vec<f64>,
+        weights: Vec<f64>,
+        intercept: f64,
+    },
+    Trees {
+        base: f64,
+        /// Base plus every root's value: the log-odds no feature accounts for.
+        expected: f64,
+        trees: Vec<Vec<TreeNode>>,
+    },
+}
+
+/// A tree node with its feature already mapped to the serving vector.
+#[derive(Debug, Clone, Copy)]
+struct TreeNode {
+    /// Serving feature index, or `LEAF`.
+    feature: usize,
+    threshold: f64,
+    left: usize,
+    right: usize,
+    value: f64,
+}
+
+const LEAF: usize = usize::MAX;
+
+/// Checks a tree ensemble and maps its features to the serving vector.
+fn compile_trees(
+    gbt: &file::GradientBoostedTrees,
+    index: &[usize],
+) -> Result<Compiled, ModelError> {
+    let invalid = |t: usize, i: usize, what: &str| {
+        ModelError::Invalid(format!(
+            "estimator.gradient_boosted_trees.trees[{t}].nodes[{i}]: {what}"
+        ))
+    };
+    finite("base", &[gbt.base])?;
+    if gbt.trees.is_empty() {
+        return Err(ModelError::Invalid(
+            "estimator.gradient_boosted_trees.trees is empty".into(),
+        ));
+    }
+    let mut trees = Vec::with_capacity(gbt.trees.len());
+    let mut expected = gbt.base;
+    for (t, tree) in gbt.trees.iter().enumerate() {
+        if tree.nodes.is_empty() {
+            return Err(invalid(t, 0, "a tree needs a root"));
+        }
+        let len = tree.nodes.len();
+        let mut nodes = Vec::with_capacity(len);
+        for (i, n) in tree.nodes.iter().enumerate() {
+            if !n.value.is_finite() {
+                return Err(invalid(t, i, "value is not a finite number"));
+            }
+            let node = match (n.feature, n.threshold, n.left, n.right) {
+                (None, None, None, None) => TreeNode {
+                    feature: LEAF,
+                    threshold: 0.0,
+                    left: 0,
+                    right: 0,
+                    value: n.value,
+                },
+                (Some(f), Some(th), Some(l), Some(r)) => {
+                    let feature = *index
+                        .get(f)
+                        .ok_or_else(|| invalid(t, i, "feature is not an index into features"))?;
+                    if !th.is_finite() {
+                        return Err(invalid(t, i, "threshold is not a finite number"));
+                    }
+                    // Children after their parent: walks always end.
+                    if l <= i || r <= i || l >= len || r >= len {
+                        return Err(invalid(
+                            t,
+                            i,
+                            "children must come after their parent, within the tree",
+                        ));
+                    }
+                    TreeNode {
+                        feature,
+                        threshold: th,
+                        left: l,
+                        right: r,
+                        value: n.value,
+                    }
+                }
+                _ => {
+                    return Err(invalid(
+                        t,
+                        i,
+                        "a split needs feature, threshold, left and right; a leaf none of them",
+                    ));
+                }
+            };
+            nodes.push(node);
+        }
+        expected += nodes[0].value;
+        trees.push(nodes);
+    }
+    Ok(Compiled::Trees {
+        base: gbt.base,
+        expected,
+        trees,
+    })
 }
 
 /// One prediction: calibrated probability, score and contributions.
@@ -117,24 +223,36 @@ impl Model {
             index.push(f as usize);
         }
         let n = index.len();
-        let Estimator::LogisticRegression(lr) = &file.estimator;
-        for (name, v) in [
-            ("mean", &lr.mean),
-            ("scale", &lr.scale),
-            ("weights", &lr.weights),
-        ] {
-            if v.len() != n {
-                return Err(ModelError::Invalid(format!(
-                    "estimator.logistic_regression.{name} has {} values for {n} features",
-                    v.len()
-                )));
+        let estimator = match &file.estimator {
+            Estimator::LogisticRegression(lr) => {
+                for (name, v) in [
+                    ("mean", &lr.mean),
+                    ("scale", &lr.scale),
+                    ("weights", &lr.weights),
+                ] {
+                    if v.len() != n {
+                        return Err(ModelError::Invalid(format!(
+                            "estimator.logistic_regression.{name} has {} values for {n} features",
+                            v.len()
+                        )));
+                    }
+                    finite(name, v)?;
+                }
+                if let Some(i) = lr.scale.iter().position(|s| *s <= 0.0) {
+                    return Err(ModelError::Invalid(format!("scale[{i}] must be positive")));
+                }
+                finite("intercept", &[lr.intercept])?;
+                Compiled::Linear {
+                    identity: index.len() == NUM_FEATURES
+                        && index.iter().enumerate().all(|(i, j)| i == *j),
+                    mean: lr.mean.clone(),
+                    inv_scale: lr.scale.iter().map(|s| 1.0 / s).collect(),
+                    weights: lr.weights.clone(),
+                    intercept: lr.intercept,
+                }
             }
-            finite(name, v)?;
-        }
-        if let Some(i) = lr.scale.iter().position(|s| *s <= 0.0) {
-            return Err(ModelError::Invalid(format!("scale[{i}] must be positive")));
-        }
-        finite("intercept", &[lr.intercept])?;
+            Estimator::GradientBoostedTrees(gbt) => compile_trees(gbt, &index)?,
+        };
         finite(
             "calibration",
             &[file.calibration.slope, file.calibration.intercept],
@@ -148,12 +266,8 @@ impl Model {
         Ok(Model {
             version: file.version.clone(),
             version_bytes: bytes::Bytes::from(file.version.clone()),
-            identity: index.len() == NUM_FEATURES && index.iter().enumerate().all(|(i, j)| i == *j),
             index,
-            mean: lr.mean.clone(),
-            inv_scale: lr.scale.iter().map(|s| 1.0 / s).collect(),
-            weights: lr.weights.clone(),
-            intercept: lr.intercept,
+            estimator,
             calibration: file.calibration,
             score_map,
             file,
@@ -198,29 +312,71 @@ impl Model {
     pub fn predict(&self, x: &FeatureVector) -> Result<Prediction, ModelError> {
         let slope = self.calibration.slope;
         let mut contributions = [0.0; NUM_FEATURES];
-        let mut raw = self.intercept;
-        if self.identity {
-            // Every serving feature, in vector order: a straight loop that vectorises.
-            for (((c, &xv), (&w, &m)), &s) in contributions
-                .iter_mut()
-                .zip(&x.0)
-                .zip(self.weights.iter().zip(&self.mean))
-                .zip(&self.inv_scale)
-            {
-                *c = w * (xv - m) * s;
+        let (raw, expected) = match &self.estimator {
+            Compiled::Linear {
+                identity,
+                mean,
+                inv_scale,
+                weights,
+                intercept,
+            } => {
+                let mut raw = *intercept;
+                if *identity {
+                    // Every serving feature, in vector order: a straight loop that vectorises.
+                    for (((c, &xv), (&w, &m)), &s) in contributions
+                        .iter_mut()
+                        .zip(&x.0)
+                        .zip(weights.iter().zip(mean))
+                        .zip(inv_scale)
+                    {
+                        *c = w * (xv - m) * s;
+                    }
+                    for c in &mut contributions {
+                        raw += *c;
+                        *c *= slope;
+                    }
+                } else {
+                    for i in 0..self.index.len() {
+                        let j = self.index[i];
+                        let c = weights[i] * (x.0[j] - mean[i]) * inv_scale[i];
+                        raw += c;
+                        contributions[j] = slope * c;
+                    }
+                }
+                (raw, *intercept)
             }
-            for c in &mut contributions {
-                raw += *c;
-                *c *= slope;
+            Compiled::Trees {
+                base,
+                expected,
+                trees,
+            } => {
+                // Each split moves the expected output from the node's value
+                // to the child's: that move is credited to the split's feature
+                // (path attribution), so the credits sum to the output exactly.
+                let mut raw = *base;
+                for nodes in trees {
+                    let mut i = 0;
+                    loop {
+                        let n = nodes[i];
+                        if n.feature == LEAF {
+                            raw += n.value;
+                            break;
+                        }
+                        let next = if x.0[n.feature] <= n.threshold {
+                            n.left
+                        } else {
+                            n.right
+                        };
+                        contributions[n.feature] += nodes[next].value - n.value;
+                        i = next;
+                    }
+                }
+                for c in &mut contributions {
+                    *c *= slope;
+                }
+                (raw, *expected)
             }
-        } else {
-            for i in 0..self.index.len() {
-                let j = self.index[i];
-                let c = self.weights[i] * (x.0[j] - self.mean[i]) * self.inv_scale[i];
-                raw += c;
-                contributions[j] = slope * c;
-            }
-        }
+        };
         let logit = slope * raw + self.calibration.intercept;
         if !logit.is_finite() {
             return Err(ModelError::NonFinite);
@@ -229,7 +385,7 @@ impl Model {
             probability: score_map::sigmoid(logit),
             logit,
             score: self.score_map.score_of_logit(logit),
-            base: slope * self.intercept + self.calibration.intercept,
+            base: slope * expected + self.calibration.intercept,
             contributions,
         })
     }
@@ -332,17 +488,109 @@ mod tests {
         let mut f = file();
         f.features[1] = "device_mismatch".into();
         assert!(Model::from_file(f).is_err());
+        let lr = |f: &mut ModelFile| match &mut f.estimator {
+            Estimator::LogisticRegression(lr) => lr.clone(),
+            Estimator::GradientBoostedTrees(_) => unreachable!("a linear file"),
+        };
         let mut f = file();
-        let Estimator::LogisticRegression(lr) = &mut f.estimator;
-        lr.weights.pop();
+        let mut l = lr(&mut f);
+        l.weights.pop();
+        f.estimator = Estimator::LogisticRegression(l);
         assert!(Model::from_file(f).is_err());
         let mut f = file();
-        let Estimator::LogisticRegression(lr) = &mut f.estimator;
-        lr.scale[0] = 0.0;
+        let mut l = lr(&mut f);
+        l.scale[0] = 0.0;
+        f.estimator = Estimator::LogisticRegression(l);
         assert!(Model::from_file(f).is_err());
         let mut f = file();
         f.format = "other/9".into();
         assert!(Model::from_file(f).is_err());
+    }
+
+    fn split(feature: usize, threshold: f64, left: usize, right: usize, value: f64) -> file::Node {
+        file::Node {
+            feature: Some(feature),
+            threshold: Some(threshold),
+            left: Some(left),
+            right: Some(right),
+            value,
+        }
+    }
+
+    fn leaf(value: f64) -> file::Node {
+        file::Node {
+            feature: None,
+            threshold: None,
+            left: None,
+            right: None,
+            value,
+        }
+    }
+
+    fn trees_file() -> ModelFile {
+        // Tree 1: device_mismatch > 0.5 → +2, else amount > 4 → +1 / −0.5.
+        // Tree 2: amount > 6 → +0.3, else −0.1.
+        ModelFile {
+            estimator: Estimator::GradientBoostedTrees(file::GradientBoostedTrees {
+                base: -3.0,
+                trees: vec![
+                    file::Tree {
+                        nodes: vec![
+                            split(0, 0.5, 1, 2, 0.2),
+                            split(1, 4.0, 3, 4, -0.1),
+                            leaf(2.0),
+                            leaf(-0.5),
+                            leaf(1.0),
+                        ],
+                    },
+                    file::Tree {
+                        nodes: vec![split(1, 6.0, 1, 2, 0.0), leaf(-0.1), leaf(0.3)],
+                    },
+                ],
+            }),
+            ..file()
+        }
+    }
+
+    #[test]
+    fn trees_score_by_their_leaves_and_credit_each_split() {
+        let m = Model::from_file(trees_file()).expect("valid");
+        let mut x = FeatureVector([0.0; NUM_FEATURES]);
+        x.0[Feature::Amount as usize] = 5.0;
+        let p = m.predict(&x).expect("finite");
+        // Leaves reached: tree 1 → 1.0 (no device mismatch, amount > 4), tree 2 → −0.1.
+        let raw = -3.0 + 1.0 - 0.1;
+        assert!((p.logit - (0.9 * raw + 0.1)).abs() < 1e-12);
+        let sum: f64 = p.base + p.contributions.iter().sum::<f64>();
+        assert!((sum - p.logit).abs() < 1e-12, "contributions sum exactly");
+        // device_mismatch moved tree 1 from 0.2 to −0.1; amount from −0.1 to
+        // 1.0 in tree 1 and from 0.0 to −0.1 in tree 2.
+        let c = |f: Feature| p.contributions[f as usize];
+        assert!((c(Feature::DeviceMismatch) - 0.9 * -0.3).abs() < 1e-12);
+        assert!((c(Feature::Amount) - 0.9 * (1.1 - 0.1)).abs() < 1e-12);
+        x.0[Feature::DeviceMismatch as usize] = 1.0;
+        assert!(m.predict(&x).expect("finite").logit > p.logit);
+    }
+
+    #[test]
+    fn malformed_trees_are_rejected() {
+        let with = |edit: &dyn Fn(&mut file::GradientBoostedTrees)| {
+            let mut f = trees_file();
+            if let Estimator::GradientBoostedTrees(g) = &mut f.estimator {
+                edit(g);
+            }
+            Model::from_file(f)
+        };
+        assert!(with(&|_| {}).is_ok());
+        // A child before its parent would loop.
+        assert!(with(&|g| g.trees[0].nodes[1].left = Some(0)).is_err());
+        assert!(with(&|g| g.trees[0].nodes[1].right = Some(9)).is_err());
+        // Feature 2 is past the file's two features.
+        assert!(with(&|g| g.trees[1].nodes[0].feature = Some(2)).is_err());
+        assert!(with(&|g| g.trees[1].nodes[0].threshold = None).is_err());
+        assert!(with(&|g| g.trees[0].nodes[2].value = f64::NAN).is_err());
+        assert!(with(&|g| g.trees.clear()).is_err());
+        assert!(with(&|g| g.trees[1].nodes.clear()).is_err());
     }
 
     #[test]
@@ -351,5 +599,10 @@ mod tests {
         let text = serde_json::to_string_pretty(&f).expect("serialise");
         let back: ModelFile = serde_json::from_str(&text).expect("parse");
         assert_eq!(back, f);
+        let t = trees_file();
+        let text = serde_json::to_string(&t).expect("serialise");
+        assert!(text.contains("\"gradient_boosted_trees\""));
+        let back: ModelFile = serde_json::from_str(&text).expect("parse");
+        assert_eq!(back, t);
     }
 }
