@@ -84,6 +84,15 @@ pub struct SimulateArgs {
     pub out: PathBuf,
 }
 
+/// Estimator families `riskstream train --traffic` fits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EstimatorArg {
+    /// Logistic regression (linfa).
+    LogisticRegression,
+    /// Gradient-boosted trees (pure Rust).
+    GradientBoostedTrees,
+}
+
 /// Datasets `riskstream convert` reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ConvertFormat {
@@ -199,6 +208,14 @@ pub struct TrainArgs {
     /// With --traffic: the payments trained on end before this day (UTC date or date-time).
     #[arg(long, env = "RISKSTREAM_TO")]
     pub to: Option<String>,
+    /// With --traffic: the estimator family.
+    #[arg(
+        long,
+        env = "RISKSTREAM_ESTIMATOR",
+        value_enum,
+        default_value = "logistic-regression"
+    )]
+    pub estimator: EstimatorArg,
     /// Seed of the synthetic traffic.
     #[arg(long, env = "RISKSTREAM_SEED", default_value_t = 1)]
     pub seed: u64,

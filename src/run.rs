@@ -1,6 +1,7 @@
 //! Entry points of the binary's subcommands: wire validated configuration
 //! into running parts. `main` parses flags and calls in here.
 
+use crate::cli::EstimatorArg;
 use crate::cli::{
     Cli, Command, ConvertArgs, ConvertFormat, EvaluateArgs, ServeArgs, SimulateArgs, TrainArgs,
 };
@@ -13,7 +14,7 @@ use crate::server;
 use crate::sim::SimConfig;
 use crate::state::MemoryStore;
 use crate::traffic::TrafficWriter;
-use crate::train::TimeWindow;
+use crate::train::{Family, TimeWindow};
 use anyhow::Context as _;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -175,8 +176,15 @@ fn train_traffic(args: &TrainArgs, path: &std::path::Path) -> anyhow::Result<()>
             command.push_str(&format!(" --{flag} {v}"));
         }
     }
+    let family = match args.estimator {
+        EstimatorArg::LogisticRegression => Family::LogisticRegression,
+        EstimatorArg::GradientBoostedTrees => {
+            command.push_str(" --estimator gradient-boosted-trees");
+            Family::GradientBoostedTrees
+        }
+    };
     let started = std::time::Instant::now();
-    let file = crate::train::train_traffic(path, w, &version, &command)?;
+    let file = crate::train::train_traffic(path, w, family, &version, &command)?;
     write_model(&args.out, &file)?;
     tracing::info!(
         out = %args.out.display(),

@@ -236,7 +236,14 @@ fn a_trained_model_round_trips_through_its_file_with_the_same_scores() {
         traffic.to_str().expect("utf-8"),
     ]);
     let window = riskstream::train::TimeWindow::default();
-    let file = riskstream::train::train_traffic(&traffic, window, "rt-1", "test").expect("trains");
+    let file = riskstream::train::train_traffic(
+        &traffic,
+        window,
+        riskstream::train::Family::LogisticRegression,
+        "rt-1",
+        "test",
+    )
+    .expect("trains");
     let in_memory = Model::from_file(file.clone()).expect("valid");
     // Saved as the binary saves it, then loaded as the server loads it.
     let path = dir.path().join("m.json");

@@ -74,6 +74,8 @@ define_features! {
     MerchantFraudRate7dDelayed => "merchant_fraud_rate_7d_delayed": "the same over the 7 days ending 7 days before",
     MerchantFraudRate30dDelayed => "merchant_fraud_rate_30d_delayed": "the same over the 30 days ending 7 days before",
     AmountLinear => "amount_linear": "amount / 100 (major units), capped at 1,000,000: large amounts weigh linearly",
+    AmountVsCardMean7d => "amount_vs_card_mean_7d": "ln(1 + amount / 100) − ln(1 + this card's mean amount / 100 over the last 7 days)",
+    AmountVsCardMean30d => "amount_vs_card_mean_30d": "ln(1 + amount / 100) − ln(1 + this card's mean amount / 100 over the last 30 days)",
 }
 
 /// The features of the first feature set (session comparison and short
@@ -245,6 +247,9 @@ pub fn extract(inp: &Inputs<'_>) -> FeatureVector {
     v.set(F::MerchantFraudRate7dDelayed, rate(m7));
     v.set(F::MerchantFraudRate30dDelayed, rate(m30));
     v.set(F::AmountLinear, (p.amount as f64 / 100.0).min(1e6));
+    let amount = v.get(F::Amount);
+    v.set(F::AmountVsCardMean7d, amount - v.get(F::CardMeanAmount7d));
+    v.set(F::AmountVsCardMean30d, amount - v.get(F::CardMeanAmount30d));
     v
 }
 

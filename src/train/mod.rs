@@ -7,9 +7,11 @@
 //! - [`eval`]: AUC ROC, average precision, rates at a threshold, card
 //!   precision@k, calibration table.
 //! - [`evaluate`]: a model measured on recorded traffic through the serving path.
+//! - [`gbt`]: gradient-boosted trees, in pure Rust.
 
 pub mod eval;
 pub mod evaluate;
+pub mod gbt;
 
 use crate::engine::{Engine, EngineConfig};
 use crate::features::{FEATURES, NUM_FEATURES, SESSION_VELOCITY_FEATURES};
@@ -194,24 +196,30 @@ fn knot_at_fpr(legit_desc: &[f64], fpr: f64) -> f64 {
 pub struct Fitted {
     /// Indices (into [`FEATURES`]) of the features the model reads.
     features: Vec<usize>,
-    mean: Vec<f64>,
-    scale: Vec<f64>,
-    weights: Vec<f64>,
-    intercept: f64,
+    estimator: Estimator,
     calibration: Calibration,
     score_map: Vec<Knot>,
+}
+
+/// Uncalibrated log-odds of `x` under `estimator`, which reads `features`.
+fn raw_logit(estimator: &Estimator, features: &[usize], x: &[f64; NUM_FEATURES]) -> f64 {
+    match estimator {
+        Estimator::LogisticRegression(lr) => {
+            lr.intercept
+                + features
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &f)| lr.weights[j] * (x[f] - lr.mean[j]) / lr.scale[j])
+                    .sum::<f64>()
+        }
+        Estimator::GradientBoostedTrees(g) => g.base + gbt::output(&g.trees, features, x),
+    }
 }
 
 impl Fitted {
     /// Uncalibrated log-odds of `x`.
     fn raw(&self, x: &[f64; NUM_FEATURES]) -> f64 {
-        self.intercept
-            + self
-                .features
-                .iter()
-                .enumerate()
-                .map(|(j, &f)| self.weights[j] * (x[f] - self.mean[j]) / self.scale[j])
-                .sum::<f64>()
+        raw_logit(&self.estimator, &self.features, x)
     }
 
     /// Calibrated log-odds of an uncalibrated one.
@@ -229,12 +237,7 @@ impl Fitted {
                 .iter()
                 .map(|&f| FEATURES[f].1.to_owned())
                 .collect(),
-            estimator: Estimator::LogisticRegression(LogisticRegression {
-                mean: self.mean,
-                scale: self.scale,
-                weights: self.weights,
-                intercept: self.intercept,
-            }),
+            estimator: self.estimator,
             calibration: self.calibration,
             score_map: self.score_map,
             provenance,
@@ -243,12 +246,69 @@ impl Fitted {
     }
 }
 
-/// Fits logistic regression on `fit` (standardised on it), then calibrates
-/// it (Platt) and places the thresholds on `cal`: 75 where at most 0.1% of
-/// its legitimate payments score, 65 where at most 0.5% do.
-pub fn fit(fit: &[&Example], cal: &[&Example], features: &[usize]) -> Result<Fitted, TrainError> {
+/// The estimator families `train` fits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Family {
+    /// Logistic regression (linfa).
+    #[default]
+    LogisticRegression,
+    /// Gradient-boosted trees ([`gbt`]).
+    GradientBoostedTrees,
+}
+
+/// Fits the estimator of `family` on `fit`, then calibrates it (Platt) and
+/// places the thresholds on `cal`: 75 where at most 0.1% of its legitimate
+/// payments score, 65 where at most 0.5% do. Boosting stops at the round
+/// with the best log-loss on `cal`.
+pub fn fit(
+    fit: &[&Example],
+    cal: &[&Example],
+    features: &[usize],
+    family: Family,
+) -> Result<Fitted, TrainError> {
     check("fit", fit)?;
     check("calibration", cal)?;
+    let estimator = match family {
+        Family::LogisticRegression => fit_linear(fit, features)?,
+        Family::GradientBoostedTrees => {
+            let fit_rows: Vec<gbt::Row> = fit
+                .iter()
+                .map(|e| gbt::Row {
+                    x: &e.x,
+                    y: e.fraud,
+                })
+                .collect();
+            let cal_rows: Vec<gbt::Row> = cal
+                .iter()
+                .map(|e| gbt::Row {
+                    x: &e.x,
+                    y: e.fraud,
+                })
+                .collect();
+            Estimator::GradientBoostedTrees(gbt::fit(
+                &fit_rows,
+                &cal_rows,
+                features,
+                &gbt::Params::default(),
+            ))
+        }
+    };
+    calibrate(
+        Fitted {
+            features: features.to_vec(),
+            estimator,
+            calibration: Calibration {
+                slope: 1.0,
+                intercept: 0.0,
+            },
+            score_map: Vec::new(),
+        },
+        cal,
+    )
+}
+
+/// Logistic regression of `fit` on `features`, standardised on `fit`.
+fn fit_linear(fit: &[&Example], features: &[usize]) -> Result<Estimator, TrainError> {
     let k = features.len();
     let xf = matrix(fit, features);
     let n = xf.nrows() as f64;
@@ -272,19 +332,16 @@ pub fn fit(fit: &[&Example], cal: &[&Example], features: &[usize]) -> Result<Fit
     };
     let yf: Array1<bool> = fit.iter().map(|e| e.fraud).collect();
     let (weights, intercept) = fit_logistic(standardise(xf), yf, 1.0)?;
-    let mut fitted = Fitted {
-        features: features.to_vec(),
+    Ok(Estimator::LogisticRegression(LogisticRegression {
         mean,
         scale,
         weights,
         intercept,
-        calibration: Calibration {
-            slope: 1.0,
-            intercept: 0.0,
-        },
-        score_map: Vec::new(),
-    };
+    }))
+}
 
+/// Platt calibration and score-map knots of `fitted` on `cal`.
+fn calibrate(mut fitted: Fitted, cal: &[&Example]) -> Result<Fitted, TrainError> {
     // Platt calibration on the calibration split.
     let cal_raw: Vec<f64> = cal.iter().map(|r| fitted.raw(&r.x)).collect();
     let xc = Array2::from_shape_vec((cal_raw.len(), 1), cal_raw.clone())?;
@@ -411,7 +468,7 @@ pub fn train_synthetic(
     let test: Vec<&Example> = examples.iter().filter(|e| e.at_ms >= cal_end).collect();
     check("test", &test)?;
     let features: Vec<usize> = (0..SESSION_VELOCITY_FEATURES).collect();
-    let fitted = fit(&fit_rows, &cal, &features)?;
+    let fitted = fit(&fit_rows, &cal, &features, Family::LogisticRegression)?;
     let evaluation = figures(&fitted, &test, "test: last 20% of the simulated days")?;
     let provenance = json!({
         "trainer": "riskstream train --synthetic",
@@ -578,6 +635,7 @@ pub fn collect_traffic(
 pub fn train_traffic(
     path: &Path,
     window: TimeWindow,
+    family: Family,
     version: &str,
     command: &str,
 ) -> Result<ModelFile, TrainError> {
@@ -586,7 +644,7 @@ pub fn train_traffic(
     let rows: Vec<&Example> = examples.iter().collect();
     let (fit_rows, cal) = rows.split_at(cut);
     let features: Vec<usize> = (0..NUM_FEATURES).collect();
-    let fitted = fit(fit_rows, cal, &features)?;
+    let fitted = fit(fit_rows, cal, &features, family)?;
     let evaluation = figures(
         &fitted,
         cal,
@@ -604,7 +662,17 @@ pub fn train_traffic(
             "fit": count(fit_rows),
             "calibration": count(cal),
         },
-        "estimator": estimator_provenance(),
+        "estimator": match family {
+            Family::LogisticRegression => estimator_provenance(),
+            Family::GradientBoostedTrees => json!({
+                "library": "riskstream (src/train/gbt.rs)",
+                "params": gbt::Params::default(),
+                "trees_kept": match &fitted.estimator {
+                    Estimator::GradientBoostedTrees(g) => g.trees.len(),
+                    Estimator::LogisticRegression(_) => 0,
+                },
+            }),
+        },
         "thresholds": thresholds_provenance(),
         "crates": crates_provenance(),
     });
