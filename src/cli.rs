@@ -208,6 +208,10 @@ pub struct TrainArgs {
     /// With --traffic: the payments trained on end before this day (UTC date or date-time).
     #[arg(long, env = "RISKSTREAM_TO")]
     pub to: Option<String>,
+    /// With --traffic: the feature set to train on (1: sessions and short
+    /// velocity; 2: plus long windows, calendar, amount ratios; default the newest).
+    #[arg(long, env = "RISKSTREAM_FEATURE_SET")]
+    pub feature_set: Option<usize>,
     /// With --traffic: the estimator family.
     #[arg(
         long,

@@ -176,6 +176,20 @@ fn train_traffic(args: &TrainArgs, path: &std::path::Path) -> anyhow::Result<()>
             command.push_str(&format!(" --{flag} {v}"));
         }
     }
+    let set = args
+        .feature_set
+        .unwrap_or(crate::features::LATEST_FEATURE_SET);
+    if !(1..=crate::features::LATEST_FEATURE_SET).contains(&set) {
+        return Err(ConfigError::Invalid {
+            flag: "feature-set",
+            message: format!(
+                "{set} is not a feature set; they are 1 to {}",
+                crate::features::LATEST_FEATURE_SET
+            ),
+        }
+        .into());
+    }
+    command.push_str(&format!(" --feature-set {set}"));
     let family = match args.estimator {
         EstimatorArg::LogisticRegression => Family::LogisticRegression,
         EstimatorArg::GradientBoostedTrees => {
@@ -184,7 +198,7 @@ fn train_traffic(args: &TrainArgs, path: &std::path::Path) -> anyhow::Result<()>
         }
     };
     let started = std::time::Instant::now();
-    let file = crate::train::train_traffic(path, w, family, &version, &command)?;
+    let file = crate::train::train_traffic(path, w, set, family, &version, &command)?;
     write_model(&args.out, &file)?;
     tracing::info!(
         out = %args.out.display(),

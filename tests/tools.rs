@@ -239,6 +239,7 @@ fn a_trained_model_round_trips_through_its_file_with_the_same_scores() {
     let file = riskstream::train::train_traffic(
         &traffic,
         window,
+        riskstream::features::LATEST_FEATURE_SET,
         riskstream::train::Family::LogisticRegression,
         "rt-1",
         "test",

@@ -83,6 +83,20 @@ define_features! {
 /// sessions alone read.
 pub const SESSION_VELOCITY_FEATURES: usize = Feature::Night as usize;
 
+/// Feature sets: set `n` (from 1) is `FEATURES[..FEATURE_SETS[n - 1]]`.
+/// Features are only ever appended, so a set never changes and a training
+/// command that names its set keeps producing the same model; adding
+/// features means adding a set.
+pub const FEATURE_SETS: &[usize] = &[
+    // 1: session comparison and short velocity.
+    SESSION_VELOCITY_FEATURES,
+    // 2: plus long windows (card, merchant with label delay), calendar, amount ratios.
+    Feature::AmountVsCardMean30d as usize + 1,
+];
+
+/// The newest feature set.
+pub const LATEST_FEATURE_SET: usize = FEATURE_SETS.len();
+
 /// Number of features.
 pub const NUM_FEATURES: usize = FEATURES.len();
 
@@ -292,6 +306,12 @@ mod tests {
         let monday = v(1_534_161_600_000);
         assert_eq!(monday.get(Feature::Weekend), 0.0);
         assert_eq!(monday.get(Feature::Night), 0.0);
+    }
+
+    #[test]
+    fn the_newest_feature_set_holds_every_feature() {
+        assert_eq!(FEATURE_SETS[LATEST_FEATURE_SET - 1], NUM_FEATURES);
+        assert!(FEATURE_SETS.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]

@@ -14,7 +14,9 @@ pub mod evaluate;
 pub mod gbt;
 
 use crate::engine::{Engine, EngineConfig};
-use crate::features::{FEATURES, NUM_FEATURES, SESSION_VELOCITY_FEATURES};
+use crate::features::{
+    FEATURE_SETS, FEATURES, LATEST_FEATURE_SET, NUM_FEATURES, SESSION_VELOCITY_FEATURES,
+};
 use crate::metrics::Metrics;
 use crate::model::file::{Calibration, Estimator, FORMAT, Knot, LogisticRegression, ModelFile};
 use crate::model::score_map::{ScoreMap, logit, sigmoid};
@@ -635,6 +637,7 @@ pub fn collect_traffic(
 pub fn train_traffic(
     path: &Path,
     window: TimeWindow,
+    feature_set: usize,
     family: Family,
     version: &str,
     command: &str,
@@ -643,7 +646,8 @@ pub fn train_traffic(
     let cut = examples.len() * 8 / 10;
     let rows: Vec<&Example> = examples.iter().collect();
     let (fit_rows, cal) = rows.split_at(cut);
-    let features: Vec<usize> = (0..NUM_FEATURES).collect();
+    let features: Vec<usize> =
+        (0..FEATURE_SETS[feature_set.clamp(1, LATEST_FEATURE_SET) - 1]).collect();
     let fitted = fit(fit_rows, cal, &features, family)?;
     let evaluation = figures(
         &fitted,
