@@ -34,7 +34,8 @@ pub enum ConfigError {
     },
 }
 
-fn invalid(flag: &'static str, message: impl Into<String>) -> ConfigError {
+/// The error for an unusable value of `--flag`.
+pub fn invalid(flag: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         flag,
         message: message.into(),

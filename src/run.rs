@@ -141,18 +141,27 @@ fn window(from: Option<&str>, to: Option<&str>) -> Result<TimeWindow, ConfigErro
     if let (Some(f), Some(t)) = (w.from_ms, w.to_ms)
         && t <= f
     {
-        return Err(ConfigError::Invalid {
-            flag: "to",
-            message: "must be after --from".into(),
-        });
+        return Err(config::invalid("to", "must be after --from"));
     }
     Ok(w)
 }
 
-fn write_model(out: &std::path::Path, file: &crate::model::file::ModelFile) -> anyhow::Result<()> {
+/// Writes a trained model file and logs its figures and the time since `started`.
+fn write_model(
+    out: &std::path::Path,
+    file: &crate::model::file::ModelFile,
+    started: std::time::Instant,
+) -> anyhow::Result<()> {
     let mut text = serde_json::to_string_pretty(file)?;
     text.push('\n');
-    std::fs::write(out, text).with_context(|| format!("cannot write {}", out.display()))
+    std::fs::write(out, text).with_context(|| format!("cannot write {}", out.display()))?;
+    tracing::info!(
+        out = %out.display(),
+        seconds = started.elapsed().as_secs_f64(),
+        evaluation = %file.evaluation,
+        "model written"
+    );
+    Ok(())
 }
 
 fn train_traffic(args: &TrainArgs, path: &std::path::Path) -> anyhow::Result<()> {
@@ -180,13 +189,13 @@ fn train_traffic(args: &TrainArgs, path: &std::path::Path) -> anyhow::Result<()>
         .feature_set
         .unwrap_or(crate::features::LATEST_FEATURE_SET);
     if !(1..=crate::features::LATEST_FEATURE_SET).contains(&set) {
-        return Err(ConfigError::Invalid {
-            flag: "feature-set",
-            message: format!(
+        return Err(config::invalid(
+            "feature-set",
+            format!(
                 "{set} is not a feature set; they are 1 to {}",
                 crate::features::LATEST_FEATURE_SET
             ),
-        }
+        )
         .into());
     }
     command.push_str(&format!(" --feature-set {set}"));
@@ -199,31 +208,20 @@ fn train_traffic(args: &TrainArgs, path: &std::path::Path) -> anyhow::Result<()>
     };
     let started = std::time::Instant::now();
     let file = crate::train::train_traffic(path, w, set, family, &version, &command)?;
-    write_model(&args.out, &file)?;
-    tracing::info!(
-        out = %args.out.display(),
-        seconds = started.elapsed().as_secs_f64(),
-        evaluation = %file.evaluation,
-        "model written"
-    );
-    Ok(())
+    write_model(&args.out, &file, started)
 }
 
 fn evaluate(args: &EvaluateArgs) -> anyhow::Result<()> {
     let w = window(args.from.as_deref(), args.to.as_deref())?;
     if args.handbook_test_set && w.from_ms.is_none() {
-        return Err(ConfigError::Invalid {
-            flag: "handbook-test-set",
-            message: "needs --from (the first test day)".into(),
-        }
-        .into());
+        return Err(
+            config::invalid("handbook-test-set", "needs --from (the first test day)").into(),
+        );
     }
     if args.threshold > 99 {
-        return Err(ConfigError::Invalid {
-            flag: "threshold",
-            message: format!("{} is outside 0–99", args.threshold),
-        }
-        .into());
+        return Err(
+            config::invalid("threshold", format!("{} is outside 0–99", args.threshold)).into(),
+        );
     }
     let model = Model::load(&args.model)?;
     let started = std::time::Instant::now();
@@ -250,18 +248,16 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         return train_traffic(args, path);
     }
     if args.customers < 100 {
-        return Err(ConfigError::Invalid {
-            flag: "customers",
-            message: format!("{} is too few; at least 100", args.customers),
-        }
+        return Err(config::invalid(
+            "customers",
+            format!("{} is too few; at least 100", args.customers),
+        )
         .into());
     }
     if args.days < 5 {
-        return Err(ConfigError::Invalid {
-            flag: "days",
-            message: format!("{} is too few; at least 5", args.days),
-        }
-        .into());
+        return Err(
+            config::invalid("days", format!("{} is too few; at least 5", args.days)).into(),
+        );
     }
     let cfg = SimConfig {
         seed: args.seed,
@@ -280,34 +276,25 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
     );
     let started = std::time::Instant::now();
     let file = crate::train::train_synthetic(cfg, &version, &command)?;
-    write_model(&args.out, &file)?;
-    tracing::info!(
-        out = %args.out.display(),
-        seconds = started.elapsed().as_secs_f64(),
-        evaluation = %file.evaluation,
-        "model written"
-    );
-    Ok(())
+    write_model(&args.out, &file, started)
 }
 
 fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
     if args.customers == 0 || args.days == 0 {
-        return Err(ConfigError::Invalid {
-            flag: if args.customers == 0 {
+        return Err(config::invalid(
+            if args.customers == 0 {
                 "customers"
             } else {
                 "days"
             },
-            message: "must be at least 1".into(),
-        }
+            "must be at least 1",
+        )
         .into());
     }
     if !(0.0..=1.0).contains(&args.fraud_rate) {
-        return Err(ConfigError::Invalid {
-            flag: "fraud-rate",
-            message: format!("{} is outside 0–1", args.fraud_rate),
-        }
-        .into());
+        return Err(
+            config::invalid("fraud-rate", format!("{} is outside 0–1", args.fraud_rate)).into(),
+        );
     }
     let cfg = SimConfig {
         seed: args.seed,

@@ -152,6 +152,13 @@ impl TrafficReader {
         }
     }
 
+    fn io(&self, source: io::Error) -> TrafficError {
+        TrafficError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
     fn malformed(&self, message: impl Into<String>) -> TrafficError {
         TrafficError::Malformed {
             path: self.path.clone(),
@@ -172,10 +179,7 @@ impl TrafficReader {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(source) => {
-                    return Err(TrafficError::Io {
-                        path: self.path.clone(),
-                        source,
-                    });
+                    return Err(self.io(source));
                 }
             }
             value |= u64::from(byte[0] & 0x7f) << (7 * i);
@@ -205,10 +209,7 @@ impl TrafficReader {
             return Err(if e.kind() == io::ErrorKind::UnexpectedEof {
                 self.malformed(format!("file ends inside a record of {n} bytes"))
             } else {
-                TrafficError::Io {
-                    path: self.path.clone(),
-                    source: e,
-                }
+                self.io(e)
             });
         }
         let record = proto::TrafficRecord::decode(self.buf.as_slice()).map_err(|e| {

@@ -9,20 +9,6 @@ use riskstream::model::file::{Estimator, ModelFile};
 use riskstream::model::{Model, ModelHandle};
 use riskstream::proto::{self, Decision, RiskLevel};
 
-async fn registered(srv: &mut TestServer) {
-    register(
-        &mut srv.client,
-        registration(
-            "pm_1",
-            "fp_1",
-            30 * DAY_MS,
-            Some(home_session("s0")),
-            customer(1),
-        ),
-    )
-    .await;
-}
-
 fn assert_not_assessed(o: &proto::Outcome) {
     assert_eq!(o.risk_level(), RiskLevel::NotAssessed, "{o:?}");
     assert_eq!(o.decision(), Decision::Allow);
@@ -83,7 +69,7 @@ async fn other_payment_method_types_are_not_assessed() {
 #[tokio::test]
 async fn opted_out_payments_are_not_assessed() {
     let mut srv = TestServer::start().await;
-    registered(&mut srv).await;
+    register_home_card(&mut srv.client).await;
     let mut ev = payment("p_opt", "pm_1", 1000, Some(home_session("s1")), customer(1));
     ev.risk_assessment_opt_out = true;
     let out = score_ok(&mut srv.client, ev).await;
@@ -93,7 +79,7 @@ async fn opted_out_payments_are_not_assessed() {
 #[tokio::test]
 async fn recurring_payments_after_the_first_are_not_assessed() {
     let mut srv = TestServer::start().await;
-    registered(&mut srv).await;
+    register_home_card(&mut srv.client).await;
     let mut initial = payment(
         "p_sub_1",
         "pm_1",
@@ -125,7 +111,7 @@ async fn recurring_payments_after_the_first_are_not_assessed() {
 #[tokio::test]
 async fn rules_still_run_on_payments_not_assessed() {
     let mut srv = TestServer::start().await;
-    registered(&mut srv).await;
+    register_home_card(&mut srv.client).await;
     srv.engine
         .list_add(riskstream::state::List::BlockCardFingerprint, "fp_1")
         .expect("valid entry");
@@ -138,19 +124,24 @@ async fn rules_still_run_on_payments_not_assessed() {
     assert_eq!(out.rule, "block_card_fingerprint");
 }
 
-#[tokio::test]
-async fn a_missing_model_fails_open_as_unknown() {
+/// The outcome of a payment from a foreign session, on a server scoring with `model`.
+async fn foreign_payment_outcome(model: ModelHandle) -> proto::Outcome {
     let mut srv = TestServer::with(Setup {
-        model: ModelHandle::empty(),
+        model,
         ..Setup::default()
     })
     .await;
-    registered(&mut srv).await;
-    let out = score_ok(
+    register_home_card(&mut srv.client).await;
+    score_ok(
         &mut srv.client,
         payment("p1", "pm_1", 1000, Some(foreign_session("s1")), customer(1)),
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_missing_model_fails_open_as_unknown() {
+    let out = foreign_payment_outcome(ModelHandle::empty()).await;
     assert_eq!(out.risk_level(), RiskLevel::Unknown);
     assert_eq!(out.decision(), Decision::Allow);
     assert_eq!(out.reason, "unknown_risk_level");
@@ -180,17 +171,7 @@ async fn a_model_erroring_at_run_time_fails_open_as_unknown() {
     lr.weights[device] = -1e300;
     lr.scale[device] = 1e-300;
     let model = Model::from_file(file).expect("loads: every value is finite");
-    let mut srv = TestServer::with(Setup {
-        model: ModelHandle::new(model),
-        ..Setup::default()
-    })
-    .await;
-    registered(&mut srv).await;
-    let out = score_ok(
-        &mut srv.client,
-        payment("p1", "pm_1", 1000, Some(foreign_session("s1")), customer(1)),
-    )
-    .await;
+    let out = foreign_payment_outcome(ModelHandle::new(model)).await;
     assert_eq!(out.risk_level(), RiskLevel::Unknown, "{out:?}");
     assert_eq!(out.decision(), Decision::Allow);
     assert_eq!(out.reason, "unknown_risk_level");
@@ -207,7 +188,7 @@ async fn elevated_review_never_applies_to_setup_intents() {
         highest_action: Action::Block,
     };
     let mut srv = TestServer::with(setup).await;
-    registered(&mut srv).await;
+    register_home_card(&mut srv.client).await;
     let pay = score_ok(
         &mut srv.client,
         payment("p1", "pm_1", 1000, Some(home_session("s1")), customer(1)),

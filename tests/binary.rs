@@ -293,17 +293,7 @@ async fn sigterm_with_an_open_stream_drains_flushes_and_exits_zero() {
         "5s",
     ]);
     let mut c = bin.client().await;
-    register(
-        &mut c,
-        registration(
-            "pm_1",
-            "fp_1",
-            30 * DAY_MS,
-            Some(home_session("s0")),
-            customer(1),
-        ),
-    )
-    .await;
+    register_home_card(&mut c).await;
     let (tx, rx) = tokio::sync::mpsc::channel::<proto::PaymentEvent>(128);
     let mut outcomes = c
         .score_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
@@ -452,17 +442,7 @@ async fn a_changed_model_file_is_swapped_in_under_load_and_a_bad_one_is_refused(
         "0",
     ]);
     let mut c = bin.client().await;
-    register(
-        &mut c,
-        registration(
-            "pm_1",
-            "fp_1",
-            30 * DAY_MS,
-            Some(home_session("s0")),
-            customer(1),
-        ),
-    )
-    .await;
+    register_home_card(&mut c).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let load = tokio::spawn({
@@ -534,17 +514,7 @@ async fn sighup_reloads_the_model_file() {
         "off",
     ]);
     let mut c = bin.client().await;
-    register(
-        &mut c,
-        registration(
-            "pm_1",
-            "fp_1",
-            30 * DAY_MS,
-            Some(home_session("s0")),
-            customer(1),
-        ),
-    )
-    .await;
+    register_home_card(&mut c).await;
     let version = |o: proto::Outcome| o.model_version;
     let ev = |i: u32| {
         payment(

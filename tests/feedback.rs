@@ -77,17 +77,7 @@ async fn fraud_feedback_then_blocklist_block() {
 async fn legitimate_feedback_blocks_nothing_and_unknown_payments_are_not_found() {
     let mut srv = TestServer::start().await;
     let c = &mut srv.client;
-    register(
-        c,
-        registration(
-            "pm_1",
-            "fp_1",
-            30 * DAY_MS,
-            Some(home_session("s0")),
-            customer(1),
-        ),
-    )
-    .await;
+    register_home_card(c).await;
     c.score(payment(
         "pay_1",
         "pm_1",

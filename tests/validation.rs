@@ -86,17 +86,7 @@ fn invalid_events() -> Vec<(&'static str, proto::PaymentEvent, &'static str)> {
 
 async fn setup() -> TestServer {
     let mut srv = TestServer::start().await;
-    register(
-        &mut srv.client,
-        registration(
-            "pm_1",
-            "fp_1",
-            30 * DAY_MS,
-            Some(home_session("s0")),
-            customer(1),
-        ),
-    )
-    .await;
+    register_home_card(&mut srv.client).await;
     srv
 }
 

@@ -78,18 +78,13 @@ define_features! {
     AmountVsCardMean30d => "amount_vs_card_mean_30d": "ln(1 + amount / 100) − ln(1 + this card's mean amount / 100 over the last 30 days)",
 }
 
-/// The features of the first feature set (session comparison and short
-/// velocity), `FEATURES[..SESSION_VELOCITY_FEATURES]`: what models trained on
-/// sessions alone read.
-pub const SESSION_VELOCITY_FEATURES: usize = Feature::Night as usize;
-
 /// Feature sets: set `n` (from 1) is `FEATURES[..FEATURE_SETS[n - 1]]`.
 /// Features are only ever appended, so a set never changes and a training
 /// command that names its set keeps producing the same model; adding
 /// features means adding a set.
 pub const FEATURE_SETS: &[usize] = &[
     // 1: session comparison and short velocity.
-    SESSION_VELOCITY_FEATURES,
+    Feature::Night as usize,
     // 2: plus long windows (card, merchant with label delay), calendar, amount ratios.
     Feature::AmountVsCardMean30d as usize + 1,
 ];

@@ -3,6 +3,7 @@
 //! that windows can end a label delay in the past). Only the hours with
 //! events are stored; fraud counts arrive later, through feedback.
 
+use super::window::bucket_mut;
 use smallvec::SmallVec;
 
 /// Width of one bucket.
@@ -52,25 +53,20 @@ impl LongWindow {
     /// before the newest.
     pub fn add(&mut self, at_ms: i64, amount: u64, horizon_hours: i64) {
         let hour = hour_of(at_ms);
-        let mut pos = self.buckets.len();
-        while pos > 0 && i64::from(self.buckets[pos - 1].hour) > hour {
-            pos -= 1;
-        }
-        if pos > 0 && i64::from(self.buckets[pos - 1].hour) == hour {
-            let b = &mut self.buckets[pos - 1];
-            b.count = b.count.saturating_add(1);
-            b.amount = b.amount.saturating_add(amount);
-        } else {
-            self.buckets.insert(
-                pos,
-                Bucket {
-                    hour: hour as u32,
-                    count: 1,
-                    frauds: 0,
-                    amount,
-                },
-            );
-        }
+        let b = bucket_mut(
+            &mut self.buckets,
+            0,
+            hour,
+            |b| i64::from(b.hour),
+            || Bucket {
+                hour: hour as u32,
+                count: 0,
+                frauds: 0,
+                amount: 0,
+            },
+        );
+        b.count = b.count.saturating_add(1);
+        b.amount = b.amount.saturating_add(amount);
         let newest = self.buckets.last().map_or(hour, |b| i64::from(b.hour));
         let expired = self
             .buckets

@@ -27,6 +27,27 @@ fn bucket_of(at_ms: i64) -> i64 {
     at_ms.div_euclid(BUCKET_MS).clamp(0, i64::from(u32::MAX))
 }
 
+/// The bucket of `index` among `buckets[from..]` (ascending by `index_of`),
+/// inserted in its place from `fresh` when there is none. Events arrive
+/// almost in order, so the search runs from the back.
+pub(super) fn bucket_mut<B, const N: usize>(
+    buckets: &mut SmallVec<[B; N]>,
+    from: usize,
+    index: i64,
+    index_of: impl Fn(&B) -> i64,
+    fresh: impl FnOnce() -> B,
+) -> &mut B {
+    let mut pos = buckets.len();
+    while pos > from && index_of(&buckets[pos - 1]) > index {
+        pos -= 1;
+    }
+    if pos > from && index_of(&buckets[pos - 1]) == index {
+        return &mut buckets[pos - 1];
+    }
+    buckets.insert(pos, fresh());
+    &mut buckets[pos]
+}
+
 /// Counts of one key at one instant.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -79,26 +100,20 @@ impl Window {
         self.last_ms = self.last_ms.max(at_ms);
         self.count = self.count.saturating_add(1);
         self.amount = self.amount.saturating_add(amount);
-        // Events arrive almost in order: search from the back.
         let head = self.expired as usize;
-        let mut pos = self.buckets.len();
-        while pos > head && i64::from(self.buckets[pos - 1].index) > index {
-            pos -= 1;
-        }
-        if pos > head && i64::from(self.buckets[pos - 1].index) == index {
-            let b = &mut self.buckets[pos - 1];
-            b.count = b.count.saturating_add(1);
-            b.amount = b.amount.saturating_add(amount);
-        } else {
-            self.buckets.insert(
-                pos,
-                Bucket {
-                    index: index as u32,
-                    count: 1,
-                    amount,
-                },
-            );
-        }
+        let b = bucket_mut(
+            &mut self.buckets,
+            head,
+            index,
+            |b| i64::from(b.index),
+            || Bucket {
+                index: index as u32,
+                count: 0,
+                amount: 0,
+            },
+        );
+        b.count = b.count.saturating_add(1);
+        b.amount = b.amount.saturating_add(amount);
         let newest = bucket_of(self.last_ms);
         let expired = self
             .live()

@@ -95,14 +95,27 @@ pub fn evaluate(path: &Path, model: Model, opts: EvalOptions) -> Result<Evaluati
     let mut rows = Vec::new();
     // For the handbook rules: when each card was defrauded (payment times).
     let mut frauds_by_card: HashMap<String, Vec<i64>> = HashMap::new();
-    let history = TimeWindow {
-        from_ms: opts.window.from_ms.map(|f| f - 14 * DAY_MS),
-        to_ms: opts.window.to_ms,
+    // The handbook rules look at the frauds of the 14 days before the window.
+    let history = if opts.handbook_test_set {
+        TimeWindow {
+            from_ms: opts.window.from_ms.map(|f| f - 14 * DAY_MS),
+            to_ms: opts.window.to_ms,
+        }
+    } else {
+        opts.window
     };
     let counts = replay(path, history, &engine, |r, ev, engine, clock| {
         let fraud = labels.contains(&ev.payment_id);
+        let card = card_of(ev);
         if fraud && opts.handbook_test_set {
-            frauds_by_card.entry(card_of(ev)).or_default().push(r.at_ms);
+            frauds_by_card
+                .entry(card.clone())
+                .or_default()
+                .push(r.at_ms);
+        }
+        if !opts.window.contains(r.at_ms) {
+            // Before the window: only the state matters.
+            return engine.features_message(ev, clock).is_ok();
         }
         let Ok(outcome) = engine.score_message(ev, clock) else {
             return false;
@@ -110,10 +123,10 @@ pub fn evaluate(path: &Path, model: Model, opts: EvalOptions) -> Result<Evaluati
         let assessed = outcome.error.is_none()
             && outcome.risk_level != proto::RiskLevel::NotAssessed as i32
             && outcome.risk_level != proto::RiskLevel::Unknown as i32;
-        if assessed && opts.window.contains(r.at_ms) {
+        if assessed {
             rows.push(Row {
                 at_ms: r.at_ms,
-                card: card_of(ev),
+                card,
                 probability: outcome.fraud_probability,
                 score: outcome.risk_score,
                 fraud,

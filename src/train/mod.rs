@@ -14,9 +14,7 @@ pub mod evaluate;
 pub mod gbt;
 
 use crate::engine::{Engine, EngineConfig};
-use crate::features::{
-    FEATURE_SETS, FEATURES, LATEST_FEATURE_SET, NUM_FEATURES, SESSION_VELOCITY_FEATURES,
-};
+use crate::features::{FEATURE_SETS, FEATURES, LATEST_FEATURE_SET, NUM_FEATURES};
 use crate::metrics::Metrics;
 use crate::model::file::{Calibration, Estimator, FORMAT, Knot, LogisticRegression, ModelFile};
 use crate::model::score_map::{ScoreMap, logit, sigmoid};
@@ -469,7 +467,8 @@ pub fn train_synthetic(
         .collect();
     let test: Vec<&Example> = examples.iter().filter(|e| e.at_ms >= cal_end).collect();
     check("test", &test)?;
-    let features: Vec<usize> = (0..SESSION_VELOCITY_FEATURES).collect();
+    // Feature set 1: what this trainer has always read.
+    let features: Vec<usize> = (0..FEATURE_SETS[0]).collect();
     let fitted = fit(&fit_rows, &cal, &features, Family::LogisticRegression)?;
     let evaluation = figures(&fitted, &test, "test: last 20% of the simulated days")?;
     let provenance = json!({

@@ -261,6 +261,22 @@ pub async fn register(c: &mut Client, req: proto::RegisterPaymentMethodRequest) 
     c.register_payment_method(req).await.expect("registered");
 }
 
+/// Registers the card most tests use: `pm_1` (fingerprint `fp_1`) of
+/// customer 1, saved 30 days ago from the home session `s0`.
+pub async fn register_home_card(c: &mut Client) {
+    register(
+        c,
+        registration(
+            "pm_1",
+            "fp_1",
+            30 * DAY_MS,
+            Some(home_session("s0")),
+            customer(1),
+        ),
+    )
+    .await;
+}
+
 /// Scores `ev`; the test fails if the RPC fails.
 pub async fn score_ok(c: &mut Client, ev: proto::PaymentEvent) -> proto::Outcome {
     c.score(ev).await.expect("scored").into_inner()
