@@ -32,6 +32,98 @@ pub enum Command {
     Convert(ConvertArgs),
     /// Measure a model on recorded traffic replayed through the serving path.
     Evaluate(EvaluateArgs),
+    /// Replay recorded traffic against a running server and report its
+    /// throughput and latency.
+    Replay(ReplayArgs),
+}
+
+/// Modes of `riskstream replay`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReplayModeArg {
+    /// Payments over bidirectional `ScoreStream` streams.
+    Stream,
+    /// Payments as unary `Score` calls.
+    Unary,
+}
+
+/// Ordering of registrations and feedback in `riskstream replay`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OrderArg {
+    /// In file order with the payments (reproduces scores exactly).
+    Strict,
+    /// Beside the payments; a payment waits only for its own card's registration.
+    Relaxed,
+}
+
+/// How `riskstream replay` shows progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProgressArg {
+    /// A live bar on a terminal, plain lines otherwise.
+    Auto,
+    /// A live bar.
+    Bar,
+    /// A plain line every --progress-interval.
+    Lines,
+    /// Nothing.
+    Off,
+}
+
+/// Flags of `riskstream replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Recorded-traffic file ("-" for standard input).
+    pub file: PathBuf,
+    /// The server, e.g. http://127.0.0.1:50051.
+    #[arg(
+        long,
+        env = "RISKSTREAM_TARGET",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub target: String,
+    /// Payments over bidirectional streams or unary calls.
+    #[arg(long, env = "RISKSTREAM_MODE", value_enum, default_value_t = ReplayModeArg::Stream)]
+    pub mode: ReplayModeArg,
+    /// Open loop at this many requests per second (latency from each
+    /// scheduled send time). Without --rate or --speed: as fast as answered.
+    #[arg(long, env = "RISKSTREAM_RATE", conflicts_with = "speed")]
+    pub rate: Option<f64>,
+    /// Open loop at the recorded inter-arrival times divided by this factor.
+    #[arg(long, env = "RISKSTREAM_SPEED")]
+    pub speed: Option<f64>,
+    /// Order of registrations and feedback relative to payments.
+    #[arg(long, env = "RISKSTREAM_ORDER", value_enum, default_value_t = OrderArg::Strict)]
+    pub order: OrderArg,
+    /// Stop sending after the warm-up plus this long (e.g. 60s); the whole
+    /// file by default.
+    #[arg(long, env = "RISKSTREAM_DURATION")]
+    pub duration: Option<String>,
+    /// Answers in this first stretch are checked but not measured.
+    #[arg(long, env = "RISKSTREAM_WARMUP", default_value = "0s")]
+    pub warmup: String,
+    /// HTTP/2 connections to open.
+    #[arg(long, env = "RISKSTREAM_CONNECTIONS", default_value_t = 1)]
+    pub connections: usize,
+    /// Streams (stream mode) or concurrent callers (unary mode).
+    #[arg(long, env = "RISKSTREAM_CONCURRENCY", default_value_t = 1)]
+    pub concurrency: usize,
+    /// Unanswered events allowed per stream.
+    #[arg(long, env = "RISKSTREAM_IN_FLIGHT", default_value_t = 64)]
+    pub in_flight: usize,
+    /// Write one JSON line per outcome here.
+    #[arg(long, env = "RISKSTREAM_OUTCOMES_OUT")]
+    pub outcomes_out: Option<PathBuf>,
+    /// Print the final report as JSON.
+    #[arg(long, env = "RISKSTREAM_JSON")]
+    pub json: bool,
+    /// Succeed even if some requests were answered with errors.
+    #[arg(long, env = "RISKSTREAM_ALLOW_ERRORS")]
+    pub allow_errors: bool,
+    /// How progress is shown (on standard error).
+    #[arg(long, env = "RISKSTREAM_PROGRESS", value_enum, default_value_t = ProgressArg::Auto)]
+    pub progress: ProgressArg,
+    /// Interval of plain progress lines.
+    #[arg(long, env = "RISKSTREAM_PROGRESS_INTERVAL", default_value = "5s")]
+    pub progress_interval: String,
 }
 
 /// Flags of `riskstream evaluate`.
@@ -43,6 +135,10 @@ pub struct EvaluateArgs {
     /// Model file to evaluate.
     #[arg(long, env = "RISKSTREAM_MODEL", default_value = "models/default.json")]
     pub model: PathBuf,
+    /// Evaluate the scores a running server served instead: the outcomes
+    /// file `riskstream replay --outcomes-out` wrote for this traffic.
+    #[arg(long, env = "RISKSTREAM_OUTCOMES", conflicts_with = "model")]
+    pub outcomes: Option<PathBuf>,
     /// First day (UTC date or date-time) of the payments measured.
     #[arg(long, env = "RISKSTREAM_FROM")]
     pub from: Option<String>,

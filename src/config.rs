@@ -1,7 +1,7 @@
 //! Validated configuration: raw flags ([`crate::cli`]) become typed settings
 //! here, or a [`ConfigError`] that names the flag.
 
-use crate::cli::ServeArgs;
+use crate::cli::{OrderArg, ProgressArg, ReplayArgs, ReplayModeArg, ServeArgs};
 use crate::decision::holdout::Holdout;
 use crate::decision::{Action, Policy};
 use crate::engine::EngineConfig;
@@ -255,4 +255,80 @@ impl ServeConfig {
             },
         })
     }
+}
+
+/// Checks the flags of `riskstream replay`.
+pub fn replay(a: &ReplayArgs) -> Result<crate::replay::ReplayConfig, ConfigError> {
+    use crate::replay::{Mode, Order, Pacing, ReplayConfig, progress::Style};
+    let positive = |flag: &'static str, v: f64| {
+        if v.is_finite() && v > 0.0 {
+            Ok(v)
+        } else {
+            Err(invalid(flag, format!("{v} must be a positive number")))
+        }
+    };
+    let pacing = match (a.rate, a.speed) {
+        (Some(r), _) => Pacing::Rate(positive("rate", r)?),
+        (None, Some(x)) => Pacing::Speed(positive("speed", x)?),
+        (None, None) => Pacing::Closed,
+    };
+    let count = |flag: &'static str, v: usize, max: usize| {
+        if (1..=max).contains(&v) {
+            Ok(v)
+        } else {
+            Err(invalid(flag, format!("{v} is not between 1 and {max}")))
+        }
+    };
+    let target = if a.target.contains("://") {
+        a.target.clone()
+    } else {
+        format!("http://{}", a.target)
+    };
+    if !(target.starts_with("http://") || target.starts_with("https://")) {
+        return Err(invalid(
+            "target",
+            format!("{:?} is not an http:// or https:// URL", a.target),
+        ));
+    }
+    let progress = match a.progress {
+        ProgressArg::Off => Style::Off,
+        ProgressArg::Bar => Style::Bar,
+        ProgressArg::Lines => Style::Lines(duration("progress-interval", &a.progress_interval)?),
+        ProgressArg::Auto => {
+            if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                Style::Bar
+            } else {
+                Style::Lines(duration("progress-interval", &a.progress_interval)?)
+            }
+        }
+    };
+    if let Style::Lines(d) = progress
+        && d.is_zero()
+    {
+        return Err(invalid("progress-interval", "must be more than zero"));
+    }
+    Ok(ReplayConfig {
+        file: a.file.clone(),
+        target,
+        mode: match a.mode {
+            ReplayModeArg::Stream => Mode::Stream,
+            ReplayModeArg::Unary => Mode::Unary,
+        },
+        pacing,
+        order: match a.order {
+            OrderArg::Strict => Order::Strict,
+            OrderArg::Relaxed => Order::Relaxed,
+        },
+        duration: a
+            .duration
+            .as_deref()
+            .map(|d| duration("duration", d))
+            .transpose()?,
+        warmup: duration("warmup", &a.warmup)?,
+        connections: count("connections", a.connections, 1024)?,
+        concurrency: count("concurrency", a.concurrency, 65_536)?,
+        in_flight: count("in-flight", a.in_flight, 1 << 20)?,
+        outcomes_out: a.outcomes_out.clone(),
+        progress,
+    })
 }

@@ -38,6 +38,7 @@ pub mod features;
 pub mod metrics;
 pub mod model;
 pub mod proto;
+pub mod replay;
 pub mod run;
 mod scan;
 pub mod server;

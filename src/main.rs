@@ -3,6 +3,7 @@
 use clap::Parser;
 use riskstream::cli::Cli;
 use riskstream::config::ConfigError;
+use riskstream::replay::Interrupted;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
@@ -25,6 +26,9 @@ fn main() -> ExitCode {
             eprintln!("riskstream: {e:#}");
             if e.downcast_ref::<ConfigError>().is_some() {
                 ExitCode::from(64)
+            } else if e.downcast_ref::<Interrupted>().is_some() {
+                // The conventional status of a run stopped by SIGINT.
+                ExitCode::from(130)
             } else {
                 ExitCode::FAILURE
             }

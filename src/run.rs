@@ -3,7 +3,8 @@
 
 use crate::cli::EstimatorArg;
 use crate::cli::{
-    Cli, Command, ConvertArgs, ConvertFormat, EvaluateArgs, ServeArgs, SimulateArgs, TrainArgs,
+    Cli, Command, ConvertArgs, ConvertFormat, EvaluateArgs, ReplayArgs, ServeArgs, SimulateArgs,
+    TrainArgs,
 };
 use crate::config::{self, ConfigError, ServeConfig, random_u64};
 use crate::decision_log::DecisionLog;
@@ -27,6 +28,7 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
         Command::Simulate(args) => simulate(&args),
         Command::Convert(args) => convert(&args),
         Command::Evaluate(args) => evaluate(&args),
+        Command::Replay(args) => replay(&args),
     }
 }
 
@@ -223,11 +225,14 @@ fn evaluate(args: &EvaluateArgs) -> anyhow::Result<()> {
             config::invalid("threshold", format!("{} is outside 0–99", args.threshold)).into(),
         );
     }
-    let model = Model::load(&args.model)?;
+    let scores = match &args.outcomes {
+        Some(path) => crate::train::evaluate::Scores::served(path)?,
+        None => crate::train::evaluate::Scores::Model(Box::new(Model::load(&args.model)?)),
+    };
     let started = std::time::Instant::now();
     let e = crate::train::evaluate::evaluate(
         &args.traffic,
-        model,
+        scores,
         crate::train::evaluate::EvalOptions {
             window: w,
             threshold: args.threshold,
@@ -345,5 +350,95 @@ fn convert(args: &ConvertArgs) -> anyhow::Result<()> {
         seconds = started.elapsed().as_secs_f64(),
         "traffic written"
     );
+    Ok(())
+}
+
+fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
+    use crate::replay::{self, driver, outcomes::OutcomeWriter, progress, report, requests};
+    let cfg = config::replay(args)?;
+    let requests = Arc::new(requests::load(&cfg.file)?);
+    tracing::info!(
+        requests = requests.len(),
+        target = %cfg.target,
+        "replaying {}",
+        cfg.file.display()
+    );
+    let writer = cfg
+        .outcomes_out
+        .as_deref()
+        .map(OutcomeWriter::create)
+        .transpose()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let run = runtime.block_on(async {
+        let mut clients = Vec::with_capacity(cfg.connections);
+        for _ in 0..cfg.connections {
+            clients.push(
+                replay::client::connect(&cfg.target)
+                    .await
+                    .map_err(|source| replay::ReplayError::Connect {
+                        target: cfg.target.clone(),
+                        source,
+                    })?,
+            );
+        }
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            termination().await;
+            let _ = stop_tx.send(true);
+        });
+        let counters = Arc::new(progress::Counters::default());
+        let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+        let shown = tokio::spawn(progress::show(
+            cfg.progress,
+            requests.len() as u64,
+            counters.clone(),
+            done_rx,
+        ));
+        let result = driver::run(
+            &cfg,
+            requests,
+            clients,
+            counters,
+            writer.as_ref().map(OutcomeWriter::sender),
+            stop_rx,
+        )
+        .await;
+        let _ = done_tx.send(true);
+        let _ = shown.await;
+        result
+    });
+    // Whatever was answered is on disk, even when the run failed.
+    let lines = writer.map(OutcomeWriter::finish).transpose();
+    let (stats, ending) = run?;
+    if let Some(lines) = lines? {
+        tracing::info!("{lines} outcomes written");
+    }
+    let report_info = report::RunInfo {
+        target: cfg.target.clone(),
+        mode: match cfg.mode {
+            replay::Mode::Stream => format!("stream mode, {} stream(s)", cfg.concurrency),
+            replay::Mode::Unary => format!("unary mode, {} caller(s)", cfg.concurrency),
+        },
+        pacing: cfg.pacing.describe(),
+        interrupted: ending.interrupted,
+        measure_from: ending.measure_from,
+        unanswered: ending.unanswered,
+    };
+    let report = report::Report::new(report_info, &stats);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.text());
+    }
+    if report.interrupted {
+        return Err(replay::Interrupted.into());
+    }
+    let errors = report.error_count();
+    if errors > 0 && !args.allow_errors {
+        return Err(replay::ErrorsFound(errors).into());
+    }
     Ok(())
 }

@@ -1,6 +1,7 @@
-//! Borrowed views of the request messages: a protobuf parser over the bytes
-//! of one request that allocates nothing and copies nothing. Strings come out
-//! as byte slices of the request; validation checks them. Wire-compatible
+//! Borrowed views of the request messages (and of the outcome, for clients):
+//! a protobuf parser over the bytes of one message that allocates nothing
+//! and copies nothing. Strings come out as byte slices of the message;
+//! validation checks them. Wire-compatible
 //! with every encoder of `riskstream.v1` (unknown fields are skipped, a
 //! repeated embedded message is merged, the last scalar wins).
 
@@ -393,6 +394,56 @@ impl<'a> View<'a> for GetView<'a> {
     }
 }
 
+/// `riskstream.v1.Outcome`, the fields a client checks and tallies (the
+/// replay tool reads every outcome through it; insights are skipped).
+#[allow(missing_docs)]
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OutcomeView<'a> {
+    pub payment_id: &'a [u8],
+    pub risk_score: u32,
+    pub risk_level: i32,
+    pub decision: i32,
+    pub fraud_probability: f64,
+    /// `error.code`, empty when the event was scored.
+    pub error_code: &'a [u8],
+    /// `error.field`.
+    pub error_field: &'a [u8],
+    pub model_version: &'a [u8],
+}
+
+impl<'a> View<'a> for OutcomeView<'a> {
+    fn set(&mut self, n: u32, v: Value<'a>) -> Result<(), DecodeError> {
+        match n {
+            1 => self.payment_id = len(v)?,
+            2 => self.risk_score = uint32(v)?,
+            3 => self.risk_level = int32(v)?,
+            4 => self.decision = int32(v)?,
+            11 => self.model_version = len(v)?,
+            7 => match v {
+                Value::Fixed64(x) => self.fraud_probability = f64::from_bits(x),
+                _ => return Err(DecodeError("a double field has another wire type")),
+            },
+            13 => {
+                let mut r = Reader::new(len(v)?);
+                while let Some((n, v)) = r.field()? {
+                    match n {
+                        1 => self.error_code = len(v)?,
+                        2 => self.error_field = len(v)?,
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Parses an `Outcome`.
+pub fn outcome(buf: &[u8]) -> Result<OutcomeView<'_>, DecodeError> {
+    OutcomeView::parse(buf)
+}
+
 /// Parses a `PaymentEvent`.
 pub fn payment_event(buf: &[u8]) -> Result<PaymentEventView<'_>, DecodeError> {
     PaymentEventView::parse(buf)
@@ -545,6 +596,39 @@ mod tests {
             assert_eq!(v.metadata.len(), p.metadata.len());
             assert_eq!(v.risk_assessment_opt_out, p.risk_assessment_opt_out);
         }
+    }
+
+    #[test]
+    fn outcome_view_reads_what_prost_writes() {
+        let o = public::Outcome {
+            payment_id: "pay_1".into(),
+            risk_score: 81,
+            risk_level: public::RiskLevel::Highest as i32,
+            decision: public::Decision::Block as i32,
+            fraud_probability: 0.8125,
+            model_version: "m".into(),
+            insights: vec![public::Insight {
+                feature: "same_device".into(),
+                contribution: 1.5,
+            }],
+            error: Some(public::EventError {
+                code: "invalid_argument".into(),
+                field: "amount".into(),
+                message: "must not be negative".into(),
+            }),
+            ..Default::default()
+        };
+        let bytes = o.encode_to_vec();
+        let v = outcome(&bytes).expect("parses");
+        assert_eq!(s(v.payment_id), "pay_1");
+        assert_eq!(v.risk_score, 81);
+        assert_eq!(v.risk_level, o.risk_level);
+        assert_eq!(v.decision, o.decision);
+        assert_eq!(v.fraud_probability, 0.8125);
+        assert_eq!(s(v.error_code), "invalid_argument");
+        assert_eq!(s(v.error_field), "amount");
+        assert_eq!(s(v.model_version), "m");
+        assert!(outcome(&bytes[..bytes.len() - 1]).is_err());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `riskstream evaluate`: replays recorded traffic through the serving path
-//! with a model loaded, takes each payment's served probability and score,
-//! and measures them against the file's fraud reports: AUC ROC, average
+//! with a model loaded (or reads the outcomes a running server streamed
+//! back to `riskstream replay --outcomes-out`), takes each payment's served
+//! probability and score, and measures them against the file's fraud reports: AUC ROC, average
 //! precision, card precision@100, recall and false-positive rate at the
 //! block threshold, a calibration table, and per-scenario recall.
 
@@ -10,6 +11,7 @@ use crate::engine::{Engine, EngineConfig};
 use crate::metrics::Metrics;
 use crate::model::{Model, ModelHandle};
 use crate::proto;
+use crate::replay::outcomes::Served;
 use crate::state::{MemoryStore, StoreLimits};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -81,13 +83,45 @@ struct Row {
     scenario: String,
 }
 
-/// Evaluates `model` on the recorded traffic at `path`.
-pub fn evaluate(path: &Path, model: Model, opts: EvalOptions) -> Result<Evaluation, TrainError> {
+/// Where the scores evaluated come from.
+#[derive(Debug)]
+pub enum Scores {
+    /// Scored in-process by this model.
+    Model(Box<Model>),
+    /// As a server served them: outcomes read back from a replay's
+    /// `--outcomes-out` file, by payment id.
+    Served(HashMap<String, Served>),
+}
+
+impl Scores {
+    /// Reads a replay's outcomes file.
+    pub fn served(path: &Path) -> Result<Scores, TrainError> {
+        let lines =
+            crate::replay::outcomes::read(path).map_err(|e| TrainError::Outcomes(e.to_string()))?;
+        Ok(Scores::Served(
+            lines
+                .into_iter()
+                .map(|o| (o.payment_id.clone(), o))
+                .collect(),
+        ))
+    }
+}
+
+/// Evaluates the `scores` of the payments in the recorded traffic at `path`.
+pub fn evaluate(path: &Path, scores: Scores, opts: EvalOptions) -> Result<Evaluation, TrainError> {
     let labels = fraud_labels(path)?;
-    let model_version = model.version().to_owned();
+    let (model, served) = match scores {
+        Scores::Model(m) => (ModelHandle::new(*m), None),
+        Scores::Served(s) => (ModelHandle::empty(), Some(s)),
+    };
+    let mut model_version = model
+        .current()
+        .map(|m| m.version().to_owned())
+        .unwrap_or_default();
+    let mut missing: Option<String> = None;
     let engine = Engine::new(
         Arc::new(MemoryStore::new(StoreLimits::default(), 0)),
-        ModelHandle::new(model),
+        model,
         EngineConfig::default(),
         Metrics::noop(),
         None,
@@ -113,6 +147,32 @@ pub fn evaluate(path: &Path, model: Model, opts: EvalOptions) -> Result<Evaluati
                 .or_default()
                 .push(r.at_ms);
         }
+        if let Some(served) = &served {
+            // The state still follows the traffic, so that the replay
+            // counts (feedback matched to payments) read as in-process.
+            let known = engine.features_message(ev, clock).is_ok();
+            if !opts.window.contains(r.at_ms) {
+                return known;
+            }
+            let Some(o) = served.get(&ev.payment_id) else {
+                missing.get_or_insert_with(|| ev.payment_id.clone());
+                return false;
+            };
+            if model_version.is_empty() {
+                model_version.clone_from(&o.model_version);
+            }
+            if o.assessed() {
+                rows.push(Row {
+                    at_ms: r.at_ms,
+                    card,
+                    probability: o.fraud_probability,
+                    score: o.risk_score,
+                    fraud,
+                    scenario: r.scenario.clone(),
+                });
+            }
+            return o.assessed();
+        }
         if !opts.window.contains(r.at_ms) {
             // Before the window: only the state matters.
             return engine.features_message(ev, clock).is_ok();
@@ -135,6 +195,12 @@ pub fn evaluate(path: &Path, model: Model, opts: EvalOptions) -> Result<Evaluati
         }
         assessed
     })?;
+    if let Some(id) = missing {
+        return Err(TrainError::Outcomes(format!(
+            "payment_id {id:?} of the measured window has no outcome in the outcomes file \
+             (was the whole traffic file replayed?)"
+        )));
+    }
 
     let before = rows.len();
     if opts.handbook_test_set {

@@ -67,6 +67,9 @@ pub enum TrainError {
     /// The traffic file could not be read.
     #[error(transparent)]
     Traffic(#[from] crate::traffic::TrafficError),
+    /// Served outcomes could not be read, or miss a payment.
+    #[error("{0}")]
+    Outcomes(String),
 }
 
 /// One payment as training sees it: features at the time it happened, and truth.

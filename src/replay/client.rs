@@ -1,0 +1,105 @@
+//! The replay tool's gRPC client: requests go out as the bytes they were
+//! encoded to when the file was read, answers come back as raw bytes that
+//! the caller parses with a borrowed view. Neither side allocates a message.
+
+use bytes::{Buf, BufMut, Bytes};
+use tonic::Status;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::{Channel, Endpoint};
+
+/// `RiskScorer` methods the tool calls.
+#[derive(Debug, Clone, Copy)]
+pub enum Method {
+    /// `RegisterPaymentMethod`.
+    Register,
+    /// `Score`.
+    Score,
+    /// `ScoreStream`.
+    ScoreStream,
+    /// `ReportFeedback`.
+    Feedback,
+}
+
+impl Method {
+    /// The method's HTTP/2 path.
+    pub fn path(self) -> PathAndQuery {
+        PathAndQuery::from_static(match self {
+            Method::Register => "/riskstream.v1.RiskScorer/RegisterPaymentMethod",
+            Method::Score => "/riskstream.v1.RiskScorer/Score",
+            Method::ScoreStream => "/riskstream.v1.RiskScorer/ScoreStream",
+            Method::Feedback => "/riskstream.v1.RiskScorer/ReportFeedback",
+        })
+    }
+}
+
+/// Sends pre-encoded messages and hands answers over as raw bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BytesCodec;
+
+/// Encoder half of [`BytesCodec`].
+#[derive(Debug, Default)]
+pub struct BytesEncoder;
+
+/// Decoder half of [`BytesCodec`].
+#[derive(Debug, Default)]
+pub struct BytesDecoder;
+
+impl Encoder for BytesEncoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for BytesDecoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        let n = src.remaining();
+        Ok(Some(src.copy_to_bytes(n)))
+    }
+}
+
+impl Codec for BytesCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = BytesEncoder;
+    type Decoder = BytesDecoder;
+
+    fn encoder(&mut self) -> BytesEncoder {
+        BytesEncoder
+    }
+
+    fn decoder(&mut self) -> BytesDecoder {
+        BytesDecoder
+    }
+}
+
+/// A connection to the target: one HTTP/2 connection, cheap to clone.
+pub type Client = tonic::client::Grpc<Channel>;
+
+/// Opens one connection to `target` (`http://host:port`).
+pub async fn connect(target: &str) -> Result<Client, tonic::transport::Error> {
+    let channel = Endpoint::from_shared(target.to_owned())?
+        .tcp_nodelay(true)
+        .connect()
+        .await?;
+    Ok(tonic::client::Grpc::new(channel))
+}
+
+/// One unary call with a pre-encoded request; the answer's raw bytes.
+pub async fn unary(client: &mut Client, method: Method, body: Bytes) -> Result<Bytes, Status> {
+    client
+        .ready()
+        .await
+        .map_err(|e| Status::unavailable(format!("connection not ready: {e}")))?;
+    let response = client
+        .unary(tonic::Request::new(body), method.path(), BytesCodec)
+        .await?;
+    Ok(response.into_inner())
+}
