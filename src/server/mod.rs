@@ -6,8 +6,11 @@
 //! - [`status`] maps service errors to gRPC statuses.
 //! - [`metrics_http`] serves `/metrics`.
 //! - [`reload`] swaps in a changed model file (or on SIGHUP).
+//! - [`fixed`] a do-nothing server with the same contract (the transport
+//!   ceiling of benchmarks).
 
 pub mod codec;
+pub mod fixed;
 pub mod metrics_http;
 pub mod reload;
 pub mod service;
