@@ -346,6 +346,8 @@ pub async fn run(
     };
 
     let mut side: JoinSet<Stats> = JoinSet::new();
+    // Relaxed side calls in flight at once.
+    let side_slots = Arc::new(Semaphore::new(cfg.in_flight));
     let mut side_stats = Stats::default();
     let mut registering: HashMap<Box<str>, watch::Receiver<bool>> = HashMap::new();
     let first_at = requests.first().map_or(0, |r| r.at_ms);
@@ -427,6 +429,10 @@ pub async fn run(
                 side_stats.merge(&stats);
             }
             (kind, Order::Relaxed) => {
+                let permit = tokio::select! {
+                    p = side_slots.clone().acquire_owned() => p.ok(),
+                    _ = stopped(&mut stop) => { interrupted = true; break; }
+                };
                 let (done_tx, done_rx) = watch::channel(false);
                 if kind == Kind::Register {
                     registering.insert(req.method_id.clone(), done_rx);
@@ -435,8 +441,15 @@ pub async fn run(
                 side.spawn(async move {
                     let stats = side_call(client, &ctx, i, start).await;
                     let _ = done_tx.send(true);
+                    drop(permit);
                     stats
                 });
+                // Reap finished calls as we go.
+                while let Some(done) = side.try_join_next() {
+                    if let Ok(stats) = done {
+                        side_stats.merge(&stats);
+                    }
+                }
             }
         }
     }

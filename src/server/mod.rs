@@ -32,7 +32,7 @@ use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 /// Settings of the gRPC server.
 #[derive(Debug, Clone)]
@@ -102,7 +102,7 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(scorer)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+        .serve_with_incoming_shutdown(incoming(listener), async {
             let _ = stop_rx.await;
         });
     tokio::pin!(server);
@@ -131,6 +131,13 @@ pub async fn serve(
     }
     tracing::info!("stopped");
     result
+}
+
+/// The connections `listener` accepts, with Nagle's algorithm off: an
+/// outcome is a small write that must leave at once, not wait up to 40 ms
+/// for the client's delayed ACK.
+pub fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 async fn sweep_loop(engine: Engine, every: Duration, mut draining: watch::Receiver<bool>) {
