@@ -252,6 +252,11 @@ pub struct ServeArgs {
     /// Append one JSON line per scored payment (true and reported score, propensity) to this file.
     #[arg(long, env = "RISKSTREAM_DECISION_LOG")]
     pub decision_log: Option<PathBuf>,
+    /// Append every request received, with its arrival time, to this
+    /// recorded-traffic file (for `riskstream replay`). Written off the
+    /// request path; records that do not fit the queue are dropped and counted.
+    #[arg(long, env = "RISKSTREAM_RECORD")]
+    pub record: Option<PathBuf>,
     /// How long open calls get to finish after SIGTERM/SIGINT.
     #[arg(long, env = "RISKSTREAM_SHUTDOWN_GRACE", default_value = "10s")]
     pub shutdown_grace: String,
@@ -316,6 +321,27 @@ pub struct TrainArgs {
         default_value = "logistic-regression"
     )]
     pub estimator: EstimatorArg,
+    /// Gradient-boosted trees: most boosting rounds.
+    #[arg(long, env = "RISKSTREAM_GBT_ROUNDS")]
+    pub gbt_rounds: Option<usize>,
+    /// Gradient-boosted trees: shrinkage of every leaf.
+    #[arg(long, env = "RISKSTREAM_GBT_LEARNING_RATE")]
+    pub gbt_learning_rate: Option<f64>,
+    /// Gradient-boosted trees: deepest split level.
+    #[arg(long, env = "RISKSTREAM_GBT_MAX_DEPTH")]
+    pub gbt_max_depth: Option<usize>,
+    /// Gradient-boosted trees: L2 penalty on leaf values.
+    #[arg(long, env = "RISKSTREAM_GBT_LAMBDA")]
+    pub gbt_lambda: Option<f64>,
+    /// Gradient-boosted trees: least hessian sum in a child.
+    #[arg(long, env = "RISKSTREAM_GBT_MIN_CHILD_WEIGHT")]
+    pub gbt_min_child_weight: Option<f64>,
+    /// Gradient-boosted trees: most histogram bins per feature (2–255).
+    #[arg(long, env = "RISKSTREAM_GBT_BINS")]
+    pub gbt_bins: Option<usize>,
+    /// Gradient-boosted trees: rounds without a better held-out loss before stopping.
+    #[arg(long, env = "RISKSTREAM_GBT_PATIENCE")]
+    pub gbt_patience: Option<usize>,
     /// Seed of the synthetic traffic.
     #[arg(long, env = "RISKSTREAM_SEED", default_value_t = 1)]
     pub seed: u64,

@@ -59,6 +59,8 @@ pub struct ServeConfig {
     pub holdout_key_given: bool,
     /// Decision log file, if any.
     pub decision_log: Option<PathBuf>,
+    /// Recorded-traffic file every request is appended to, if any.
+    pub record: Option<PathBuf>,
     /// gRPC server settings.
     pub server: ServerOptions,
     /// In-process store bounds.
@@ -238,10 +240,13 @@ impl ServeConfig {
             },
             holdout_key_given: a.holdout_key.as_deref().is_some_and(|k| !k.is_empty()),
             decision_log: a.decision_log.clone(),
+            record: a.record.clone(),
             server: ServerOptions {
                 max_message_bytes: a.max_message_bytes,
                 shutdown_grace: grace,
                 sweep_interval: sweep,
+                // Opened by `serve` (it is a file handle, not a setting).
+                recorder: None,
             },
             store: StoreLimits {
                 max_payment_methods: a.max_payment_methods,

@@ -42,6 +42,12 @@ pub const DECISION_LOG_RECORDS_TOTAL: &str = "riskstream_decision_log_records_to
 /// `riskstream_decision_log_errors_total`: decision-log write failures.
 pub const DECISION_LOG_ERRORS_TOTAL: &str = "riskstream_decision_log_errors_total";
 
+/// `riskstream_recorded_total`: requests appended by `serve --record`.
+pub const RECORDED_TOTAL: &str = "riskstream_recorded_total";
+/// `riskstream_record_dropped_total`: requests not recorded (queue full,
+/// unparseable or a write failure).
+pub const RECORD_DROPPED_TOTAL: &str = "riskstream_record_dropped_total";
+
 /// Event kinds counted by [`EVENTS_TOTAL`] and [`INVALID_EVENTS_TOTAL`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
@@ -88,6 +94,8 @@ struct Inner {
     store: [Gauge; 4],
     log_records: Counter,
     log_errors: Counter,
+    recorded: Counter,
+    record_dropped: Counter,
     model_info: Mutex<Option<(String, Gauge)>>,
 }
 
@@ -186,6 +194,16 @@ impl Metrics {
             None,
             "Decision-log write failures.",
         );
+        describe(
+            RECORDED_TOTAL,
+            None,
+            "Requests appended to the recorded-traffic file (serve --record).",
+        );
+        describe(
+            RECORD_DROPPED_TOTAL,
+            None,
+            "Requests not recorded: queue full, unparseable, or a write failure.",
+        );
         r.describe_histogram(
             KeyName::from_const_str(SCORE_DURATION_SECONDS),
             Some(Unit::Seconds),
@@ -244,6 +262,8 @@ impl Metrics {
             store,
             log_records: counter(DECISION_LOG_RECORDS_TOTAL, &[]),
             log_errors: counter(DECISION_LOG_ERRORS_TOTAL, &[]),
+            recorded: counter(RECORDED_TOTAL, &[]),
+            record_dropped: counter(RECORD_DROPPED_TOTAL, &[]),
             model_info: Mutex::new(None),
             recorder,
         };
@@ -330,6 +350,16 @@ impl Metrics {
     /// One decision-log write failed.
     pub fn log_error(&self) {
         self.inner.log_errors.increment(1);
+    }
+
+    /// One request recorded.
+    pub fn recorded(&self) {
+        self.inner.recorded.increment(1);
+    }
+
+    /// One request not recorded.
+    pub fn record_dropped(&self) {
+        self.inner.record_dropped.increment(1);
     }
 
     /// Marks `version` as the loaded model (and the previous one as not).

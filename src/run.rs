@@ -57,7 +57,7 @@ async fn termination() {
 }
 
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {
-    let config = ServeConfig::from_args(args)?;
+    let mut config = ServeConfig::from_args(args)?;
     let model = Model::load(&config.model).map_err(|e| {
         anyhow::Error::new(e).context("cannot start without a model (pass --model PATH)")
     })?;
@@ -70,6 +70,17 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         Some(path) => Some(DecisionLog::open(path, metrics.clone())?),
         None => None,
     };
+    if let Some(path) = &config.record {
+        config.server.recorder = Some(
+            crate::replay::record::Recorder::open(
+                path,
+                crate::replay::record::QUEUE,
+                metrics.clone(),
+            )
+            .context("cannot open --record")?,
+        );
+        tracing::info!(path = %path.display(), "recording requests");
+    }
     let store = MemoryStore::new(config.store, random_u64());
     let engine = Engine::new(
         Arc::new(store),
@@ -166,6 +177,64 @@ fn write_model(
     Ok(())
 }
 
+/// The boosting settings of `train`: the defaults, with each `--gbt-*`
+/// flag given checked and recorded in `command`.
+fn gbt_params(
+    args: &TrainArgs,
+    command: &mut String,
+) -> Result<crate::train::gbt::Params, ConfigError> {
+    let mut p = crate::train::gbt::Params::default();
+    let mut count =
+        |flag: &'static str, v: Option<usize>, min: usize, max: usize, slot: &mut usize| {
+            if let Some(v) = v {
+                if !(min..=max).contains(&v) {
+                    return Err(config::invalid(
+                        flag,
+                        format!("{v} is not between {min} and {max}"),
+                    ));
+                }
+                *slot = v;
+                command.push_str(&format!(" --{flag} {v}"));
+            }
+            Ok(())
+        };
+    count("gbt-rounds", args.gbt_rounds, 1, 100_000, &mut p.rounds)?;
+    count("gbt-max-depth", args.gbt_max_depth, 1, 16, &mut p.max_depth)?;
+    count("gbt-bins", args.gbt_bins, 2, 255, &mut p.bins)?;
+    count(
+        "gbt-patience",
+        args.gbt_patience,
+        1,
+        100_000,
+        &mut p.patience,
+    )?;
+    let mut real = |flag: &'static str, v: Option<f64>, positive: bool, slot: &mut f64| {
+        if let Some(v) = v {
+            if !v.is_finite() || v < 0.0 || (positive && v == 0.0) {
+                let what = if positive { "more than" } else { "at least" };
+                return Err(config::invalid(flag, format!("{v} must be {what} 0")));
+            }
+            *slot = v;
+            command.push_str(&format!(" --{flag} {v}"));
+        }
+        Ok(())
+    };
+    real(
+        "gbt-learning-rate",
+        args.gbt_learning_rate,
+        true,
+        &mut p.learning_rate,
+    )?;
+    real("gbt-lambda", args.gbt_lambda, false, &mut p.lambda)?;
+    real(
+        "gbt-min-child-weight",
+        args.gbt_min_child_weight,
+        false,
+        &mut p.min_child_weight,
+    )?;
+    Ok(p)
+}
+
 fn train_traffic(args: &TrainArgs, path: &std::path::Path) -> anyhow::Result<()> {
     let w = window(args.from.as_deref(), args.to.as_deref())?;
     let version = args.version.clone().unwrap_or_else(|| {
@@ -205,7 +274,7 @@ fn train_traffic(args: &TrainArgs, path: &std::path::Path) -> anyhow::Result<()>
         EstimatorArg::LogisticRegression => Family::LogisticRegression,
         EstimatorArg::GradientBoostedTrees => {
             command.push_str(" --estimator gradient-boosted-trees");
-            Family::GradientBoostedTrees
+            Family::GradientBoostedTrees(gbt_params(args, &mut command)?)
         }
     };
     let started = std::time::Instant::now();

@@ -56,6 +56,37 @@ pub fn kind(r: &proto::TrafficRecord) -> &'static str {
     }
 }
 
+/// The request a record holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// `RegisterPaymentMethodRequest`.
+    Register,
+    /// `PaymentEvent`.
+    Payment,
+    /// `FeedbackEvent`.
+    Feedback,
+}
+
+impl Kind {
+    /// Lower-case name, for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Register => "register",
+            Kind::Payment => "payment",
+            Kind::Feedback => "feedback",
+        }
+    }
+
+    /// The `TrafficRecord.request` field that holds this kind.
+    fn field(self) -> u32 {
+        match self {
+            Kind::Register => 2,
+            Kind::Payment => 3,
+            Kind::Feedback => 4,
+        }
+    }
+}
+
 /// Writes records to a traffic file.
 pub struct TrafficWriter {
     out: BufWriter<Box<dyn Write + Send>>,
@@ -76,6 +107,19 @@ impl TrafficWriter {
             })?)
         };
         Ok(Self::new(out, path))
+    }
+
+    /// Opens `path` for appending, creating it if needed.
+    pub fn append(path: &Path) -> Result<Self, TrafficError> {
+        let file = File::options()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|source| TrafficError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(Self::new(Box::new(file), path))
     }
 
     /// A writer over any byte sink; `path` names it in errors.
@@ -104,6 +148,38 @@ impl TrafficWriter {
         self.out.write_all(&self.buf).map_err(|e| self.io(e))?;
         self.written += 1;
         Ok(())
+    }
+
+    /// Appends one record holding `message`, a request of `kind` encoded as
+    /// it was received (no decoding: the record is the message's bytes
+    /// behind a field header).
+    pub fn write_encoded(
+        &mut self,
+        at_ms: i64,
+        kind: Kind,
+        message: &[u8],
+    ) -> Result<(), TrafficError> {
+        use prost::encoding::{WireType, encode_key, encode_varint};
+        let len = message.len() as u64;
+        let mut head = Vec::with_capacity(24);
+        if at_ms != 0 {
+            encode_key(1, WireType::Varint, &mut head);
+            encode_varint(at_ms as u64, &mut head);
+        }
+        encode_key(kind.field(), WireType::LengthDelimited, &mut head);
+        encode_varint(len, &mut head);
+        self.buf.clear();
+        encode_varint(head.len() as u64 + len, &mut self.buf);
+        self.out.write_all(&self.buf).map_err(|e| self.io(e))?;
+        self.out.write_all(&head).map_err(|e| self.io(e))?;
+        self.out.write_all(message).map_err(|e| self.io(e))?;
+        self.written += 1;
+        Ok(())
+    }
+
+    /// Writes buffered records out to the file.
+    pub fn flush(&mut self) -> Result<(), TrafficError> {
+        self.out.flush().map_err(|e| self.io(e))
     }
 
     /// Records written so far.

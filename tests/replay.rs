@@ -103,6 +103,40 @@ async fn test_server() -> TestServer {
     TestServer::with(Setup::default().holdout(0.0)).await
 }
 
+/// Replays `traffic` against `server` (one stream, strict order); the
+/// outcome lines without their latencies.
+async fn replay_outcomes(
+    traffic: &Path,
+    server: &TestServer,
+    out: &Path,
+) -> Vec<serde_json::Value> {
+    let run = run(strings(&[
+        "replay",
+        &traffic.display().to_string(),
+        "--progress",
+        "off",
+        "--outcomes-out",
+        &out.display().to_string(),
+        "--target",
+        &format!("http://{}", server.addr),
+    ]))
+    .await;
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    std::fs::read_to_string(out)
+        .expect("outcomes")
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).expect("JSON line");
+            v.as_object_mut().expect("object").remove("latency_us");
+            v
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_reports_and_its_served_scores_evaluate_as_in_process() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -372,4 +406,40 @@ async fn ctrl_c_ends_a_replay_with_a_partial_report() {
         "{events} events"
     );
     server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_traffic_replays_to_the_same_outcomes() {
+    use riskstream::replay::record::{QUEUE, Recorder};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (traffic, records) = simulate(dir.path(), 300, 3);
+    let recorded = dir.path().join("recorded.traffic");
+    let mut setup = Setup::default().holdout(0.0);
+    setup.options.recorder = Some(
+        Recorder::open(&recorded, QUEUE, riskstream::metrics::Metrics::noop()).expect("opens"),
+    );
+    let first = TestServer::with(setup).await;
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    let original = replay_outcomes(&traffic, &first, &dir.path().join("first.jsonl")).await;
+    // Stopping the server writes out what it recorded.
+    first.shutdown().await;
+
+    let again = TrafficReader::open(&recorded)
+        .expect("recorded file opens")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("every recorded record reads");
+    assert_eq!(again.len(), records.len());
+    for (r, a) in records.iter().zip(&again) {
+        assert_eq!(r.request, a.request, "recorded as received, in order");
+        assert!(a.at_ms >= before, "arrival time, not the recorded time");
+    }
+
+    let second = test_server().await;
+    let replayed = replay_outcomes(&recorded, &second, &dir.path().join("second.jsonl")).await;
+    assert_eq!(replayed.len(), payment_ids(&records).len());
+    assert_eq!(replayed, original);
+    second.shutdown().await;
 }

@@ -8,11 +8,14 @@
 //!   feedback in order with the payments, and checks every outcome.
 //! - [`report`] tallies answers and latencies into the final report.
 //! - [`progress`] shows how far a run is, [`outcomes`] writes every outcome.
+//! - [`record`] is the server's side: `serve --record` appends every request
+//!   received to a recorded-traffic file.
 
 pub mod client;
 pub mod driver;
 pub mod outcomes;
 pub mod progress;
+pub mod record;
 pub mod report;
 pub mod requests;
 

@@ -3,32 +3,11 @@
 //! file never paces the load.
 
 use crate::proto::traffic_record::Request as Record;
+pub use crate::traffic::Kind;
 use crate::traffic::{TrafficError, TrafficReader};
 use bytes::Bytes;
 use prost::Message;
 use std::path::Path;
-
-/// The RPC a request goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kind {
-    /// `RegisterPaymentMethod`.
-    Register,
-    /// `Score` or a `ScoreStream` event.
-    Payment,
-    /// `ReportFeedback`.
-    Feedback,
-}
-
-impl Kind {
-    /// Lower-case name, for reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Register => "register",
-            Kind::Payment => "payment",
-            Kind::Feedback => "feedback",
-        }
-    }
-}
 
 /// One request, encoded as it goes on the wire.
 #[derive(Debug, Clone)]

@@ -43,6 +43,8 @@ pub struct ServerOptions {
     pub shutdown_grace: Duration,
     /// How often the store forgets idle keys.
     pub sweep_interval: Duration,
+    /// Where every request received is recorded (`serve --record`).
+    pub recorder: Option<crate::replay::record::Recorder>,
 }
 
 impl Default for ServerOptions {
@@ -51,6 +53,7 @@ impl Default for ServerOptions {
             max_message_bytes: 256 * 1024,
             shutdown_grace: Duration::from_secs(10),
             sweep_interval: Duration::from_secs(60),
+            recorder: None,
         }
     }
 }
@@ -64,6 +67,9 @@ pub enum ServerError {
     /// The transport failed.
     #[error("gRPC transport error: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The recorded traffic could not be flushed at shutdown.
+    #[error("recorded traffic: {0}")]
+    Recorder(String),
     /// The decision log could not be flushed at shutdown.
     #[error(transparent)]
     DecisionLog(#[from] crate::decision_log::LogError),
@@ -92,8 +98,13 @@ pub async fn serve(
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let (drain_tx, drain_rx) = watch::channel(false);
-    let scorer = RiskScorerServer::new(service::Service::new(engine.clone(), drain_rx.clone()))
-        .max_decoding_message_size(options.max_message_bytes);
+    let recorder = options.recorder.clone();
+    let scorer = RiskScorerServer::new(service::Service::new(
+        engine.clone(),
+        drain_rx.clone(),
+        recorder.clone(),
+    ))
+    .max_decoding_message_size(options.max_message_bytes);
     let sweeper = tokio::spawn(sweep_loop(engine.clone(), options.sweep_interval, drain_rx));
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -124,6 +135,13 @@ pub async fn serve(
         }
     };
     sweeper.abort();
+    if let Some(r) = recorder {
+        let written = tokio::task::spawn_blocking(move || r.flush())
+            .await
+            .map_err(|_| ServerError::Recorder("the recorder flush panicked".into()))?
+            .map_err(|e| ServerError::Recorder(e.to_string()))?;
+        tracing::info!(records = written, "recorded traffic flushed");
+    }
     if let Some(log) = engine.decision_log().cloned() {
         tokio::task::spawn_blocking(move || log.flush())
             .await

@@ -8,6 +8,9 @@ use super::generated::risk_scorer_server::RiskScorer;
 use super::status::to_status;
 use crate::engine::Engine;
 use crate::proto::wire as proto;
+use crate::replay::record::Recorder;
+use crate::traffic::Kind;
+use crate::validate::Clock;
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -21,12 +24,31 @@ const STREAM_BUFFER: usize = 1024;
 pub struct Service {
     engine: Engine,
     draining: watch::Receiver<bool>,
+    recorder: Option<Recorder>,
 }
 
 impl Service {
-    /// A service over `engine`; streams end when `draining` turns true.
-    pub fn new(engine: Engine, draining: watch::Receiver<bool>) -> Self {
-        Service { engine, draining }
+    /// A service over `engine`; streams end when `draining` turns true;
+    /// every request received goes to `recorder` when there is one.
+    pub fn new(
+        engine: Engine,
+        draining: watch::Receiver<bool>,
+        recorder: Option<Recorder>,
+    ) -> Self {
+        Service {
+            engine,
+            draining,
+            recorder,
+        }
+    }
+
+    /// The server's clock for a request of `kind` just received, recorded.
+    fn arrived(&self, kind: Kind, raw: &Bytes) -> Clock {
+        let clock = self.engine.clock();
+        if let Some(r) = &self.recorder {
+            r.record(kind, clock.now_ms, raw);
+        }
+        clock
     }
 }
 
@@ -36,11 +58,9 @@ impl RiskScorer for Service {
         &self,
         request: Request<RawMessage>,
     ) -> Result<Response<proto::RegisterPaymentMethodResponse>, Status> {
-        let clock = self.engine.clock();
-        let id = self
-            .engine
-            .register(&request.into_inner().0, &clock)
-            .map_err(to_status)?;
+        let raw = request.into_inner().0;
+        let clock = self.arrived(Kind::Register, &raw);
+        let id = self.engine.register(&raw, &clock).map_err(to_status)?;
         Ok(Response::new(proto::RegisterPaymentMethodResponse {
             payment_method_id: Bytes::from(id),
         }))
@@ -60,9 +80,10 @@ impl RiskScorer for Service {
         &self,
         request: Request<RawMessage>,
     ) -> Result<Response<proto::Outcome>, Status> {
-        let clock = self.engine.clock();
+        let raw = request.into_inner().0;
+        let clock = self.arrived(Kind::Payment, &raw);
         self.engine
-            .score(&request.into_inner().0, &clock)
+            .score(&raw, &clock)
             .map(Response::new)
             .map_err(to_status)
     }
@@ -75,6 +96,7 @@ impl RiskScorer for Service {
     ) -> Result<Response<Self::ScoreStreamStream>, Status> {
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let this = self.clone();
         let engine = self.engine.clone();
         let mut draining = self.draining.clone();
         if *draining.borrow() {
@@ -97,7 +119,7 @@ impl RiskScorer for Service {
                     }
                     msg = inbound.message() => match msg {
                         Ok(Some(RawMessage(raw))) => {
-                            let clock = engine.clock();
+                            let clock = this.arrived(Kind::Payment, &raw);
                             let outcome = engine.score_or_error(&raw, &clock);
                             if tx.send(Ok(outcome)).await.is_err() {
                                 break;
@@ -119,11 +141,9 @@ impl RiskScorer for Service {
         &self,
         request: Request<RawMessage>,
     ) -> Result<Response<proto::FeedbackResponse>, Status> {
-        let clock = self.engine.clock();
-        let lists = self
-            .engine
-            .feedback(&request.into_inner().0, &clock)
-            .map_err(to_status)?;
+        let raw = request.into_inner().0;
+        let clock = self.arrived(Kind::Feedback, &raw);
+        let lists = self.engine.feedback(&raw, &clock).map_err(to_status)?;
         Ok(Response::new(proto::FeedbackResponse {
             lists_updated: lists
                 .into_iter()

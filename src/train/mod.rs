@@ -250,13 +250,13 @@ impl Fitted {
 }
 
 /// The estimator families `train` fits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum Family {
     /// Logistic regression (linfa).
     #[default]
     LogisticRegression,
-    /// Gradient-boosted trees ([`gbt`]).
-    GradientBoostedTrees,
+    /// Gradient-boosted trees ([`gbt`]) with these settings.
+    GradientBoostedTrees(gbt::Params),
 }
 
 /// Fits the estimator of `family` on `fit`, then calibrates it (Platt) and
@@ -273,7 +273,7 @@ pub fn fit(
     check("calibration", cal)?;
     let estimator = match family {
         Family::LogisticRegression => fit_linear(fit, features)?,
-        Family::GradientBoostedTrees => {
+        Family::GradientBoostedTrees(params) => {
             let fit_rows: Vec<gbt::Row> = fit
                 .iter()
                 .map(|e| gbt::Row {
@@ -288,12 +288,7 @@ pub fn fit(
                     y: e.fraud,
                 })
                 .collect();
-            Estimator::GradientBoostedTrees(gbt::fit(
-                &fit_rows,
-                &cal_rows,
-                features,
-                &gbt::Params::default(),
-            ))
+            Estimator::GradientBoostedTrees(gbt::fit(&fit_rows, &cal_rows, features, &params))
         }
     };
     calibrate(
@@ -670,9 +665,9 @@ pub fn train_traffic(
         },
         "estimator": match family {
             Family::LogisticRegression => estimator_provenance(),
-            Family::GradientBoostedTrees => json!({
+            Family::GradientBoostedTrees(params) => json!({
                 "library": "riskstream (src/train/gbt.rs)",
-                "params": gbt::Params::default(),
+                "params": params,
                 "trees_kept": match &fitted.estimator {
                     Estimator::GradientBoostedTrees(g) => g.trees.len(),
                     Estimator::LogisticRegression(_) => 0,
