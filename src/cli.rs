@@ -342,6 +342,11 @@ pub struct TrainArgs {
     /// Gradient-boosted trees: rounds without a better held-out loss before stopping.
     #[arg(long, env = "RISKSTREAM_GBT_PATIENCE")]
     pub gbt_patience: Option<usize>,
+    /// Gradient-boosted trees: after choosing the number of rounds on the
+    /// calibration split, fit again on the whole window (calibration then
+    /// sees trees fitted on it).
+    #[arg(long, env = "RISKSTREAM_GBT_REFIT")]
+    pub gbt_refit: bool,
     /// Seed of the synthetic traffic.
     #[arg(long, env = "RISKSTREAM_SEED", default_value_t = 1)]
     pub seed: u64,

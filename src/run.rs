@@ -232,6 +232,10 @@ fn gbt_params(
         false,
         &mut p.min_child_weight,
     )?;
+    if args.gbt_refit {
+        p.refit = true;
+        command.push_str(" --gbt-refit");
+    }
     Ok(p)
 }
 
@@ -271,7 +275,21 @@ fn train_traffic(args: &TrainArgs, path: &std::path::Path) -> anyhow::Result<()>
     }
     command.push_str(&format!(" --feature-set {set}"));
     let family = match args.estimator {
-        EstimatorArg::LogisticRegression => Family::LogisticRegression,
+        EstimatorArg::LogisticRegression => {
+            let mut ignored = String::new();
+            gbt_params(args, &mut ignored)?;
+            if !ignored.is_empty() {
+                return Err(config::invalid(
+                    "estimator",
+                    format!(
+                        "{} set boosting; add --estimator gradient-boosted-trees",
+                        ignored.trim()
+                    ),
+                )
+                .into());
+            }
+            Family::LogisticRegression
+        }
         EstimatorArg::GradientBoostedTrees => {
             command.push_str(" --estimator gradient-boosted-trees");
             Family::GradientBoostedTrees(gbt_params(args, &mut command)?)

@@ -25,6 +25,9 @@ pub struct Params {
     pub bins: usize,
     /// Stop when the held-out log-loss has not improved for this many rounds.
     pub patience: usize,
+    /// Once the number of rounds is chosen on the held-out split, fit that
+    /// many again on all rows (the held-out split included).
+    pub refit: bool,
 }
 
 impl Default for Params {
@@ -41,6 +44,7 @@ impl Default for Params {
             min_child_weight: 1.0,
             bins: 255,
             patience: 60,
+            refit: false,
         }
     }
 }
@@ -218,7 +222,7 @@ fn log_loss(z: &[f64], rows: &[Row<'_>]) -> f64 {
 
 /// Boosts trees on `fit` over `features` (indices into the serving vector;
 /// node features index this list), keeping the rounds up to the best
-/// log-loss on `valid`.
+/// log-loss on `valid` (all `p.rounds` when `valid` is empty).
 pub fn fit(
     fit: &[Row<'_>],
     valid: &[Row<'_>],
@@ -271,6 +275,11 @@ pub fn fit(
             *zi += output(one, features, r.x);
         }
         trees.push(tree);
+        if valid.is_empty() {
+            // Nothing held out: every round is kept.
+            best_len = trees.len();
+            continue;
+        }
         let loss = log_loss(&zv, valid);
         if loss < best_loss {
             (best_loss, best_len) = (loss, trees.len());
@@ -328,6 +337,9 @@ mod tests {
         assert!(wrong < valid.len() / 50, "{wrong} of {} wrong", valid.len());
         // Deterministic.
         assert_eq!(fit(&fit_rows, &valid, &[0, 1], &p), m);
+        // With nothing held out, every round asked for is kept.
+        let all = fit(&fit_rows, &[], &[0, 1], &Params { rounds: 7, ..p });
+        assert_eq!(all.trees.len(), 7);
     }
 
     #[test]

@@ -288,7 +288,17 @@ pub fn fit(
                     y: e.fraud,
                 })
                 .collect();
-            Estimator::GradientBoostedTrees(gbt::fit(&fit_rows, &cal_rows, features, &params))
+            let chosen = gbt::fit(&fit_rows, &cal_rows, features, &params);
+            Estimator::GradientBoostedTrees(if params.refit {
+                let all: Vec<gbt::Row> = fit_rows.iter().chain(&cal_rows).copied().collect();
+                let again = gbt::Params {
+                    rounds: chosen.trees.len(),
+                    ..params
+                };
+                gbt::fit(&all, &[], features, &again)
+            } else {
+                chosen
+            })
         }
     };
     calibrate(
