@@ -46,6 +46,17 @@ pub enum ReplayModeArg {
     Unary,
 }
 
+/// Request kinds of a recorded-traffic file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KindArg {
+    /// RegisterPaymentMethod.
+    Register,
+    /// Payments.
+    Payment,
+    /// ReportFeedback.
+    Feedback,
+}
+
 /// Ordering of registrations and feedback in `riskstream replay`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OrderArg {
@@ -73,6 +84,15 @@ pub enum ProgressArg {
 pub struct ReplayArgs {
     /// Recorded-traffic file ("-" for standard input).
     pub file: PathBuf,
+    /// Send only these kinds of request (comma-separated).
+    #[arg(
+        long,
+        env = "RISKSTREAM_KINDS",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "register,payment,feedback"
+    )]
+    pub kinds: Vec<KindArg>,
     /// The server, e.g. http://127.0.0.1:50051.
     #[arg(
         long,

@@ -1,7 +1,7 @@
 //! Validated configuration: raw flags ([`crate::cli`]) become typed settings
 //! here, or a [`ConfigError`] that names the flag.
 
-use crate::cli::{OrderArg, ProgressArg, ReplayArgs, ReplayModeArg, ServeArgs};
+use crate::cli::{KindArg, OrderArg, ProgressArg, ReplayArgs, ReplayModeArg, ServeArgs};
 use crate::decision::holdout::Holdout;
 use crate::decision::{Action, Policy};
 use crate::engine::EngineConfig;
@@ -312,8 +312,18 @@ pub fn replay(a: &ReplayArgs) -> Result<crate::replay::ReplayConfig, ConfigError
     {
         return Err(invalid("progress-interval", "must be more than zero"));
     }
+    use crate::traffic::Kind;
     Ok(ReplayConfig {
         file: a.file.clone(),
+        kinds: a
+            .kinds
+            .iter()
+            .map(|k| match k {
+                KindArg::Register => Kind::Register,
+                KindArg::Payment => Kind::Payment,
+                KindArg::Feedback => Kind::Feedback,
+            })
+            .collect(),
         target,
         mode: match a.mode {
             ReplayModeArg::Stream => Mode::Stream,

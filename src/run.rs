@@ -443,7 +443,7 @@ fn convert(args: &ConvertArgs) -> anyhow::Result<()> {
 fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
     use crate::replay::{self, driver, outcomes::OutcomeWriter, progress, report, requests};
     let cfg = config::replay(args)?;
-    let requests = Arc::new(requests::load(&cfg.file)?);
+    let requests = Arc::new(requests::load(&cfg.file, &cfg.kinds)?);
     tracing::info!(
         requests = requests.len(),
         target = %cfg.target,

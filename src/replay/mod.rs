@@ -73,6 +73,8 @@ pub enum Order {
 pub struct ReplayConfig {
     /// Recorded-traffic file (`-` for standard input).
     pub file: PathBuf,
+    /// The kinds of request sent (the others are skipped).
+    pub kinds: Vec<requests::Kind>,
     /// Server URL, e.g. `http://127.0.0.1:50051`.
     pub target: String,
     /// Streams or unary calls.

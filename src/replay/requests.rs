@@ -26,11 +26,21 @@ pub struct Request {
     pub method_id: Box<str>,
 }
 
-/// Reads every request of the traffic file at `path` (`-` for standard input).
-pub fn load(path: &Path) -> Result<Vec<Request>, TrafficError> {
+/// Reads the requests of the traffic file at `path` (`-` for standard
+/// input) whose kind is in `kinds`.
+pub fn load(path: &Path, kinds: &[Kind]) -> Result<Vec<Request>, TrafficError> {
     let mut out = Vec::new();
     for record in TrafficReader::open(path)? {
         let record = record?;
+        let kind = match &record.request {
+            Some(Record::Register(_)) => Kind::Register,
+            Some(Record::Payment(_)) => Kind::Payment,
+            Some(Record::Feedback(_)) => Kind::Feedback,
+            None => continue,
+        };
+        if !kinds.contains(&kind) {
+            continue;
+        }
         let at_ms = record.at_ms;
         let request = match record.request {
             Some(Record::Register(r)) => Request {

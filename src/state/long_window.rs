@@ -45,17 +45,24 @@ fn hour_of(at_ms: i64) -> i64 {
 /// The history of one key, one bucket per hour with events.
 #[derive(Debug, Clone, Default)]
 pub struct LongWindow {
+    /// Hours in time order; those before `expired` are gone (dropped in
+    /// batches, so that a busy key does not move weeks of buckets each hour).
     buckets: SmallVec<[Bucket; 1]>,
+    expired: u32,
 }
+
+/// Expired buckets dropped at once.
+const EXPIRED_BATCH: usize = 64;
 
 impl LongWindow {
     /// Adds one event at `at_ms`, forgetting hours more than `horizon_hours`
     /// before the newest.
     pub fn add(&mut self, at_ms: i64, amount: u64, horizon_hours: i64) {
         let hour = hour_of(at_ms);
+        let head = self.expired as usize;
         let b = bucket_mut(
             &mut self.buckets,
-            0,
+            head,
             hour,
             |b| i64::from(b.hour),
             || Bucket {
@@ -68,13 +75,16 @@ impl LongWindow {
         b.count = b.count.saturating_add(1);
         b.amount = b.amount.saturating_add(amount);
         let newest = self.buckets.last().map_or(hour, |b| i64::from(b.hour));
-        let expired = self
-            .buckets
+        let expired = self.buckets[head..]
             .iter()
             .take_while(|b| i64::from(b.hour) <= newest - horizon_hours)
             .count();
-        if expired > 0 {
-            self.buckets.drain(..expired);
+        let head = head + expired;
+        if head > 0 && (head >= EXPIRED_BATCH || 2 * head >= self.buckets.len()) {
+            self.buckets.drain(..head);
+            self.expired = 0;
+        } else {
+            self.expired = head as u32;
         }
     }
 
@@ -82,8 +92,8 @@ impl LongWindow {
     /// report, or its reversal); false when that hour is no longer held.
     pub fn add_fraud(&mut self, at_ms: i64, delta: i32) -> bool {
         let hour = hour_of(at_ms);
-        match self
-            .buckets
+        let head = self.expired as usize;
+        match self.buckets[head..]
             .iter_mut()
             .rev()
             .find(|b| i64::from(b.hour) == hour)
@@ -110,7 +120,7 @@ impl LongWindow {
             return out;
         };
         let start = end - 24 * longest;
-        for b in self.buckets.iter().rev() {
+        for b in self.buckets[self.expired as usize..].iter().rev() {
             let h = i64::from(b.hour);
             if h > end {
                 continue;
@@ -132,6 +142,57 @@ impl LongWindow {
         self.buckets
             .last()
             .map_or(i64::MIN, |b| i64::from(b.hour) * HOUR_MS)
+    }
+}
+
+/// A long window always read a fixed delay in the past (per merchant): its
+/// trailing sums change only when the window's end moves to a new hour or
+/// an event or fraud label lands inside it, so the last sums are kept and a
+/// busy merchant's weeks of buckets are summed once per hour, not per payment.
+#[derive(Debug, Clone, Default)]
+pub struct DelayedWindow {
+    window: LongWindow,
+    /// `(end hour, days, sums)` of the last read.
+    cache: Option<(i64, [i64; 3], [Sums; 3])>,
+}
+
+impl DelayedWindow {
+    /// Forgets the kept sums if `at_ms` falls inside the window they cover.
+    fn touched(&mut self, at_ms: i64) {
+        if self.cache.is_some_and(|(end, _, _)| hour_of(at_ms) <= end) {
+            self.cache = None;
+        }
+    }
+
+    /// As [`LongWindow::add`].
+    pub fn add(&mut self, at_ms: i64, amount: u64, horizon_hours: i64) {
+        self.touched(at_ms);
+        self.window.add(at_ms, amount, horizon_hours);
+    }
+
+    /// As [`LongWindow::add_fraud`].
+    pub fn add_fraud(&mut self, at_ms: i64, delta: i32) -> bool {
+        self.touched(at_ms);
+        self.window.add_fraud(at_ms, delta)
+    }
+
+    /// As [`LongWindow::trailing`], from the kept sums when still valid.
+    pub fn trailing(&mut self, at_ms: i64, delay_days: i64, days: [i64; 3]) -> [Sums; 3] {
+        let end = hour_of(at_ms) - 24 * delay_days;
+        if let Some((e, d, sums)) = self.cache
+            && e == end
+            && d == days
+        {
+            return sums;
+        }
+        let sums = self.window.trailing(at_ms, delay_days, days);
+        self.cache = Some((end, days, sums));
+        sums
+    }
+
+    /// As [`LongWindow::last_ms`].
+    pub fn last_ms(&self) -> i64 {
+        self.window.last_ms()
     }
 }
 
@@ -172,5 +233,33 @@ mod tests {
         w.add(T0 + 3 * DAY, 1, 48);
         assert!(!w.add_fraud(T0, 1), "the first hour was forgotten");
         assert_eq!(w.trailing(T0 + 3 * DAY, 0, [30])[0].count, 1);
+    }
+
+    #[test]
+    fn delayed_windows_keep_their_sums_until_the_window_changes() {
+        let day = 24 * HOUR_MS;
+        let t0 = 1_000 * day;
+        let mut plain = LongWindow::default();
+        let mut kept = DelayedWindow::default();
+        let days = [1, 7, 30];
+        let check = |at: i64, plain: &LongWindow, kept: &mut DelayedWindow| {
+            assert_eq!(
+                kept.trailing(at, 7, days),
+                plain.trailing(at, 7, days),
+                "at {at}"
+            );
+        };
+        for i in 0..2_000i64 {
+            let at = t0 + i * 17 * 60_000;
+            plain.add(at, 100, 37 * 24);
+            kept.add(at, 100, 37 * 24);
+            check(at, &plain, &mut kept);
+            if i % 7 == 0 {
+                // A label for a payment eight days back lands in the window.
+                let old = at - 8 * day;
+                assert_eq!(plain.add_fraud(old, 1), kept.add_fraud(old, 1));
+                check(at, &plain, &mut kept);
+            }
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! are keyed by keyed hashes of the customer data, so they hold no emails,
 //! card fingerprints or addresses.
 
-use super::long_window::{HOUR_MS, LongWindow};
+use super::long_window::{DelayedWindow, HOUR_MS, LongWindow};
 use super::window::{DAY_MS, Window};
 use super::{
     Key, List, Observation, PaymentRecord, Store, StoreError, StoreStats, StoredMethod, Velocity,
@@ -118,14 +118,14 @@ impl Slot {
 }
 type Windows = DashMap<u64, Window, PreHashedState>;
 type CardMap = DashMap<u64, CardWindows, PreHashedState>;
-type LongWindows = DashMap<u64, LongWindow, PreHashedState>;
+type DelayedWindows = DashMap<u64, DelayedWindow, PreHashedState>;
 type Strings = foldhash::quality::RandomState;
 
 /// The in-process [`Store`]. Cheap to share behind an `Arc`.
 pub struct MemoryStore {
     methods: DashMap<String, Arc<StoredMethod>, Strings>,
     card: CardMap,
-    merchant: LongWindows,
+    merchant: DelayedWindows,
     email: Windows,
     ip: Windows,
     device: Windows,
@@ -145,7 +145,7 @@ impl MemoryStore {
         MemoryStore {
             methods: DashMap::with_hasher(Strings::default()),
             card: CardMap::default(),
-            merchant: LongWindows::default(),
+            merchant: DelayedWindows::default(),
             email: Windows::default(),
             ip: Windows::default(),
             device: Windows::default(),
@@ -298,8 +298,8 @@ impl Store for MemoryStore {
                 w.trailing(at, LABEL_DELAY_DAYS, LONG_WINDOW_DAYS)
             } else {
                 self.merchant
-                    .get(&k.0)
-                    .map(|w| w.trailing(at, LABEL_DELAY_DAYS, LONG_WINDOW_DAYS))
+                    .get_mut(&k.0)
+                    .map(|mut w| w.trailing(at, LABEL_DELAY_DAYS, LONG_WINDOW_DAYS))
                     .unwrap_or_default()
             };
         }
@@ -380,7 +380,7 @@ impl Store for MemoryStore {
             now,
             MERCHANT_HORIZON_HOURS * HOUR_MS,
             max,
-            LongWindow::last_ms,
+            DelayedWindow::last_ms,
         );
         let before = self.payments.len();
         let mut horizon = self.limits.payment_retention_ms;
