@@ -36,7 +36,7 @@ echo "== Python peer: virtualenv and stubs"
   --grpc_python_out="$OUT/stubs" proto/riskstream/v1/riskstream.proto
 
 echo "== traffic"
-[ -s "$OUT/load.traffic" ] || "$BIN/riskstream" simulate --seed 7 --customers 200000 --days 30 --out "$OUT/load.traffic"
+[ -s "$OUT/load.traffic" ] || "$BIN/riskstream" simulate --seed 7 --customers 20000 --days 180 --out "$OUT/load.traffic"
 [ -s "$OUT/million.traffic" ] || "$BIN/riskstream" simulate --seed 8 --customers 750000 --days 1 --out "$OUT/million.traffic"
 
 SERVER_PID=
@@ -76,9 +76,11 @@ for round in $(seq "$ROUNDS"); do
     for mode in stream unary; do
       echo "== round $round: $server, $mode"
       start_server "$server"
+      # The cards first (not measured), then payments and fraud reports.
+      replay "$OUT/load.traffic" --kinds register "${stream_args[@]}" >/dev/null
       if [ "$mode" = stream ]; then args=("${stream_args[@]}"); else args=("${unary_args[@]}"); fi
-      replay "$OUT/load.traffic" "${args[@]}" --warmup "$WARMUP" --duration "$DURATION" \
-        >"$OUT/results/$server-$mode-$round.json"
+      replay "$OUT/load.traffic" --kinds payment,feedback "${args[@]}" --warmup "$WARMUP" \
+        --duration "$DURATION" >"$OUT/results/$server-$mode-$round.json"
       stop_server
     done
   done
@@ -92,7 +94,8 @@ print(int(statistics.median(rates) / 2))
 PY
 )
 start_server riskstream
-replay "$OUT/load.traffic" "${unary_args[@]}" --rate "$half" --warmup "$WARMUP" --duration "$DURATION" \
+replay "$OUT/load.traffic" --kinds register "${stream_args[@]}" >/dev/null
+replay "$OUT/load.traffic" --kinds payment,feedback "${unary_args[@]}" --rate "$half" --warmup "$WARMUP" --duration "$DURATION" \
   >"$OUT/results/riskstream-unary-half.json"
 stop_server
 
