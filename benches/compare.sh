@@ -37,16 +37,16 @@ echo "== Python peer: virtualenv and stubs"
 
 echo "== traffic"
 [ -s "$OUT/load.traffic" ] || "$BIN/riskstream" simulate --seed 7 --customers 20000 --days 180 --out "$OUT/load.traffic"
-[ -s "$OUT/million.traffic" ] || "$BIN/riskstream" simulate --seed 8 --customers 750000 --days 1 --out "$OUT/million.traffic"
+[ -s "$OUT/million.traffic" ] || "$BIN/riskstream" simulate --seed 8 --customers 800000 --days 1 --out "$OUT/million.traffic"
 
 SERVER_PID=
 start_server() {
   local name=$1
   case $name in
-    riskstream) taskset -c "$SERVER_CPU" "$BIN/riskstream" serve --listen 127.0.0.1:$PORT \
+    riskstream) exec taskset -c "$SERVER_CPU" "$BIN/riskstream" serve --listen 127.0.0.1:$PORT \
                   --metrics-listen 127.0.0.1:$((PORT + 1)) --holdout-rate 0 ;;
-    ceiling)    taskset -c "$SERVER_CPU" "$BIN/riskstream-ceiling" --listen 127.0.0.1:$PORT ;;
-    python)     PYTHONPATH="$OUT/stubs" taskset -c "$SERVER_CPU" "$OUT/venv/bin/python" \
+    ceiling)    exec taskset -c "$SERVER_CPU" "$BIN/riskstream-ceiling" --listen 127.0.0.1:$PORT ;;
+    python)     PYTHONPATH="$OUT/stubs" exec taskset -c "$SERVER_CPU" "$OUT/venv/bin/python" \
                   benches/peer/server.py --listen 127.0.0.1:$PORT ;;
   esac >"$OUT/$name.log" 2>&1 &
   SERVER_PID=$!
@@ -105,8 +105,8 @@ rss_before=$(awk '/VmRSS/ {print $2}' "/proc/$SERVER_PID/status")
 replay "$OUT/million.traffic" --kinds register --mode stream --concurrency 4 --order relaxed \
   >"$OUT/results/million-register.json"
 rss_after=$(awk '/VmRSS/ {print $2}' "/proc/$SERVER_PID/status")
-methods=$(curl -s "http://127.0.0.1:$((PORT + 1))/metrics" \
-  | awk '/riskstream_store_entries\{kind="payment_methods"\}/ {print $2}')
+# Registered = registrations answered without error.
+methods=$("$OUT/venv/bin/python" -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["by_kind"]["register"] - sum(r["errors"].values()))' "$OUT/results/million-register.json")
 stop_server
 printf '{"rss_before_kib": %s, "rss_after_kib": %s, "payment_methods": %s}\n' \
   "$rss_before" "$rss_after" "$methods" >"$OUT/results/memory.json"

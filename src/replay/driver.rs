@@ -363,6 +363,8 @@ pub async fn run(
             if end.is_some_and(|e| due >= e) {
                 break;
             }
+            // The timer wakes up to a millisecond late (its resolution);
+            // that lateness counts in the latency, measured from `due`.
             if due > Instant::now() {
                 tokio::select! {
                     _ = tokio::time::sleep_until(due.into()) => {}
