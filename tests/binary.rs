@@ -1,6 +1,6 @@
 //! The `riskstream` binary as an operator runs it: reflection and health
-//! for stock tools, Prometheus metrics, SIGTERM with an open stream, and
-//! configuration errors.
+//! for stock tools, Prometheus metrics, SIGTERM with an open stream (and
+//! what `--record` wrote), and configuration errors.
 
 mod common;
 
@@ -284,11 +284,15 @@ async fn sigterm_with_an_open_stream_drains_flushes_and_exits_zero() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("decisions.jsonl");
     let log_arg = log.display().to_string();
+    let recorded = dir.path().join("recorded.traffic");
+    let recorded_arg = recorded.display().to_string();
     let mut bin = Binary::start(&[
         "--model",
         &model_arg(),
         "--decision-log",
         &log_arg,
+        "--record",
+        &recorded_arg,
         "--shutdown-grace",
         "5s",
     ]);
@@ -328,6 +332,14 @@ async fn sigterm_with_an_open_stream_drains_flushes_and_exits_zero() {
     assert!(status.success(), "exit status {status:?}");
     let records = std::fs::read_to_string(&log).expect("decision log");
     assert_eq!(records.lines().count(), 100, "every decision flushed");
+    // Every request received was recorded, and written out at shutdown.
+    let kinds: Vec<&str> = riskstream::traffic::TrafficReader::open(&recorded)
+        .expect("recorded traffic")
+        .map(|r| riskstream::traffic::kind(&r.expect("record reads")))
+        .collect();
+    assert_eq!(kinds.len(), 101, "{kinds:?}");
+    assert_eq!(kinds[0], "register");
+    assert!(kinds[1..].iter().all(|k| *k == "payment"));
     drop(tx);
 }
 
