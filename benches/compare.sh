@@ -36,7 +36,7 @@ echo "== Python peer: virtualenv and stubs"
   --grpc_python_out="$OUT/stubs" proto/riskstream/v1/riskstream.proto
 
 echo "== traffic"
-[ -s "$OUT/load.traffic" ] || "$BIN/riskstream" simulate --seed 7 --customers 20000 --days 180 --out "$OUT/load.traffic"
+[ -s "$OUT/load.traffic" ] || "$BIN/riskstream" simulate --seed 7 --customers 40000 --days 180 --out "$OUT/load.traffic"
 [ -s "$OUT/million.traffic" ] || "$BIN/riskstream" simulate --seed 8 --customers 800000 --days 1 --out "$OUT/million.traffic"
 
 SERVER_PID=
