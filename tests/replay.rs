@@ -1,6 +1,7 @@
 //! `riskstream replay` through the real binary against a live server on
 //! loopback: the report, outcomes files complete and in order, scores equal
-//! to in-process evaluation, open-loop pacing, outcome checking, Ctrl-C.
+//! to in-process evaluation, open-loop pacing (rate and recorded time),
+//! outcome checking, Ctrl-C, and recording.
 
 mod common;
 
@@ -325,6 +326,44 @@ async fn an_open_loop_run_lands_within_five_percent_of_its_rate() {
         wall >= Duration::from_millis(1_900),
         "sent too fast: {wall:?}"
     );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speed_replays_the_recorded_time_scaled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (traffic, records) = simulate(dir.path(), 300, 3);
+    let first = records.first().expect("records").at_ms;
+    let last = records.last().expect("records").at_ms;
+    // The recorded span, played in 3 s.
+    let speed = (last - first) as f64 / 3_000.0;
+    let server = test_server().await;
+    let out = run(strings(&[
+        "replay",
+        &traffic.display().to_string(),
+        "--speed",
+        &speed.to_string(),
+        "--order",
+        "relaxed",
+        "--progress",
+        "off",
+        "--json",
+        "--target",
+        &format!("http://{}", server.addr),
+    ]))
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = json(&out);
+    let elapsed = report["elapsed_s"].as_f64().expect("elapsed");
+    assert!(
+        (2.85..3.3).contains(&elapsed),
+        "{elapsed} s for a 3 s schedule"
+    );
+    assert_eq!(report["events"].as_u64(), Some(records.len() as u64));
     server.shutdown().await;
 }
 
