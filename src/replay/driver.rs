@@ -146,6 +146,25 @@ impl Pacing {
     }
 }
 
+/// Sleeps until each of `dues` (ascending) and sends, after each wake-up,
+/// how many requests are due; returns when all are or the receiver is gone.
+fn pace(dues: &[Instant], tx: &mpsc::UnboundedSender<usize>) {
+    let mut next = 0;
+    while next < dues.len() {
+        let now = Instant::now();
+        if dues[next] > now {
+            std::thread::sleep(dues[next] - now);
+        }
+        let now = Instant::now();
+        while next < dues.len() && dues[next] <= now {
+            next += 1;
+        }
+        if tx.send(next).is_err() {
+            return;
+        }
+    }
+}
+
 /// The stream a payment goes to: all payments of one payment method share a
 /// stream, so their order is kept; payments without one go round-robin.
 fn stream_for(req: &Request, streams: usize, next: &mut usize) -> usize {
@@ -352,6 +371,27 @@ pub async fn run(
     let mut registering: HashMap<Box<str>, watch::Receiver<bool>> = HashMap::new();
     let first_at = requests.first().map_or(0, |r| r.at_ms);
     let mut interrupted = false;
+    // Open loop: a thread of its own sleeps until each send time (the async
+    // timer's resolution is a millisecond, the OS's some microseconds) and
+    // releases the requests due.
+    let mut ticks = match cfg.pacing {
+        Pacing::Closed => None,
+        pacing => {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let dues: Vec<Instant> = requests
+                .iter()
+                .enumerate()
+                .map_while(|(i, r)| pacing.due(t0, i, r.at_ms - first_at))
+                .collect();
+            std::thread::Builder::new()
+                .name("replay-pacer".into())
+                .spawn(move || pace(&dues, &tx))
+                .map_err(ReplayError::Pacer)?;
+            Some(rx)
+        }
+    };
+    // Requests before this index may be sent.
+    let mut released = 0usize;
 
     'requests: for (i, req) in requests.iter().enumerate() {
         if *stop.borrow() {
@@ -363,12 +403,17 @@ pub async fn run(
             if end.is_some_and(|e| due >= e) {
                 break;
             }
-            // The timer wakes up to a millisecond late (its resolution);
-            // that lateness counts in the latency, measured from `due`.
-            if due > Instant::now() {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(due.into()) => {}
-                    _ = stopped(&mut stop) => { interrupted = true; break; }
+            // Released by the pacer thread at `due` (latency counts from
+            // `due`, so any lateness is charged, never hidden).
+            if let Some(ticks) = ticks.as_mut() {
+                while released <= i {
+                    tokio::select! {
+                        t = ticks.recv() => match t {
+                            Some(upto) => released = upto,
+                            None => break 'requests,
+                        },
+                        _ = stopped(&mut stop) => { interrupted = true; break 'requests; }
+                    }
                 }
             }
         } else if end.is_some_and(|e| Instant::now() >= e) {

@@ -3,7 +3,8 @@
 //!
 //! - [`requests`] reads the file into encoded requests before the clock starts.
 //! - [`client`] sends them as they are and reads answers as raw bytes.
-//! - [`driver`] paces them (closed loop, a fixed rate or recorded time),
+//! - [`driver`] paces them (closed loop, or open loop at a fixed rate or
+//!   the recorded times, released by a thread that sleeps until each),
 //!   spreads payments over streams or unary callers, keeps registrations and
 //!   feedback in order with the payments, and checks every outcome.
 //! - [`report`] tallies answers and latencies into the final report.
@@ -151,6 +152,9 @@ pub enum ReplayError {
         /// The payment named in the answer.
         got: String,
     },
+    /// The pacing thread could not be started.
+    #[error("cannot start the pacing thread: {0}")]
+    Pacer(std::io::Error),
     /// The outcomes file could not be written.
     #[error("--outcomes-out {path}: {source}")]
     OutcomesOut {
