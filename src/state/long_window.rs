@@ -3,7 +3,7 @@
 //! that windows can end a label delay in the past). Only the hours with
 //! events are stored; fraud counts arrive later, through feedback.
 
-use super::window::bucket_mut;
+use super::window::{bucket_mut, retire};
 use smallvec::SmallVec;
 
 /// Width of one bucket.
@@ -79,13 +79,7 @@ impl LongWindow {
             .iter()
             .take_while(|b| i64::from(b.hour) <= newest - horizon_hours)
             .count();
-        let head = head + expired;
-        if head > 0 && (head >= EXPIRED_BATCH || 2 * head >= self.buckets.len()) {
-            self.buckets.drain(..head);
-            self.expired = 0;
-        } else {
-            self.expired = head as u32;
-        }
+        self.expired = retire(&mut self.buckets, head + expired, EXPIRED_BATCH);
     }
 
     /// Moves the fraud count of the hour of `at_ms` by `delta` (a fraud

@@ -48,6 +48,22 @@ pub(super) fn bucket_mut<B, const N: usize>(
     &mut buckets[pos]
 }
 
+/// Marks the first `head` buckets expired, removing them once there are
+/// `batch` of them or they are half of those held (so a busy key does not
+/// shift its whole history each time one expires); the new expired count.
+pub(super) fn retire<B, const N: usize>(
+    buckets: &mut SmallVec<[B; N]>,
+    head: usize,
+    batch: usize,
+) -> u32 {
+    if head > 0 && (head >= batch || 2 * head >= buckets.len()) {
+        buckets.drain(..head);
+        0
+    } else {
+        head as u32
+    }
+}
+
 /// Counts of one key at one instant.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -126,13 +142,7 @@ impl Window {
                 self.count = self.count.saturating_sub(u64::from(b.count));
                 self.amount = self.amount.saturating_sub(b.amount);
             }
-            let head = head + expired;
-            if head >= EXPIRED_BATCH || 2 * head >= self.buckets.len() {
-                self.buckets.drain(..head);
-                self.expired = 0;
-            } else {
-                self.expired = head as u32;
-            }
+            self.expired = retire(&mut self.buckets, head + expired, EXPIRED_BATCH);
         }
         if let Some(card) = card {
             self.add_card(at_ms, card);
