@@ -274,20 +274,7 @@ pub fn fit(
     let estimator = match family {
         Family::LogisticRegression => fit_linear(fit, features)?,
         Family::GradientBoostedTrees(params) => {
-            let fit_rows: Vec<gbt::Row> = fit
-                .iter()
-                .map(|e| gbt::Row {
-                    x: &e.x,
-                    y: e.fraud,
-                })
-                .collect();
-            let cal_rows: Vec<gbt::Row> = cal
-                .iter()
-                .map(|e| gbt::Row {
-                    x: &e.x,
-                    y: e.fraud,
-                })
-                .collect();
+            let (fit_rows, cal_rows) = (gbt_rows(fit), gbt_rows(cal));
             let chosen = gbt::fit(&fit_rows, &cal_rows, features, &params);
             Estimator::GradientBoostedTrees(if params.refit {
                 let all: Vec<gbt::Row> = fit_rows.iter().chain(&cal_rows).copied().collect();
@@ -313,6 +300,17 @@ pub fn fit(
         },
         cal,
     )
+}
+
+/// The boosting trainer's view of `examples`.
+fn gbt_rows<'a>(examples: &[&'a Example]) -> Vec<gbt::Row<'a>> {
+    examples
+        .iter()
+        .map(|e| gbt::Row {
+            x: &e.x,
+            y: e.fraud,
+        })
+        .collect()
 }
 
 /// Logistic regression of `fit` on `features`, standardised on `fit`.
