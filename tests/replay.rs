@@ -10,6 +10,7 @@ use riskstream::proto::{self, traffic_record::Request};
 use riskstream::server::fixed::{self, FixedService};
 use riskstream::traffic::TrafficReader;
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -32,6 +33,30 @@ fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| (*s).to_owned()).collect()
 }
 
+/// `riskstream replay TRAFFIC` against `addr`, without progress output,
+/// with the `extra` flags.
+async fn replay(traffic: &Path, addr: SocketAddr, extra: &[&str]) -> Output {
+    let mut args = strings(&[
+        "replay",
+        &traffic.display().to_string(),
+        "--progress",
+        "off",
+        "--target",
+        &format!("http://{addr}"),
+    ]);
+    args.extend(strings(extra));
+    run(args).await
+}
+
+/// Asserts that the command behind `out` succeeded.
+fn succeeded(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Simulated traffic in `dir`; its records.
 fn simulate(dir: &Path, customers: u32, days: u32) -> (PathBuf, Vec<proto::TrafficRecord>) {
     let path = dir.join("sim.traffic");
@@ -44,11 +69,7 @@ fn simulate(dir: &Path, customers: u32, days: u32) -> (PathBuf, Vec<proto::Traff
         .arg(&path)
         .output()
         .expect("simulate runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let records = TrafficReader::open(&path)
         .expect("opens")
         .collect::<Result<Vec<_>, _>>()
@@ -111,21 +132,13 @@ async fn replay_outcomes(
     server: &TestServer,
     out: &Path,
 ) -> Vec<serde_json::Value> {
-    let run = run(strings(&[
-        "replay",
-        &traffic.display().to_string(),
-        "--progress",
-        "off",
-        "--outcomes-out",
-        &out.display().to_string(),
-        "--target",
-        &format!("http://{}", server.addr),
-    ]))
-    .await;
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+    succeeded(
+        &replay(
+            traffic,
+            server.addr,
+            &["--outcomes-out", &out.display().to_string()],
+        )
+        .await,
     );
     std::fs::read_to_string(out)
         .expect("outcomes")
@@ -144,23 +157,13 @@ async fn a_replay_reports_and_its_served_scores_evaluate_as_in_process() {
     let (traffic, records) = simulate(dir.path(), 300, 3);
     let server = test_server().await;
     let outcomes = dir.path().join("outcomes.jsonl");
-    let out = run(vec![
-        "replay".into(),
-        traffic.display().to_string(),
-        "--target".into(),
-        format!("http://{}", server.addr),
-        "--outcomes-out".into(),
-        outcomes.display().to_string(),
-        "--json".into(),
-        "--progress".into(),
-        "off".into(),
-    ])
+    let out = replay(
+        &traffic,
+        server.addr,
+        &["--outcomes-out", &outcomes.display().to_string(), "--json"],
+    )
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let report = json(&out);
     let payments = payment_ids(&records);
     assert_eq!(report["events"].as_u64(), Some(records.len() as u64));
@@ -197,11 +200,7 @@ async fn a_replay_reports_and_its_served_scores_evaluate_as_in_process() {
         "--json",
     ]))
     .await;
-    assert!(
-        served.status.success(),
-        "{}",
-        String::from_utf8_lossy(&served.stderr)
-    );
+    succeeded(&served);
     let in_process = run(strings(&[
         "evaluate",
         "--traffic",
@@ -209,7 +208,7 @@ async fn a_replay_reports_and_its_served_scores_evaluate_as_in_process() {
         "--json",
     ]))
     .await;
-    assert!(in_process.status.success());
+    succeeded(&in_process);
     let (served, in_process) = (json(&served), json(&in_process));
     assert!(served["payments"].as_u64().expect("payments") > 0);
     assert_eq!(served, in_process);
@@ -232,23 +231,18 @@ async fn outcomes_are_complete_and_in_order_per_stream_or_caller() {
         ["--mode", "unary", "--order", "strict"],
     ] {
         let outcomes = dir.path().join(format!("{}.jsonl", mode[1]));
-        let mut args = strings(&[
-            "replay",
-            &traffic.display().to_string(),
+        let outcomes_arg = outcomes.display().to_string();
+        let mut args = vec![
             "--concurrency",
             "3",
             "--connections",
             "2",
-            "--progress",
-            "off",
             "--json",
             "--outcomes-out",
-            &outcomes.display().to_string(),
-            "--target",
-            &format!("http://{}", server.addr),
-        ]);
-        args.extend(strings(&mode));
-        let out = run(args).await;
+            &outcomes_arg,
+        ];
+        args.extend(mode);
+        let out = replay(&traffic, server.addr, &args).await;
         assert!(
             out.status.success(),
             "{mode:?}: {}",
@@ -286,31 +280,25 @@ async fn an_open_loop_run_lands_within_five_percent_of_its_rate() {
     assert!(records.len() > 500, "{} records", records.len());
     let server = test_server().await;
     let started = Instant::now();
-    let out = run(strings(&[
-        "replay",
-        &traffic.display().to_string(),
-        // Well below what a debug build of the server absorbs.
-        "--rate",
-        "200",
-        "--duration",
-        "2s",
-        "--order",
-        "relaxed",
-        "--concurrency",
-        "2",
-        "--progress",
-        "off",
-        "--json",
-        "--target",
-        &format!("http://{}", server.addr),
-    ]))
+    let out = replay(
+        &traffic,
+        server.addr,
+        &[
+            // Well below what a debug build of the server absorbs.
+            "--rate",
+            "200",
+            "--duration",
+            "2s",
+            "--order",
+            "relaxed",
+            "--concurrency",
+            "2",
+            "--json",
+        ],
+    )
     .await;
     let wall = started.elapsed();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let report = json(&out);
     let rate = report["events_per_s"].as_f64().expect("rate");
     let events = report["events"].as_u64().expect("events");
@@ -338,25 +326,19 @@ async fn speed_replays_the_recorded_time_scaled() {
     // The recorded span, played in 3 s.
     let speed = (last - first) as f64 / 3_000.0;
     let server = test_server().await;
-    let out = run(strings(&[
-        "replay",
-        &traffic.display().to_string(),
-        "--speed",
-        &speed.to_string(),
-        "--order",
-        "relaxed",
-        "--progress",
-        "off",
-        "--json",
-        "--target",
-        &format!("http://{}", server.addr),
-    ]))
+    let out = replay(
+        &traffic,
+        server.addr,
+        &[
+            "--speed",
+            &speed.to_string(),
+            "--order",
+            "relaxed",
+            "--json",
+        ],
+    )
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let report = json(&out);
     let elapsed = report["elapsed_s"].as_f64().expect("elapsed");
     assert!(
@@ -383,15 +365,7 @@ async fn a_server_answering_for_another_payment_fails_the_replay() {
         let task = tokio::spawn(fixed::serve(service, listener, async {
             let _ = stopped.await;
         }));
-        let out = run(strings(&[
-            "replay",
-            &traffic.display().to_string(),
-            "--progress",
-            "off",
-            "--target",
-            &format!("http://{addr}"),
-        ]))
-        .await;
+        let out = replay(&traffic, addr, &[]).await;
         let stderr = String::from_utf8_lossy(&out.stderr);
         if should_pass {
             assert!(out.status.success(), "{stderr}");
