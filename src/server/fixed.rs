@@ -84,7 +84,8 @@ impl RiskScorer for FixedService {
         request: Request<Streaming<RawMessage>>,
     ) -> Result<Response<Self::ScoreStreamStream>, Status> {
         let mut inbound = request.into_inner();
-        let (tx, rx) = mpsc::channel(1024);
+        // The same buffering as riskstream's streams.
+        let (tx, rx) = mpsc::channel(super::service::STREAM_BUFFER);
         let this = self.clone();
         tokio::spawn(async move {
             while let Ok(Some(RawMessage(raw))) = inbound.message().await {

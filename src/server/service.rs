@@ -17,7 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 /// Outcomes buffered per stream before the handler waits for the client.
-const STREAM_BUFFER: usize = 1024;
+pub(super) const STREAM_BUFFER: usize = 1024;
 
 /// The `RiskScorer` service.
 #[derive(Debug, Clone)]
@@ -97,13 +97,12 @@ impl RiskScorer for Service {
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let this = self.clone();
-        let engine = self.engine.clone();
         let mut draining = self.draining.clone();
         if *draining.borrow() {
             return Err(Status::unavailable("server is shutting down"));
         }
         tokio::spawn(async move {
-            let _open = engine.metrics().stream_opened();
+            let _open = this.engine.metrics().stream_opened();
             loop {
                 tokio::select! {
                     biased;
@@ -120,7 +119,7 @@ impl RiskScorer for Service {
                     msg = inbound.message() => match msg {
                         Ok(Some(RawMessage(raw))) => {
                             let clock = this.arrived(Kind::Payment, &raw);
-                            let outcome = engine.score_or_error(&raw, &clock);
+                            let outcome = this.engine.score_or_error(&raw, &clock);
                             if tx.send(Ok(outcome)).await.is_err() {
                                 break;
                             }
