@@ -374,20 +374,22 @@ pub async fn run(
     // Open loop: a thread of its own sleeps until each send time (the async
     // timer's resolution is a millisecond, the OS's some microseconds) and
     // releases the requests due.
-    let mut ticks = match cfg.pacing {
+    // Each request's send time, and the pacer's releases.
+    let mut pacer = match cfg.pacing {
         Pacing::Closed => None,
         pacing => {
             let (tx, rx) = mpsc::unbounded_channel();
-            let dues: Vec<Instant> = requests
+            let dues: Arc<[Instant]> = requests
                 .iter()
                 .enumerate()
                 .map_while(|(i, r)| pacing.due(t0, i, r.at_ms - first_at))
                 .collect();
+            let times = dues.clone();
             std::thread::Builder::new()
                 .name("replay-pacer".into())
-                .spawn(move || pace(&dues, &tx))
+                .spawn(move || pace(&times, &tx))
                 .map_err(ReplayError::Pacer)?;
-            Some(rx)
+            Some((dues, rx))
         }
     };
     // Requests before this index may be sent.
@@ -398,22 +400,20 @@ pub async fn run(
             interrupted = true;
             break;
         }
-        let due = cfg.pacing.due(t0, i, req.at_ms - first_at);
-        if let Some(due) = due {
-            if end.is_some_and(|e| due >= e) {
+        let due = pacer.as_ref().map(|(dues, _)| dues[i]);
+        if let Some((dues, ticks)) = pacer.as_mut() {
+            if end.is_some_and(|e| dues[i] >= e) {
                 break;
             }
-            // Released by the pacer thread at `due` (latency counts from
-            // `due`, so any lateness is charged, never hidden).
-            if let Some(ticks) = ticks.as_mut() {
-                while released <= i {
-                    tokio::select! {
-                        t = ticks.recv() => match t {
-                            Some(upto) => released = upto,
-                            None => break 'requests,
-                        },
-                        _ = stopped(&mut stop) => { interrupted = true; break 'requests; }
-                    }
+            // Released by the pacer thread at its send time (latency counts
+            // from then, so any lateness is charged, never hidden).
+            while released <= i {
+                tokio::select! {
+                    t = ticks.recv() => match t {
+                        Some(upto) => released = upto,
+                        None => break 'requests,
+                    },
+                    _ = stopped(&mut stop) => { interrupted = true; break 'requests; }
                 }
             }
         } else if end.is_some_and(|e| Instant::now() >= e) {
