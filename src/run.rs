@@ -517,9 +517,7 @@ fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
             replay::Mode::Unary => format!("unary mode, {} caller(s)", cfg.concurrency),
         },
         pacing: cfg.pacing.describe(),
-        interrupted: ending.interrupted,
-        measure_from: ending.measure_from,
-        unanswered: ending.unanswered,
+        ending,
     };
     let report = report::Report::new(report_info, &stats);
     if args.json {

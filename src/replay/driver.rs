@@ -5,7 +5,7 @@
 
 use super::client::{self, Client, Method};
 use super::progress::Counters;
-use super::report::{Stats, code_name};
+use super::report::{Ending, Stats, code_name};
 use super::requests::{Kind, Request};
 use super::{Mode, Order, Pacing, ReplayConfig, ReplayError};
 use crate::view;
@@ -23,17 +23,6 @@ use tokio_stream::wrappers::ReceiverStream;
 
 /// How long an interrupted run waits for the answers still due.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How a run ended, besides its tallies.
-#[derive(Debug, Clone)]
-pub struct Ending {
-    /// Stopped early by the stop signal.
-    pub interrupted: bool,
-    /// Requests sent that got no answer.
-    pub unanswered: u64,
-    /// End of the warm-up.
-    pub measure_from: Instant,
-}
 
 /// One payment handed to a worker.
 struct Job {

@@ -200,6 +200,17 @@ pub struct Report {
     pub risk_levels: BTreeMap<String, u64>,
 }
 
+/// How a run ended, besides its tallies.
+#[derive(Debug, Clone)]
+pub struct Ending {
+    /// Stopped early by the stop signal.
+    pub interrupted: bool,
+    /// Requests sent that got no answer.
+    pub unanswered: u64,
+    /// End of the warm-up.
+    pub measure_from: Instant,
+}
+
 /// What describes a run besides its tallies.
 #[derive(Debug, Clone)]
 pub struct RunInfo {
@@ -209,19 +220,16 @@ pub struct RunInfo {
     pub mode: String,
     /// Pacing description.
     pub pacing: String,
-    /// Stopped early.
-    pub interrupted: bool,
-    /// End of the warm-up.
-    pub measure_from: Instant,
-    /// Requests sent that got no answer.
-    pub unanswered: u64,
+    /// How it ended.
+    pub ending: Ending,
 }
 
 impl Report {
     /// The report of a run with merged tallies `stats`.
     pub fn new(info: RunInfo, stats: &Stats) -> Report {
         let elapsed = stats.last.map_or(0.0, |l| {
-            l.saturating_duration_since(info.measure_from).as_secs_f64()
+            l.saturating_duration_since(info.ending.measure_from)
+                .as_secs_f64()
         });
         let events: u64 = stats.answered.values().sum();
         let h = &stats.latency;
@@ -239,7 +247,7 @@ impl Report {
             target: info.target,
             mode: info.mode,
             pacing: info.pacing,
-            interrupted: info.interrupted,
+            interrupted: info.ending.interrupted,
             elapsed_s: elapsed,
             events,
             events_per_s: if elapsed > 0.0 {
@@ -253,7 +261,7 @@ impl Report {
                 .map(|(k, v)| ((*k).to_owned(), *v))
                 .collect(),
             warmup_events: stats.warmup,
-            unanswered: info.unanswered,
+            unanswered: info.ending.unanswered,
             latency_us: latency,
             errors: stats.errors.clone(),
             decisions: stats
@@ -364,9 +372,11 @@ mod tests {
                 target: "t".into(),
                 mode: "stream".into(),
                 pacing: "closed-loop".into(),
-                interrupted: false,
-                measure_from: t0,
-                unanswered: 0,
+                ending: Ending {
+                    interrupted: false,
+                    measure_from: t0,
+                    unanswered: 0,
+                },
             },
             &a,
         );
