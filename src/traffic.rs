@@ -48,12 +48,7 @@ fn display(path: &Path) -> PathBuf {
 
 /// The request kind of a record, for messages and counts.
 pub fn kind(r: &proto::TrafficRecord) -> &'static str {
-    match &r.request {
-        Some(Request::Register(_)) => "register",
-        Some(Request::Payment(_)) => "payment",
-        Some(Request::Feedback(_)) => "feedback",
-        None => "empty",
-    }
+    Kind::of(r).map_or("empty", Kind::name)
 }
 
 /// The request a record holds.
@@ -68,6 +63,16 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The kind of request `r` holds (`None` for an empty record).
+    pub fn of(r: &proto::TrafficRecord) -> Option<Kind> {
+        match &r.request {
+            Some(Request::Register(_)) => Some(Kind::Register),
+            Some(Request::Payment(_)) => Some(Kind::Payment),
+            Some(Request::Feedback(_)) => Some(Kind::Feedback),
+            None => None,
+        }
+    }
+
     /// Lower-case name, for reports.
     pub fn name(self) -> &'static str {
         match self {

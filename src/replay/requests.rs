@@ -32,13 +32,7 @@ pub fn load(path: &Path, kinds: &[Kind]) -> Result<Vec<Request>, TrafficError> {
     let mut out = Vec::new();
     for record in TrafficReader::open(path)? {
         let record = record?;
-        let kind = match &record.request {
-            Some(Record::Register(_)) => Kind::Register,
-            Some(Record::Payment(_)) => Kind::Payment,
-            Some(Record::Feedback(_)) => Kind::Feedback,
-            None => continue,
-        };
-        if !kinds.contains(&kind) {
+        if !Kind::of(&record).is_some_and(|k| kinds.contains(&k)) {
             continue;
         }
         let at_ms = record.at_ms;
@@ -59,8 +53,7 @@ pub fn load(path: &Path, kinds: &[Kind]) -> Result<Vec<Request>, TrafficError> {
                 body: Bytes::from(p.encode_to_vec()),
                 method_id: p
                     .payment_method
-                    .as_ref()
-                    .map(|m| m.id.clone().into_boxed_str())
+                    .map(|m| m.id.into_boxed_str())
                     .unwrap_or_default(),
                 payment_id: p.payment_id.into_boxed_str(),
             },
