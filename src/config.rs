@@ -295,23 +295,16 @@ pub fn replay(a: &ReplayArgs) -> Result<crate::replay::ReplayConfig, ConfigError
             format!("{:?} is not an http:// or https:// URL", a.target),
         ));
     }
+    let lines = || match duration("progress-interval", &a.progress_interval)? {
+        d if d.is_zero() => Err(invalid("progress-interval", "must be more than zero")),
+        d => Ok(Style::Lines(d)),
+    };
     let progress = match a.progress {
         ProgressArg::Off => Style::Off,
         ProgressArg::Bar => Style::Bar,
-        ProgressArg::Lines => Style::Lines(duration("progress-interval", &a.progress_interval)?),
-        ProgressArg::Auto => {
-            if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-                Style::Bar
-            } else {
-                Style::Lines(duration("progress-interval", &a.progress_interval)?)
-            }
-        }
+        ProgressArg::Auto if std::io::IsTerminal::is_terminal(&std::io::stderr()) => Style::Bar,
+        ProgressArg::Lines | ProgressArg::Auto => lines()?,
     };
-    if let Style::Lines(d) = progress
-        && d.is_zero()
-    {
-        return Err(invalid("progress-interval", "must be more than zero"));
-    }
     use crate::traffic::Kind;
     Ok(ReplayConfig {
         file: a.file.clone(),
