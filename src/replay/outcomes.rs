@@ -3,6 +3,7 @@
 //! stream keep that stream's order.
 
 use super::ReplayError;
+use super::report::{decision_name, level_name};
 use crate::proto;
 use crate::view::OutcomeView;
 use serde::Serialize;
@@ -22,8 +23,8 @@ struct Line<'a> {
     payment_id: Cow<'a, str>,
     risk_score: u32,
     fraud_probability: f64,
-    risk_level: &'static str,
-    decision: &'static str,
+    risk_level: Cow<'static, str>,
+    decision: Cow<'static, str>,
     latency_us: f64,
     model_version: Cow<'a, str>,
     #[serde(skip_serializing_if = "str::is_empty")]
@@ -40,10 +41,8 @@ pub fn line(stream: usize, o: &OutcomeView<'_>, latency: Duration) -> Vec<u8> {
         payment_id: String::from_utf8_lossy(o.payment_id),
         risk_score: o.risk_score,
         fraud_probability: o.fraud_probability,
-        risk_level: proto::RiskLevel::try_from(o.risk_level)
-            .map_or("RISK_LEVEL_UNRECOGNISED", |l| l.as_str_name()),
-        decision: proto::Decision::try_from(o.decision)
-            .map_or("DECISION_UNRECOGNISED", |d| d.as_str_name()),
+        risk_level: level_name(o.risk_level),
+        decision: decision_name(o.decision),
         latency_us: latency.as_nanos() as f64 / 1000.0,
         model_version: String::from_utf8_lossy(o.model_version),
         error: String::from_utf8_lossy(o.error_code),

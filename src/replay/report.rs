@@ -5,6 +5,7 @@ use crate::proto;
 use crate::view::OutcomeView;
 use hdrhistogram::Histogram;
 use serde::Serialize;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -139,13 +140,13 @@ pub fn code_name(code: tonic::Code) -> String {
 }
 
 /// The proto name of a decision number (`DECISION_ALLOW`), or the number.
-pub fn decision_name(n: i32) -> String {
-    proto::Decision::try_from(n).map_or_else(|_| n.to_string(), |d| d.as_str_name().to_owned())
+pub fn decision_name(n: i32) -> Cow<'static, str> {
+    proto::Decision::try_from(n).map_or_else(|_| n.to_string().into(), |d| d.as_str_name().into())
 }
 
 /// The proto name of a risk level number (`RISK_LEVEL_NORMAL`), or the number.
-pub fn level_name(n: i32) -> String {
-    proto::RiskLevel::try_from(n).map_or_else(|_| n.to_string(), |l| l.as_str_name().to_owned())
+pub fn level_name(n: i32) -> Cow<'static, str> {
+    proto::RiskLevel::try_from(n).map_or_else(|_| n.to_string().into(), |l| l.as_str_name().into())
 }
 
 /// Latency percentiles of answered payments, in microseconds.
@@ -267,12 +268,12 @@ impl Report {
             decisions: stats
                 .decisions
                 .iter()
-                .map(|(k, v)| (decision_name(*k), *v))
+                .map(|(k, v)| (decision_name(*k).into_owned(), *v))
                 .collect(),
             risk_levels: stats
                 .levels
                 .iter()
-                .map(|(k, v)| (level_name(*k), *v))
+                .map(|(k, v)| (level_name(*k).into_owned(), *v))
                 .collect(),
         }
     }
