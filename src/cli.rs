@@ -367,6 +367,21 @@ pub struct TrainArgs {
     /// sees trees fitted on it).
     #[arg(long, env = "RISKSTREAM_GBT_REFIT")]
     pub gbt_refit: bool,
+    /// Gradient-boosted trees: share of the rows each tree is grown on,
+    /// drawn anew per tree (0–1; default 1, every row).
+    #[arg(long, env = "RISKSTREAM_GBT_SUBSAMPLE")]
+    pub gbt_subsample: Option<f64>,
+    /// Gradient-boosted trees: share of the features each tree may split
+    /// on, drawn anew per tree (0–1; default 1, every feature).
+    #[arg(long, env = "RISKSTREAM_GBT_COLSAMPLE")]
+    pub gbt_colsample: Option<f64>,
+    /// Gradient-boosted trees: seed of the row and feature draws (default 1).
+    #[arg(long, env = "RISKSTREAM_GBT_SEED")]
+    pub gbt_seed: Option<u64>,
+    /// Gradient-boosted trees: average this many boosted models, each drawn
+    /// from its own seed (bagging; default 1).
+    #[arg(long, env = "RISKSTREAM_GBT_BAGS")]
+    pub gbt_bags: Option<usize>,
     /// Seed of the synthetic traffic.
     #[arg(long, env = "RISKSTREAM_SEED", default_value_t = 1)]
     pub seed: u64,

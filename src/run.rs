@@ -232,6 +232,43 @@ fn gbt_params(
         false,
         &mut p.min_child_weight,
     )?;
+    let mut sampling = crate::train::gbt::Sampling::default();
+    for (flag, v, slot) in [
+        ("gbt-subsample", args.gbt_subsample, &mut sampling.subsample),
+        ("gbt-colsample", args.gbt_colsample, &mut sampling.colsample),
+    ] {
+        if let Some(v) = v {
+            if !(v > 0.0 && v <= 1.0) {
+                return Err(config::invalid(
+                    flag,
+                    format!("{v} is not a share in (0, 1]"),
+                ));
+            }
+            *slot = v;
+            command.push_str(&format!(" --{flag} {v}"));
+        }
+    }
+    if let Some(seed) = args.gbt_seed {
+        sampling.seed = seed;
+        command.push_str(&format!(" --gbt-seed {seed}"));
+    }
+    if let Some(bags) = args.gbt_bags {
+        if !(1..=100).contains(&bags) {
+            return Err(config::invalid(
+                "gbt-bags",
+                format!("{bags} is not between 1 and 100"),
+            ));
+        }
+        sampling.bags = bags;
+        command.push_str(&format!(" --gbt-bags {bags}"));
+    }
+    if args.gbt_subsample.is_some()
+        || args.gbt_colsample.is_some()
+        || args.gbt_seed.is_some()
+        || args.gbt_bags.is_some()
+    {
+        p.sampling = Some(sampling);
+    }
     if args.gbt_refit {
         p.refit = true;
         command.push_str(" --gbt-refit");

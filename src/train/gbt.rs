@@ -1,11 +1,15 @@
 //! Gradient-boosted trees for fraud log-odds, in pure Rust: second-order
 //! boosting of the logistic loss (as XGBoost does), depth-limited trees
 //! grown on per-feature histograms of up to [`Params::bins`] quantile bins,
-//! L2-regularised leaves, shrinkage, and early stopping on a later split.
-//! Deterministic: no sampling.
+//! L2-regularised leaves, shrinkage, and early stopping on a later split;
+//! optionally each tree sees a random share of the rows and of the features
+//! (stochastic gradient boosting), drawn from a seed, so a fit is always
+//! reproducible.
 
 use crate::features::NUM_FEATURES;
 use crate::model::file::{GradientBoostedTrees, Node, Tree};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 /// Boosting settings.
@@ -28,6 +32,35 @@ pub struct Params {
     /// Once the number of rounds is chosen on the held-out split, fit that
     /// many again on all rows (the held-out split included).
     pub refit: bool,
+    /// Grow each tree on a random share of the rows and features (`None`:
+    /// every row and feature, nothing drawn).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<Sampling>,
+}
+
+/// What each tree of stochastic gradient boosting sees.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Sampling {
+    /// Share of the rows each tree is grown on, drawn anew per tree.
+    pub subsample: f64,
+    /// Share of the features each tree may split on, drawn anew per tree.
+    pub colsample: f64,
+    /// Seed of the draws.
+    pub seed: u64,
+    /// Boosted models averaged (bagging), each drawn from its own seed
+    /// (`seed`, `seed + 1`, …).
+    pub bags: usize,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Sampling {
+            subsample: 1.0,
+            colsample: 1.0,
+            seed: 1,
+            bags: 1,
+        }
+    }
 }
 
 impl Default for Params {
@@ -45,6 +78,7 @@ impl Default for Params {
             bins: 255,
             patience: 60,
             refit: false,
+            sampling: None,
         }
     }
 }
@@ -121,6 +155,8 @@ struct Grower<'a> {
     cuts: &'a [Vec<f64>],
     grad: &'a [f64],
     hess: &'a [f64],
+    /// The features (indices into `cuts`) this tree may split on.
+    allowed: &'a [usize],
     p: &'a Params,
     nodes: Vec<Node>,
 }
@@ -175,7 +211,7 @@ impl Grower<'_> {
         let mut best: Option<(f64, usize, u8)> = None;
         let mut hist_g = [0.0f64; 256];
         let mut hist_h = [0.0f64; 256];
-        for j in 0..self.k {
+        for &j in self.allowed {
             let nb = self.cuts[j].len();
             if nb == 0 {
                 continue;
@@ -220,6 +256,61 @@ fn log_loss(z: &[f64], rows: &[Row<'_>]) -> f64 {
         / rows.len().max(1) as f64
 }
 
+/// The boosted model of `p` for `fit`, with early stopping on `held_out`:
+/// one fit, or with [`Params::refit`] the chosen number of rounds fitted
+/// again on both; with [`Sampling::bags`] above 1, the average of that many
+/// such models, each from its own seed, written as one model (each bag's
+/// tree values divided by the number of bags).
+pub fn train(
+    fit_rows: &[Row<'_>],
+    held_out: &[Row<'_>],
+    features: &[usize],
+    p: &Params,
+) -> GradientBoostedTrees {
+    let sampling = p.sampling.unwrap_or_default();
+    let bags = sampling.bags.max(1);
+    let all: Vec<Row> = if p.refit {
+        fit_rows.iter().chain(held_out).copied().collect()
+    } else {
+        Vec::new()
+    };
+    let one = |seed: u64| {
+        let p = Params {
+            sampling: p.sampling.map(|s| Sampling { seed, ..s }),
+            ..*p
+        };
+        let chosen = fit(fit_rows, held_out, features, &p);
+        if p.refit {
+            let again = Params {
+                rounds: chosen.trees.len(),
+                ..p
+            };
+            fit(&all, &[], features, &again)
+        } else {
+            chosen
+        }
+    };
+    if bags == 1 {
+        return one(sampling.seed);
+    }
+    let share = 1.0 / bags as f64;
+    let mut out = GradientBoostedTrees {
+        base: 0.0,
+        trees: Vec::new(),
+    };
+    for b in 0..bags {
+        let m = one(sampling.seed.wrapping_add(b as u64));
+        out.base += m.base * share;
+        out.trees.extend(m.trees.into_iter().map(|mut t| {
+            for n in &mut t.nodes {
+                n.value *= share;
+            }
+            t
+        }));
+    }
+    out
+}
+
 /// Boosts trees on `fit` over `features` (indices into the serving vector;
 /// node features index this list), keeping the rounds up to the best
 /// log-loss on `valid` (all `p.rounds` when `valid` is empty).
@@ -248,7 +339,20 @@ pub fn fit(
     let mut grad = vec![0.0; fit.len()];
     let mut hess = vec![0.0; fit.len()];
     let mut rows: Vec<u32> = (0..fit.len() as u32).collect();
+    let mut columns: Vec<usize> = (0..k).collect();
+    let sampling = p.sampling.unwrap_or_default();
+    let take = ((sampling.colsample.clamp(0.0, 1.0) * k as f64).ceil() as usize).clamp(1, k.max(1));
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(sampling.seed);
     for round in 0..p.rounds {
+        if sampling.subsample < 1.0 {
+            rows.clear();
+            rows.extend((0..fit.len() as u32).filter(|_| rng.random::<f64>() < sampling.subsample));
+        }
+        if take < k {
+            columns.shuffle(&mut rng);
+        }
+        let mut allowed = columns[..take.min(columns.len())].to_vec();
+        allowed.sort_unstable();
         for (i, r) in fit.iter().enumerate() {
             let q = sigmoid(z[i]);
             grad[i] = q - f64::from(u8::from(r.y));
@@ -260,6 +364,7 @@ pub fn fit(
             cuts: &cuts,
             grad: &grad,
             hess: &hess,
+            allowed: &allowed,
             p,
             nodes: Vec::new(),
         };
@@ -340,6 +445,57 @@ mod tests {
         // With nothing held out, every round asked for is kept.
         let all = fit(&fit_rows, &[], &[0, 1], &Params { rounds: 7, ..p });
         assert_eq!(all.trees.len(), 7);
+    }
+
+    #[test]
+    fn sampling_is_reproducible_from_its_seed() {
+        let xs = xor_like(4000, 4);
+        let vs = xor_like(2000, 5);
+        let label = |x: &[f64; NUM_FEATURES]| x[0] > 0.6 && x[1] > 0.6;
+        let fit_rows: Vec<Row> = xs.iter().map(|x| Row { x, y: label(x) }).collect();
+        let valid: Vec<Row> = vs.iter().map(|x| Row { x, y: label(x) }).collect();
+        let with = |seed| Params {
+            rounds: 100,
+            sampling: Some(Sampling {
+                subsample: 0.7,
+                colsample: 0.5,
+                seed,
+                bags: 1,
+            }),
+            ..Params::default()
+        };
+        let m = fit(&fit_rows, &valid, &[0, 1], &with(7));
+        assert_eq!(fit(&fit_rows, &valid, &[0, 1], &with(7)), m);
+        assert_ne!(fit(&fit_rows, &valid, &[0, 1], &with(8)), m);
+        assert_ne!(fit(&fit_rows, &valid, &[0, 1], &Params::default()), m);
+        // Half the features per tree: single-feature trees still learn the
+        // interaction between them.
+        let wrong = valid
+            .iter()
+            .filter(|r| (m.base + output(&m.trees, &[0, 1], r.x) > 0.0) != r.y)
+            .count();
+        assert!(wrong < valid.len() / 25, "{wrong} of {} wrong", valid.len());
+        // Three bags: the average of the models of seeds 7, 8 and 9.
+        let bagged = Params {
+            sampling: with(7).sampling.map(|s| Sampling { bags: 3, ..s }),
+            ..with(7)
+        };
+        let b = train(&fit_rows, &valid, &[0, 1], &bagged);
+        let singles: Vec<_> = (7..10)
+            .map(|seed| train(&fit_rows, &valid, &[0, 1], &with(seed)))
+            .collect();
+        for r in valid.iter().take(200) {
+            let mean = singles
+                .iter()
+                .map(|m| m.base + output(&m.trees, &[0, 1], r.x))
+                .sum::<f64>()
+                / 3.0;
+            let got = b.base + output(&b.trees, &[0, 1], r.x);
+            assert!((got - mean).abs() < 1e-9, "{got} vs {mean}");
+        }
+        // Settings without sampling are written as before it existed.
+        let json = serde_json::to_string(&Params::default()).expect("serialises");
+        assert!(!json.contains("sampling"), "{json}");
     }
 
     #[test]

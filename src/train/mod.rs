@@ -275,17 +275,7 @@ pub fn fit(
         Family::LogisticRegression => fit_linear(fit, features)?,
         Family::GradientBoostedTrees(params) => {
             let (fit_rows, cal_rows) = (gbt_rows(fit), gbt_rows(cal));
-            let chosen = gbt::fit(&fit_rows, &cal_rows, features, &params);
-            Estimator::GradientBoostedTrees(if params.refit {
-                let all: Vec<gbt::Row> = fit_rows.iter().chain(&cal_rows).copied().collect();
-                let again = gbt::Params {
-                    rounds: chosen.trees.len(),
-                    ..params
-                };
-                gbt::fit(&all, &[], features, &again)
-            } else {
-                chosen
-            })
+            Estimator::GradientBoostedTrees(gbt::train(&fit_rows, &cal_rows, features, &params))
         }
     };
     calibrate(
