@@ -99,10 +99,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     }
     engine.metrics().store(engine.store().stats());
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = crate::server::runtime().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let listener = TcpListener::bind(config.listen)
             .await
@@ -492,17 +489,7 @@ fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(OutcomeWriter::create)
         .transpose()?;
-    // On one core (e.g. pinned with taskset) a single-threaded runtime
-    // spares the load generator the work-stealing scheduler's thread hops.
-    let one_core = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
-    let runtime = if one_core {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-    }
-    .enable_all()
-    .build()
-    .context("cannot start the async runtime")?;
+    let runtime = crate::server::runtime().context("cannot start the async runtime")?;
     let run = runtime.block_on(async {
         let mut clients = Vec::with_capacity(cfg.connections);
         for _ in 0..cfg.connections {

@@ -135,17 +135,27 @@ impl Pacing {
     }
 }
 
-/// Sleeps until each of `dues` (ascending) and sends, after each wake-up,
-/// how many requests are due; returns when all are or the receiver is gone.
+/// Least time between two releases of the pacer. Each release wakes the
+/// dispatcher, which on one core means two context switches: at high rates
+/// releasing every request alone would cost the load generator more than
+/// sending it. A request released up to this late has the delay charged to
+/// its latency (measured from its send time), never hidden.
+const PACER_TICK: Duration = Duration::from_micros(100);
+
+/// Sleeps until each of `dues` (ascending), at most one wake-up per
+/// [`PACER_TICK`], and sends, after each wake-up, how many requests are
+/// due; returns when all are or the receiver is gone.
 fn pace(dues: &[Instant], tx: &mpsc::UnboundedSender<usize>) {
     let mut next = 0;
+    let mut woke = Instant::now();
     while next < dues.len() {
         let now = Instant::now();
-        if dues[next] > now {
-            std::thread::sleep(dues[next] - now);
+        let wake = dues[next].max(woke + PACER_TICK);
+        if wake > now {
+            std::thread::sleep(wake - now);
         }
-        let now = Instant::now();
-        while next < dues.len() && dues[next] <= now {
+        woke = Instant::now();
+        while next < dues.len() && dues[next] <= woke {
             next += 1;
         }
         if tx.send(next).is_err() {

@@ -151,6 +151,20 @@ pub async fn serve(
     result
 }
 
+/// The async runtime of a server or load generator: on one core (e.g.
+/// pinned with `taskset`) a single-threaded one, which spares every request
+/// the work-stealing scheduler's hand-offs; otherwise one worker per core.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let one_core = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    if one_core {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    }
+    .enable_all()
+    .build()
+}
+
 /// The connections `listener` accepts, with Nagle's algorithm off: an
 /// outcome is a small write that must leave at once, not wait up to 40 ms
 /// for the client's delayed ACK.
