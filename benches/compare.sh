@@ -4,7 +4,8 @@
 # the Python peer (benches/peer/server.py: grpc.aio + scikit-learn), each
 # fed the same recorded traffic by `riskstream replay`, alternating
 # A B C A B C, with the server on one core and the load generator on another.
-# Then riskstream's unary latency at half its measured maximum rate, and its
+# Then riskstream's unary latency at half its measured maximum rate (and the
+# ceiling's at the same rate: the floor of this machine and load generator), and its
 # resident memory per registered payment method at 1 million registered.
 #
 #   bash benches/compare.sh
@@ -38,6 +39,11 @@ echo "== Python peer: virtualenv and stubs"
 echo "== traffic"
 [ -s "$OUT/load.traffic" ] || "$BIN/riskstream" simulate --seed 7 --customers 40000 --days 180 --out "$OUT/load.traffic"
 [ -s "$OUT/million.traffic" ] || "$BIN/riskstream" simulate --seed 8 --customers 800000 --days 1 --out "$OUT/million.traffic"
+
+# CPU time the hypervisor gave to other guests ("steal"), over the run, so
+# that a noisy run can be told from a slow build.
+cpu_ticks() { awk '/^cpu / {print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
+read -r steal0 total0 < <(cpu_ticks)
 
 SERVER_PID=
 start_server() {
@@ -86,18 +92,26 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
-echo "== riskstream: unary latency at half its maximum rate"
+echo "== unary latency at half riskstream's maximum rate: riskstream, then the ceiling at the same rate"
 half=$("$OUT/venv/bin/python" - "$OUT/results" <<'PY'
 import glob, json, statistics, sys
-rates = [json.load(open(f))["events_per_s"] for f in glob.glob(sys.argv[1] + "/riskstream-unary-*.json")]
+rates = [json.load(open(f))["events_per_s"] for f in glob.glob(sys.argv[1] + "/riskstream-unary-[0-9]*.json")]
 print(int(statistics.median(rates) / 2))
 PY
 )
-start_server riskstream
-replay "$OUT/load.traffic" --kinds register "${stream_args[@]}" >/dev/null
-replay "$OUT/load.traffic" --kinds payment,feedback "${unary_args[@]}" --rate "$half" --warmup "$WARMUP" --duration "$DURATION" \
-  >"$OUT/results/riskstream-unary-half.json"
-stop_server
+for round in $(seq "$ROUNDS"); do
+  for server in riskstream ceiling; do
+    echo "== round $round: $server, unary at $half/s"
+    start_server "$server"
+    replay "$OUT/load.traffic" --kinds register "${stream_args[@]}" >/dev/null
+    replay "$OUT/load.traffic" --kinds payment,feedback "${unary_args[@]}" --rate "$half" --warmup "$WARMUP" \
+      --duration "$DURATION" >"$OUT/results/$server-half-$round.json"
+    stop_server
+  done
+done
+
+read -r steal1 total1 < <(cpu_ticks)
+echo "{\"steal_ticks\": $((steal1 - steal0)), \"total_ticks\": $((total1 - total0))}" >"$OUT/results/steal.json"
 
 echo "== riskstream: memory at 1 million registered payment methods"
 start_server riskstream

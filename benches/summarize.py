@@ -63,13 +63,32 @@ for mode in ("stream", "unary"):
     if ratios:
         print(f"\nPython peer p99 / riskstream p99 ({mode}): {spread(ratios, '{:.1f}')}")
 
-half = os.path.join(results, "riskstream-unary-half.json")
-if os.path.exists(half):
-    h = json.load(open(half))
+half = {}
+for path in glob.glob(os.path.join(results, "*-half-[0-9]*.json")):
+    m = re.match(r"(\w+)-half-(\d+)\.json$", os.path.basename(path))
+    if m:
+        half.setdefault(m[1], []).append(json.load(open(path)))
+if half:
+    print("\n| unary, open loop at half riskstream's maximum | pacing | events/s | p50 µs | p90 µs | p99 µs | p99.9 µs |")
+    print("|---|---|---|---|---|---|---|")
+    for server in ("riskstream", "ceiling"):
+        hs = half.get(server, [])
+        if hs:
+            print(
+                f"| {server} | {hs[0]['pacing']} | {spread([h['events_per_s'] for h in hs])} "
+                + " ".join(
+                    f"| {spread([h['latency_us'][q] for h in hs], '{:.0f}')}"
+                    for q in ("p50", "p90", "p99", "p999")
+                )
+                + " |"
+            )
+
+steal = os.path.join(results, "steal.json")
+if os.path.exists(steal):
+    st = json.load(open(steal))
     print(
-        f"\nriskstream unary at half its maximum rate ({h['pacing']}): "
-        f"{h['events_per_s']:.0f} events/s, p50 {h['latency_us']['p50']:.1f} µs, "
-        f"p99 {h['latency_us']['p99']:.1f} µs, p99.9 {h['latency_us']['p999']:.1f} µs"
+        f"\nCPU time stolen by the hypervisor during the runs above: "
+        f"{100 * st['steal_ticks'] / max(st['total_ticks'], 1):.1f}% of all CPU time"
     )
 
 mem = os.path.join(results, "memory.json")
