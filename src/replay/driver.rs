@@ -370,10 +370,9 @@ pub async fn run(
     let mut registering: HashMap<Box<str>, watch::Receiver<bool>> = HashMap::new();
     let first_at = requests.first().map_or(0, |r| r.at_ms);
     let mut interrupted = false;
-    // Open loop: a thread of its own sleeps until each send time (the async
-    // timer's resolution is a millisecond, the OS's some microseconds) and
-    // releases the requests due.
-    // Each request's send time, and the pacer's releases.
+    // Open loop: each request's send time, and the releases of a thread of
+    // its own that sleeps until them (the async timer's resolution is a
+    // millisecond, the OS's some microseconds).
     let mut pacer = match cfg.pacing {
         Pacing::Closed => None,
         pacing => {
@@ -400,8 +399,8 @@ pub async fn run(
             break;
         }
         let due = pacer.as_ref().map(|(dues, _)| dues[i]);
-        if let Some((dues, ticks)) = pacer.as_mut() {
-            if end.is_some_and(|e| dues[i] >= e) {
+        if let (Some(due), Some((_, ticks))) = (due, pacer.as_mut()) {
+            if end.is_some_and(|e| due >= e) {
                 break;
             }
             // Released by the pacer thread at its send time (latency counts

@@ -339,7 +339,9 @@ pub fn fit(
     let mut grad = vec![0.0; fit.len()];
     let mut hess = vec![0.0; fit.len()];
     let mut rows: Vec<u32> = (0..fit.len() as u32).collect();
+    // The features a tree may split on: all, or a fresh `take` of them.
     let mut columns: Vec<usize> = (0..k).collect();
+    let mut allowed = columns.clone();
     let sampling = p.sampling.unwrap_or_default();
     let take = ((sampling.colsample.clamp(0.0, 1.0) * k as f64).ceil() as usize).clamp(1, k.max(1));
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(sampling.seed);
@@ -350,9 +352,10 @@ pub fn fit(
         }
         if take < k {
             columns.shuffle(&mut rng);
+            allowed.clear();
+            allowed.extend_from_slice(&columns[..take]);
+            allowed.sort_unstable();
         }
-        let mut allowed = columns[..take.min(columns.len())].to_vec();
-        allowed.sort_unstable();
         for (i, r) in fit.iter().enumerate() {
             let q = sigmoid(z[i]);
             grad[i] = q - f64::from(u8::from(r.y));
@@ -418,13 +421,21 @@ mod tests {
             .collect()
     }
 
+    /// Rows of `xs`, fraud when both features are above 0.6.
+    fn both_high(xs: &[[f64; NUM_FEATURES]]) -> Vec<Row<'_>> {
+        xs.iter()
+            .map(|x| Row {
+                x,
+                y: x[0] > 0.6 && x[1] > 0.6,
+            })
+            .collect()
+    }
+
     #[test]
     fn learns_an_interaction_and_stops_early() {
         let xs = xor_like(4000, 1);
         let vs = xor_like(2000, 2);
-        let label = |x: &[f64; NUM_FEATURES]| x[0] > 0.6 && x[1] > 0.6;
-        let fit_rows: Vec<Row> = xs.iter().map(|x| Row { x, y: label(x) }).collect();
-        let valid: Vec<Row> = vs.iter().map(|x| Row { x, y: label(x) }).collect();
+        let (fit_rows, valid) = (both_high(&xs), both_high(&vs));
         let p = Params {
             rounds: 300,
             ..Params::default()
@@ -451,9 +462,7 @@ mod tests {
     fn sampling_is_reproducible_from_its_seed() {
         let xs = xor_like(4000, 4);
         let vs = xor_like(2000, 5);
-        let label = |x: &[f64; NUM_FEATURES]| x[0] > 0.6 && x[1] > 0.6;
-        let fit_rows: Vec<Row> = xs.iter().map(|x| Row { x, y: label(x) }).collect();
-        let valid: Vec<Row> = vs.iter().map(|x| Row { x, y: label(x) }).collect();
+        let (fit_rows, valid) = (both_high(&xs), both_high(&vs));
         let with = |seed| Params {
             rounds: 100,
             sampling: Some(Sampling {
