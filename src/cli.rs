@@ -356,7 +356,7 @@ pub struct TrainArgs {
     /// Gradient-boosted trees: least hessian sum in a child.
     #[arg(long, env = "RISKSTREAM_GBT_MIN_CHILD_WEIGHT")]
     pub gbt_min_child_weight: Option<f64>,
-    /// Gradient-boosted trees: most histogram bins per feature (2–255).
+    /// Gradient-boosted trees: most histogram bins per feature (2–4096).
     #[arg(long, env = "RISKSTREAM_GBT_BINS")]
     pub gbt_bins: Option<usize>,
     /// Gradient-boosted trees: rounds without a better held-out loss before stopping.

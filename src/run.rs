@@ -197,7 +197,13 @@ fn gbt_params(
         };
     count("gbt-rounds", args.gbt_rounds, 1, 100_000, &mut p.rounds)?;
     count("gbt-max-depth", args.gbt_max_depth, 1, 16, &mut p.max_depth)?;
-    count("gbt-bins", args.gbt_bins, 2, 255, &mut p.bins)?;
+    count(
+        "gbt-bins",
+        args.gbt_bins,
+        2,
+        crate::train::gbt::MAX_BINS,
+        &mut p.bins,
+    )?;
     count(
         "gbt-patience",
         args.gbt_patience,

@@ -113,6 +113,9 @@ pub fn output(trees: &[Tree], features: &[usize], x: &[f64; NUM_FEATURES]) -> f6
     sum
 }
 
+/// Most histogram bins per feature that [`Params::bins`] may ask for.
+pub const MAX_BINS: usize = 4096;
+
 /// Per feature, the cut points between bins (ascending): a value goes to
 /// the first bin whose cut is at least the value.
 fn cuts(rows: &[Row<'_>], feature: usize, bins: usize) -> Vec<f64> {
@@ -140,17 +143,17 @@ fn cuts(rows: &[Row<'_>], feature: usize, bins: usize) -> Vec<f64> {
     out
 }
 
-fn bin_of(cuts: &[f64], x: f64) -> u8 {
+fn bin_of(cuts: &[f64], x: f64) -> u16 {
     if x.is_nan() {
         // `x <= threshold` is false for NaN: it goes right of every split.
-        return cuts.len() as u8;
+        return cuts.len() as u16;
     }
-    cuts.partition_point(|c| *c < x) as u8
+    cuts.partition_point(|c| *c < x) as u16
 }
 
 struct Grower<'a> {
     /// Binned rows: `binned[row * k + j]`.
-    binned: &'a [u8],
+    binned: &'a [u16],
     k: usize,
     cuts: &'a [Vec<f64>],
     grad: &'a [f64],
@@ -205,12 +208,12 @@ impl Grower<'_> {
     }
 
     /// The (feature, last left bin) with the largest gain, if any gains.
-    fn best_split(&self, rows: &[u32], g: f64, h: f64) -> Option<(usize, u8)> {
+    fn best_split(&self, rows: &[u32], g: f64, h: f64) -> Option<(usize, u16)> {
         let lambda = self.p.lambda;
         let parent = g * g / (h + lambda);
-        let mut best: Option<(f64, usize, u8)> = None;
-        let mut hist_g = [0.0f64; 256];
-        let mut hist_h = [0.0f64; 256];
+        let mut best: Option<(f64, usize, u16)> = None;
+        let mut hist_g = [0.0f64; MAX_BINS + 1];
+        let mut hist_h = [0.0f64; MAX_BINS + 1];
         for &j in self.allowed {
             let nb = self.cuts[j].len();
             if nb == 0 {
@@ -233,7 +236,7 @@ impl Grower<'_> {
                 }
                 let gain = gl * gl / (hl + lambda) + gr * gr / (hr + lambda) - parent;
                 if gain > 1e-9 && best.is_none_or(|(bg, _, _)| gain > bg) {
-                    best = Some((gain, j, b as u8));
+                    best = Some((gain, j, b as u16));
                 }
             }
         }
@@ -321,9 +324,9 @@ pub fn fit(
     p: &Params,
 ) -> GradientBoostedTrees {
     let k = features.len();
-    let bins = p.bins.clamp(2, 255);
+    let bins = p.bins.clamp(2, MAX_BINS);
     let cuts: Vec<Vec<f64>> = features.iter().map(|&f| cuts(fit, f, bins)).collect();
-    let mut binned = vec![0u8; fit.len() * k];
+    let mut binned = vec![0u16; fit.len() * k];
     for (i, r) in fit.iter().enumerate() {
         for (j, &f) in features.iter().enumerate() {
             binned[i * k + j] = bin_of(&cuts[j], r.x[f]);
@@ -456,6 +459,46 @@ mod tests {
         // With nothing held out, every round asked for is kept.
         let all = fit(&fit_rows, &[], &[0, 1], &Params { rounds: 7, ..p });
         assert_eq!(all.trees.len(), 7);
+    }
+
+    #[test]
+    fn more_bins_place_a_split_at_a_sharp_threshold_in_a_sparse_tail() {
+        // Exponentially distributed values, fraud above 5.0: the threshold
+        // lies where few distinct values are, so 255 quantile bins there are
+        // about 0.6 wide and 4,096 about 0.04.
+        let mut s = 7u64;
+        let xs: Vec<[f64; NUM_FEATURES]> = (0..20_000)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let u = ((s >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+                let mut x = [0.0; NUM_FEATURES];
+                x[0] = -u.ln();
+                x
+            })
+            .collect();
+        let rows: Vec<Row<'_>> = xs.iter().map(|x| Row { x, y: x[0] > 5.0 }).collect();
+        let wrong_near_threshold = |bins: usize| {
+            let p = Params {
+                rounds: 60,
+                max_depth: 1,
+                min_child_weight: 0.0,
+                bins,
+                ..Params::default()
+            };
+            let m = fit(&rows, &[], &[0], &p);
+            (0..200)
+                .filter(|i| {
+                    let mut x = [0.0; NUM_FEATURES];
+                    x[0] = 4.0 + 0.01 * f64::from(*i) + 0.005;
+                    (m.base + output(&m.trees, &[0], &x) > 0.0) != (x[0] > 5.0)
+                })
+                .count()
+        };
+        let fine = wrong_near_threshold(MAX_BINS);
+        assert!(fine <= 6, "{fine} of 200 points near 5.0 misclassified");
+        assert!(wrong_near_threshold(255) > fine);
     }
 
     #[test]
