@@ -160,6 +160,10 @@ struct Grower<'a> {
     hess: &'a [f64],
     /// The features (indices into `cuts`) this tree may split on.
     allowed: &'a [usize],
+    /// Per-bin gradient and hessian sums of one feature, reused for every
+    /// node and feature (as wide as the most cuts of any feature, plus one).
+    hist_g: &'a mut [f64],
+    hist_h: &'a mut [f64],
     p: &'a Params,
     nodes: Vec<Node>,
 }
@@ -208,12 +212,11 @@ impl Grower<'_> {
     }
 
     /// The (feature, last left bin) with the largest gain, if any gains.
-    fn best_split(&self, rows: &[u32], g: f64, h: f64) -> Option<(usize, u16)> {
+    fn best_split(&mut self, rows: &[u32], g: f64, h: f64) -> Option<(usize, u16)> {
         let lambda = self.p.lambda;
         let parent = g * g / (h + lambda);
         let mut best: Option<(f64, usize, u16)> = None;
-        let mut hist_g = [0.0f64; MAX_BINS + 1];
-        let mut hist_h = [0.0f64; MAX_BINS + 1];
+        let (hist_g, hist_h) = (&mut *self.hist_g, &mut *self.hist_h);
         for &j in self.allowed {
             let nb = self.cuts[j].len();
             if nb == 0 {
@@ -326,6 +329,8 @@ pub fn fit(
     let k = features.len();
     let bins = p.bins.clamp(2, MAX_BINS);
     let cuts: Vec<Vec<f64>> = features.iter().map(|&f| cuts(fit, f, bins)).collect();
+    let width = cuts.iter().map(Vec::len).max().unwrap_or(0) + 1;
+    let (mut hist_g, mut hist_h) = (vec![0.0; width], vec![0.0; width]);
     let mut binned = vec![0u16; fit.len() * k];
     for (i, r) in fit.iter().enumerate() {
         for (j, &f) in features.iter().enumerate() {
@@ -371,6 +376,8 @@ pub fn fit(
             grad: &grad,
             hess: &hess,
             allowed: &allowed,
+            hist_g: &mut hist_g,
+            hist_h: &mut hist_h,
             p,
             nodes: Vec::new(),
         };
@@ -466,18 +473,10 @@ mod tests {
         // Exponentially distributed values, fraud above 5.0: the threshold
         // lies where few distinct values are, so 255 quantile bins there are
         // about 0.6 wide and 4,096 about 0.04.
-        let mut s = 7u64;
-        let xs: Vec<[f64; NUM_FEATURES]> = (0..20_000)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                let u = ((s >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-                let mut x = [0.0; NUM_FEATURES];
-                x[0] = -u.ln();
-                x
-            })
-            .collect();
+        let mut xs = xor_like(20_000, 7);
+        for x in &mut xs {
+            x[0] = -(1.0 - x[0]).ln();
+        }
         let rows: Vec<Row<'_>> = xs.iter().map(|x| Row { x, y: x[0] > 5.0 }).collect();
         let wrong_near_threshold = |bins: usize| {
             let p = Params {
