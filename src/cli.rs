@@ -330,7 +330,8 @@ pub struct TrainArgs {
     #[arg(long, env = "RISKSTREAM_TO")]
     pub to: Option<String>,
     /// With --traffic: the feature set to train on (1: sessions and short
-    /// velocity; 2: plus long windows, calendar, amount ratios; default the newest).
+    /// velocity; 2: plus long windows, calendar, amount ratios; 3: plus the
+    /// card's recent amount spikes; default the newest).
     #[arg(long, env = "RISKSTREAM_FEATURE_SET")]
     pub feature_set: Option<usize>,
     /// With --traffic: the estimator family.

@@ -76,6 +76,9 @@ define_features! {
     AmountLinear => "amount_linear": "amount / 100 (major units), capped at 1,000,000: large amounts weigh linearly",
     AmountVsCardMean7d => "amount_vs_card_mean_7d": "ln(1 + amount / 100) − ln(1 + this card's mean amount / 100 over the last 7 days)",
     AmountVsCardMean30d => "amount_vs_card_mean_30d": "ln(1 + amount / 100) − ln(1 + this card's mean amount / 100 over the last 30 days)",
+    CardPeakRatio1d => "card_peak_ratio_1d": "ln(1 + the largest ratio, among this card's earlier payments in the last day, of a payment's amount to the card's mean amount in the 30 days before it); 0 when none",
+    CardPeakRatio7d => "card_peak_ratio_7d": "the same over the card's payments in the last 7 days",
+    CardPeakRatio30d => "card_peak_ratio_30d": "the same over the card's payments in the last 30 days",
 }
 
 /// Feature sets: set `n` (from 1) is `FEATURES[..FEATURE_SETS[n - 1]]`.
@@ -87,6 +90,8 @@ pub const FEATURE_SETS: &[usize] = &[
     Feature::Night as usize,
     // 2: plus long windows (card, merchant with label delay), calendar, amount ratios.
     Feature::AmountVsCardMean30d as usize + 1,
+    // 3: plus the card's recent amount spikes (a compromised card's earlier frauds).
+    Feature::CardPeakRatio30d as usize + 1,
 ];
 
 /// The newest feature set.
@@ -259,6 +264,10 @@ pub fn extract(inp: &Inputs<'_>) -> FeatureVector {
     let amount = v.get(F::Amount);
     v.set(F::AmountVsCardMean7d, amount - v.get(F::CardMeanAmount7d));
     v.set(F::AmountVsCardMean30d, amount - v.get(F::CardMeanAmount30d));
+    let peak = |s: &crate::state::long_window::Sums| (f64::from(s.peak) / 1000.0).ln_1p();
+    v.set(F::CardPeakRatio1d, peak(c1));
+    v.set(F::CardPeakRatio7d, peak(c7));
+    v.set(F::CardPeakRatio30d, peak(c30));
     v
 }
 

@@ -15,6 +15,8 @@ struct Bucket {
     hour: u32,
     count: u32,
     frauds: u32,
+    /// Largest amount ratio of the hour's payments, in thousandths.
+    peak: u32,
     amount: u64,
 }
 
@@ -27,6 +29,9 @@ pub struct Sums {
     pub amount: u64,
     /// Of which reported as fraud so far.
     pub frauds: u32,
+    /// The largest amount ratio among them, in thousandths (see
+    /// [`amount_ratio`]); 0 when none was recorded.
+    pub peak: u32,
 }
 
 impl Sums {
@@ -34,7 +39,27 @@ impl Sums {
         self.count = self.count.saturating_add(b.count);
         self.amount = self.amount.saturating_add(b.amount);
         self.frauds = self.frauds.saturating_add(b.frauds);
+        self.peak = self.peak.max(b.peak);
     }
+
+    /// These sums with one more event of `amount` (its ratio not counted).
+    pub fn plus(self, amount: u64) -> Sums {
+        Sums {
+            count: self.count.saturating_add(1),
+            amount: self.amount.saturating_add(amount),
+            ..self
+        }
+    }
+}
+
+/// `amount` over the mean amount of `before`, in thousandths (saturating);
+/// 0 when `before` holds no amount to compare with.
+pub fn amount_ratio(amount: u64, before: &Sums) -> u32 {
+    if before.count == 0 || before.amount == 0 {
+        return 0;
+    }
+    let r = u128::from(amount) * u128::from(before.count) * 1000 / u128::from(before.amount);
+    u32::try_from(r).unwrap_or(u32::MAX)
 }
 
 /// The hour index of `at_ms`.
@@ -55,9 +80,10 @@ pub struct LongWindow {
 const EXPIRED_BATCH: usize = 64;
 
 impl LongWindow {
-    /// Adds one event at `at_ms`, forgetting hours more than `horizon_hours`
-    /// before the newest.
-    pub fn add(&mut self, at_ms: i64, amount: u64, horizon_hours: i64) {
+    /// Adds one event at `at_ms` with its amount ratio `peak` (thousandths,
+    /// 0 for none), forgetting hours more than `horizon_hours` before the
+    /// newest.
+    pub fn add(&mut self, at_ms: i64, amount: u64, peak: u32, horizon_hours: i64) {
         let hour = hour_of(at_ms);
         let head = self.expired as usize;
         let b = bucket_mut(
@@ -69,11 +95,13 @@ impl LongWindow {
                 hour: hour as u32,
                 count: 0,
                 frauds: 0,
+                peak: 0,
                 amount: 0,
             },
         );
         b.count = b.count.saturating_add(1);
         b.amount = b.amount.saturating_add(amount);
+        b.peak = b.peak.max(peak);
         let newest = self.buckets.last().map_or(hour, |b| i64::from(b.hour));
         let expired = self.buckets[head..]
             .iter()
@@ -158,10 +186,10 @@ impl DelayedWindow {
         }
     }
 
-    /// As [`LongWindow::add`].
+    /// As [`LongWindow::add`], without an amount ratio.
     pub fn add(&mut self, at_ms: i64, amount: u64, horizon_hours: i64) {
         self.touched(at_ms);
-        self.window.add(at_ms, amount, horizon_hours);
+        self.window.add(at_ms, amount, 0, horizon_hours);
     }
 
     /// As [`LongWindow::add_fraud`].
@@ -201,7 +229,7 @@ mod tests {
     fn trailing_windows_end_at_the_event_or_a_delay_before() {
         let mut w = LongWindow::default();
         for (d, amount) in [(0, 100), (3, 200), (10, 400), (20, 800)] {
-            w.add(T0 + d * DAY, amount, 40 * 24);
+            w.add(T0 + d * DAY, amount, 0, 40 * 24);
         }
         let now = T0 + 20 * DAY;
         let [d1, d7, d30] = w.trailing(now, 0, [1, 7, 30]);
@@ -216,15 +244,35 @@ mod tests {
     }
 
     #[test]
+    fn a_spike_stays_in_the_peak_of_every_window_that_holds_its_hour() {
+        let mut w = LongWindow::default();
+        for d in 0..10 {
+            let before = w.trailing(T0 + d * DAY, 0, [30])[0];
+            w.add(T0 + d * DAY, 1_000, amount_ratio(1_000, &before), 40 * 24);
+        }
+        let before = w.trailing(T0 + 10 * DAY, 0, [30])[0];
+        assert_eq!(amount_ratio(5_000, &before), 5_000, "five times the mean");
+        w.add(T0 + 10 * DAY, 5_000, amount_ratio(5_000, &before), 40 * 24);
+        w.add(T0 + 11 * DAY, 1_000, 1_000, 40 * 24);
+        let [d1, d7, d30] = w.trailing(T0 + 12 * DAY, 0, [1, 7, 30]);
+        assert_eq!((d1.peak, d7.peak, d30.peak), (0, 5_000, 5_000));
+        assert_eq!(d30.count, 12);
+        // A week after the spike, only the 30-day window still holds it.
+        let [_, d7, d30] = w.trailing(T0 + 17 * DAY, 0, [1, 7, 30]);
+        assert_eq!((d7.peak, d30.peak), (1_000, 5_000));
+        assert_eq!(amount_ratio(1, &Sums::default()), 0, "no history, no ratio");
+    }
+
+    #[test]
     fn fraud_reports_land_in_their_hour_and_old_hours_are_forgotten() {
         let mut w = LongWindow::default();
-        w.add(T0, 1, 48);
-        w.add(T0 + 30 * 60_000, 1, 48);
+        w.add(T0, 1, 0, 48);
+        w.add(T0 + 30 * 60_000, 1, 0, 48);
         assert!(w.add_fraud(T0 + 5, 1));
         assert_eq!(w.trailing(T0 + HOUR_MS / 2, 0, [1])[0].frauds, 1);
         assert!(w.add_fraud(T0 + 5, -1));
         assert_eq!(w.trailing(T0, 0, [1])[0].frauds, 0);
-        w.add(T0 + 3 * DAY, 1, 48);
+        w.add(T0 + 3 * DAY, 1, 0, 48);
         assert!(!w.add_fraud(T0, 1), "the first hour was forgotten");
         assert_eq!(w.trailing(T0 + 3 * DAY, 0, [30])[0].count, 1);
     }
@@ -245,7 +293,7 @@ mod tests {
         };
         for i in 0..2_000i64 {
             let at = t0 + i * 17 * 60_000;
-            plain.add(at, 100, 37 * 24);
+            plain.add(at, 100, 0, 37 * 24);
             kept.add(at, 100, 37 * 24);
             check(at, &plain, &mut kept);
             if i % 7 == 0 {

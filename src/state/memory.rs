@@ -3,7 +3,7 @@
 //! are keyed by keyed hashes of the customer data, so they hold no emails,
 //! card fingerprints or addresses.
 
-use super::long_window::{DelayedWindow, HOUR_MS, LongWindow};
+use super::long_window::{self, DelayedWindow, HOUR_MS, LongWindow};
 use super::window::{DAY_MS, Window};
 use super::{
     Key, List, Observation, PaymentRecord, Store, StoreError, StoreStats, StoredMethod, Velocity,
@@ -278,8 +278,12 @@ impl Store for MemoryStore {
             let (c, days) = if first {
                 let mut w = self.card.entry(k).or_default();
                 w.short.add(at, amount, None);
-                w.long.add(at, amount, CARD_HORIZON_HOURS);
-                (w.short.counts(at), w.long.trailing(at, 0, LONG_WINDOW_DAYS))
+                // Sums of the earlier payments give this one's amount
+                // ratio; the windows always hold this payment's hour.
+                let before = w.long.trailing(at, 0, LONG_WINDOW_DAYS);
+                let ratio = long_window::amount_ratio(amount, &before[2]);
+                w.long.add(at, amount, ratio, CARD_HORIZON_HOURS);
+                (w.short.counts(at), before.map(|s| s.plus(amount)))
             } else {
                 self.card
                     .get(&k)
@@ -472,6 +476,26 @@ mod tests {
         assert_eq!(v.card_days[0].count, 1);
         assert_eq!(v.card_days[1].count, 2);
         assert_eq!(v.card_days[1].amount, 1000);
+    }
+
+    #[test]
+    fn a_card_spike_is_seen_by_its_later_payments_only() {
+        let s = MemoryStore::new(StoreLimits::default(), 1);
+        let pay = |id, at, amount| {
+            let o = Observation {
+                amount,
+                ..obs(&s, id, at, "fp_1", "d1")
+            };
+            s.observe(&o)
+        };
+        assert_eq!(pay("p0", T0, 1_000).card_days[2].peak, 0);
+        assert_eq!(pay("p1", T0 + DAY_MS, 1_000).card_days[2].peak, 0);
+        let spike = pay("p2", T0 + 2 * DAY_MS, 5_000);
+        assert_eq!(spike.card_days[2].peak, 1_000, "its own ratio is not in it");
+        assert_eq!(spike.card_days[2].amount, 7_000, "its amount is");
+        let after = pay("p3", T0 + 3 * DAY_MS, 1_000);
+        let peaks = after.card_days.map(|d| d.peak);
+        assert_eq!(peaks, [0, 5_000, 5_000], "five times the mean before it");
     }
 
     #[test]

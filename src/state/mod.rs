@@ -38,7 +38,10 @@ pub struct Velocity {
     pub device_cards_24h: u32,
     /// Distinct card fingerprints used from this IP in the last 24 hours.
     pub ip_cards_24h: u32,
-    /// This card's payments over the last 1, 7 and 30 days (hourly buckets).
+    /// This card's payments over the last 1, 7 and 30 days (hourly buckets);
+    /// their `peak` is the largest amount ratio of the card's earlier
+    /// payments (each payment's amount over the card's mean amount in the 30
+    /// days before it).
     pub card_days: [long_window::Sums; 3],
     /// This merchant's payments, and the frauds reported among them, over
     /// 1, 7 and 30 days ending [`LABEL_DELAY_DAYS`] before the payment.
