@@ -79,6 +79,9 @@ define_features! {
     CardPeakRatio1d => "card_peak_ratio_1d": "ln(1 + the largest ratio, among this card's earlier payments in the last day, of a payment's amount to the card's mean amount in the 30 days before it); 0 when none",
     CardPeakRatio7d => "card_peak_ratio_7d": "the same over the card's payments in the last 7 days",
     CardPeakRatio30d => "card_peak_ratio_30d": "the same over the card's payments in the last 30 days",
+    MerchantPlainFraudRate1dDelayed => "merchant_plain_fraud_rate_1d_delayed": "merchant_fraud_rate_1d_delayed leaving out the frauds whose amount was a spike for their card (at least 2.5 times its mean before): frauds the card explains, not the merchant",
+    MerchantPlainFraudRate7dDelayed => "merchant_plain_fraud_rate_7d_delayed": "the same over the 7 days ending 7 days before",
+    MerchantPlainFraudRate30dDelayed => "merchant_plain_fraud_rate_30d_delayed": "the same over the 30 days ending 7 days before",
 }
 
 /// Feature sets: set `n` (from 1) is `FEATURES[..FEATURE_SETS[n - 1]]`.
@@ -92,6 +95,8 @@ pub const FEATURE_SETS: &[usize] = &[
     Feature::AmountVsCardMean30d as usize + 1,
     // 3: plus the card's recent amount spikes (a compromised card's earlier frauds).
     Feature::CardPeakRatio30d as usize + 1,
+    // 4: plus merchant fraud rates without the frauds a card spike explains.
+    Feature::MerchantPlainFraudRate30dDelayed as usize + 1,
 ];
 
 /// The newest feature set.
@@ -268,6 +273,17 @@ pub fn extract(inp: &Inputs<'_>) -> FeatureVector {
     v.set(F::CardPeakRatio1d, peak(c1));
     v.set(F::CardPeakRatio7d, peak(c7));
     v.set(F::CardPeakRatio30d, peak(c30));
+    let plain_rate = |s: &crate::state::long_window::Sums| {
+        if s.count == 0 {
+            0.0
+        } else {
+            let plain = s.frauds.min(s.count).saturating_sub(s.spike_frauds);
+            f64::from(plain) / f64::from(s.count)
+        }
+    };
+    v.set(F::MerchantPlainFraudRate1dDelayed, plain_rate(m1));
+    v.set(F::MerchantPlainFraudRate7dDelayed, plain_rate(m7));
+    v.set(F::MerchantPlainFraudRate30dDelayed, plain_rate(m30));
     v
 }
 

@@ -15,6 +15,8 @@ struct Bucket {
     hour: u32,
     count: u32,
     frauds: u32,
+    /// Of which the payment's amount was a spike for its card.
+    spike_frauds: u32,
     /// Largest amount ratio of the hour's payments, in thousandths.
     peak: u32,
     amount: u64,
@@ -29,6 +31,9 @@ pub struct Sums {
     pub amount: u64,
     /// Of which reported as fraud so far.
     pub frauds: u32,
+    /// Of those frauds, the ones whose amount was a spike for their card
+    /// (see [`SPIKE_RATIO`]): frauds the card explains, not the key.
+    pub spike_frauds: u32,
     /// The largest amount ratio among them, in thousandths (see
     /// [`amount_ratio`]); 0 when none was recorded.
     pub peak: u32,
@@ -39,6 +44,7 @@ impl Sums {
         self.count = self.count.saturating_add(b.count);
         self.amount = self.amount.saturating_add(b.amount);
         self.frauds = self.frauds.saturating_add(b.frauds);
+        self.spike_frauds = self.spike_frauds.saturating_add(b.spike_frauds);
         self.peak = self.peak.max(b.peak);
     }
 
@@ -51,6 +57,11 @@ impl Sums {
         }
     }
 }
+
+/// An amount ratio (thousandths) from which a payment's amount counts as a
+/// spike for its card: 2.5 times its mean, three standard deviations for a
+/// card whose amounts spread by half their mean.
+pub const SPIKE_RATIO: u32 = 2_500;
 
 /// `amount` over the mean amount of `before`, in thousandths (saturating);
 /// 0 when `before` holds no amount to compare with.
@@ -95,6 +106,7 @@ impl LongWindow {
                 hour: hour as u32,
                 count: 0,
                 frauds: 0,
+                spike_frauds: 0,
                 peak: 0,
                 amount: 0,
             },
@@ -111,8 +123,9 @@ impl LongWindow {
     }
 
     /// Moves the fraud count of the hour of `at_ms` by `delta` (a fraud
-    /// report, or its reversal); false when that hour is no longer held.
-    pub fn add_fraud(&mut self, at_ms: i64, delta: i32) -> bool {
+    /// report, or its reversal), and its spike-fraud count too when the
+    /// payment was a `spike`; false when that hour is no longer held.
+    pub fn add_fraud(&mut self, at_ms: i64, delta: i32, spike: bool) -> bool {
         let hour = hour_of(at_ms);
         let head = self.expired as usize;
         match self.buckets[head..]
@@ -122,6 +135,9 @@ impl LongWindow {
         {
             Some(b) => {
                 b.frauds = b.frauds.saturating_add_signed(delta);
+                if spike {
+                    b.spike_frauds = b.spike_frauds.saturating_add_signed(delta);
+                }
                 true
             }
             None => false,
@@ -193,9 +209,9 @@ impl DelayedWindow {
     }
 
     /// As [`LongWindow::add_fraud`].
-    pub fn add_fraud(&mut self, at_ms: i64, delta: i32) -> bool {
+    pub fn add_fraud(&mut self, at_ms: i64, delta: i32, spike: bool) -> bool {
         self.touched(at_ms);
-        self.window.add_fraud(at_ms, delta)
+        self.window.add_fraud(at_ms, delta, spike)
     }
 
     /// As [`LongWindow::trailing`], from the kept sums when still valid.
@@ -268,12 +284,16 @@ mod tests {
         let mut w = LongWindow::default();
         w.add(T0, 1, 0, 48);
         w.add(T0 + 30 * 60_000, 1, 0, 48);
-        assert!(w.add_fraud(T0 + 5, 1));
-        assert_eq!(w.trailing(T0 + HOUR_MS / 2, 0, [1])[0].frauds, 1);
-        assert!(w.add_fraud(T0 + 5, -1));
-        assert_eq!(w.trailing(T0, 0, [1])[0].frauds, 0);
+        assert!(w.add_fraud(T0 + 5, 1, false));
+        assert!(w.add_fraud(T0 + 6, 1, true));
+        let d1 = w.trailing(T0 + HOUR_MS / 2, 0, [1])[0];
+        assert_eq!((d1.frauds, d1.spike_frauds), (2, 1));
+        assert!(w.add_fraud(T0 + 5, -1, false));
+        assert!(w.add_fraud(T0 + 6, -1, true));
+        let d1 = w.trailing(T0, 0, [1])[0];
+        assert_eq!((d1.frauds, d1.spike_frauds), (0, 0));
         w.add(T0 + 3 * DAY, 1, 0, 48);
-        assert!(!w.add_fraud(T0, 1), "the first hour was forgotten");
+        assert!(!w.add_fraud(T0, 1, false), "the first hour was forgotten");
         assert_eq!(w.trailing(T0 + 3 * DAY, 0, [30])[0].count, 1);
     }
 
@@ -299,7 +319,10 @@ mod tests {
             if i % 7 == 0 {
                 // A label for a payment eight days back lands in the window.
                 let old = at - 8 * day;
-                assert_eq!(plain.add_fraud(old, 1), kept.add_fraud(old, 1));
+                assert_eq!(
+                    plain.add_fraud(old, 1, false),
+                    kept.add_fraud(old, 1, false)
+                );
                 check(at, &plain, &mut kept);
             }
         }

@@ -77,6 +77,8 @@ struct Slot {
     email: u64,
     merchant: u64,
     label: u8,
+    /// The amount was a spike for its card ([`long_window::SPIKE_RATIO`]).
+    spike: bool,
 }
 
 /// Hours a card's long window holds (its longest span).
@@ -257,6 +259,7 @@ impl Store for MemoryStore {
             email: obs.email.map_or(0, |k| k.0),
             merchant: obs.merchant.map_or(0, |k| k.0),
             label: 0,
+            spike: false,
         };
         let first = match self.payments.entry(key) {
             // The same payment again (a retry) is not counted twice.
@@ -274,6 +277,7 @@ impl Store for MemoryStore {
         let amount = obs.amount.max(0) as u64;
         let card = obs.card.map(|k| k.0);
         let mut v = Velocity::default();
+        let mut spike = false;
         if let Some(k) = card {
             let (c, days) = if first {
                 let mut w = self.card.entry(k).or_default();
@@ -283,6 +287,7 @@ impl Store for MemoryStore {
                 let before = w.long.trailing(at, 0, LONG_WINDOW_DAYS);
                 let ratio = long_window::amount_ratio(amount, &before[2]);
                 w.long.add(at, amount, ratio, CARD_HORIZON_HOURS);
+                spike = ratio >= long_window::SPIKE_RATIO;
                 (w.short.counts(at), before.map(|s| s.plus(amount)))
             } else {
                 self.card
@@ -294,6 +299,14 @@ impl Store for MemoryStore {
             v.card_24h = c.count_24h;
             v.card_amount_24h = c.amount_24h;
             v.card_days = days;
+        }
+        // Rare (a spike is three standard deviations out): marked in a
+        // second visit rather than holding the payment's slot locked above.
+        if spike
+            && let Some(mut s) = self.payments.get_mut(&key)
+            && s.check == check
+        {
+            s.spike = true;
         }
         if let Some(k) = obs.merchant {
             v.merchant_delayed = if first {
@@ -337,7 +350,7 @@ impl Store for MemoryStore {
         };
         let was_fraud = matches!(s.label, 1 | 2);
         s.label = label_code(Some(kind));
-        let (merchant, at_ms) = (s.merchant, i64::from(s.minute) * 60_000);
+        let (merchant, at_ms, spike) = (s.merchant, i64::from(s.minute) * 60_000, s.spike);
         drop(s);
         // The merchant's fraud count follows the payment's label.
         let delta = i32::from(kind.is_fraud()) - i32::from(was_fraud);
@@ -345,7 +358,7 @@ impl Store for MemoryStore {
             && merchant != 0
             && let Some(mut w) = self.merchant.get_mut(&merchant)
         {
-            w.add_fraud(at_ms, delta);
+            w.add_fraud(at_ms, delta, spike);
         }
         true
     }
@@ -496,6 +509,16 @@ mod tests {
         let after = pay("p3", T0 + 3 * DAY_MS, 1_000);
         let peaks = after.card_days.map(|d| d.peak);
         assert_eq!(peaks, [0, 5_000, 5_000], "five times the mean before it");
+        // Fraud reports at the merchant say which frauds were spikes.
+        assert!(s.label("p1", FeedbackKind::Fraudulent));
+        assert!(s.label("p2", FeedbackKind::Fraudulent));
+        let later = pay("p4", T0 + 10 * DAY_MS + 1, 1_000);
+        let week = later.merchant_delayed[1];
+        assert_eq!((week.count, week.frauds, week.spike_frauds), (4, 2, 1));
+        assert!(s.label("p2", FeedbackKind::Legitimate));
+        let later = pay("p5", T0 + 10 * DAY_MS + 2, 1_000);
+        let week = later.merchant_delayed[1];
+        assert_eq!((week.frauds, week.spike_frauds), (1, 0));
     }
 
     #[test]
