@@ -331,7 +331,8 @@ pub struct TrainArgs {
     pub to: Option<String>,
     /// With --traffic: the feature set to train on (1: sessions and short
     /// velocity; 2: plus long windows, calendar, amount ratios; 3: plus the
-    /// card's recent amount spikes; default the newest).
+    /// card's recent amount spikes; 4: plus merchant fraud rates without the
+    /// frauds a card spike explains; default the newest).
     #[arg(long, env = "RISKSTREAM_FEATURE_SET")]
     pub feature_set: Option<usize>,
     /// With --traffic: the estimator family.
