@@ -332,7 +332,8 @@ pub struct TrainArgs {
     /// With --traffic: the feature set to train on (1: sessions and short
     /// velocity; 2: plus long windows, calendar, amount ratios; 3: plus the
     /// card's recent amount spikes; 4: plus merchant fraud rates without the
-    /// frauds a card spike explains; default the newest).
+    /// frauds a card spike explains; 5: plus the age of the merchant's
+    /// fraud wave; default the newest).
     #[arg(long, env = "RISKSTREAM_FEATURE_SET")]
     pub feature_set: Option<usize>,
     /// With --traffic: the estimator family.

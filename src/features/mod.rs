@@ -15,6 +15,7 @@ pub mod user_agent;
 
 use crate::domain::{ObjectKind, Payment};
 use crate::state::Velocity;
+use crate::state::long_window::HOUR_MS;
 
 macro_rules! define_features {
     ($($variant:ident => $name:literal : $doc:literal,)*) => {
@@ -82,6 +83,7 @@ define_features! {
     MerchantPlainFraudRate1dDelayed => "merchant_plain_fraud_rate_1d_delayed": "merchant_fraud_rate_1d_delayed leaving out the frauds whose amount was a spike for their card (at least 2.5 times its mean before): frauds the card explains, not the merchant",
     MerchantPlainFraudRate7dDelayed => "merchant_plain_fraud_rate_7d_delayed": "the same over the 7 days ending 7 days before",
     MerchantPlainFraudRate30dDelayed => "merchant_plain_fraud_rate_30d_delayed": "the same over the 30 days ending 7 days before",
+    MerchantPlainFraudAgeDays => "merchant_plain_fraud_age_days": "days from the oldest such fraud in the merchant's 30-day window ending 7 days before the payment to that window's end (how long a fraud wave has been running); −1 when none",
 }
 
 /// Feature sets: set `n` (from 1) is `FEATURES[..FEATURE_SETS[n - 1]]`.
@@ -97,6 +99,8 @@ pub const FEATURE_SETS: &[usize] = &[
     Feature::CardPeakRatio30d as usize + 1,
     // 4: plus merchant fraud rates without the frauds a card spike explains.
     Feature::MerchantPlainFraudRate30dDelayed as usize + 1,
+    // 5: plus the age of the merchant's fraud wave.
+    Feature::MerchantPlainFraudAgeDays as usize + 1,
 ];
 
 /// The newest feature set.
@@ -284,6 +288,13 @@ pub fn extract(inp: &Inputs<'_>) -> FeatureVector {
     v.set(F::MerchantPlainFraudRate1dDelayed, plain_rate(m1));
     v.set(F::MerchantPlainFraudRate7dDelayed, plain_rate(m7));
     v.set(F::MerchantPlainFraudRate30dDelayed, plain_rate(m30));
+    let window_end_hour = p.created_at_ms.div_euclid(HOUR_MS) - 24 * crate::state::LABEL_DELAY_DAYS;
+    v.set(
+        F::MerchantPlainFraudAgeDays,
+        m30.oldest_plain_fraud_hour.map_or(-1.0, |h| {
+            (window_end_hour - i64::from(h)).max(0) as f64 / 24.0
+        }),
+    );
     v
 }
 
@@ -291,10 +302,10 @@ pub fn extract(inp: &Inputs<'_>) -> FeatureVector {
 mod tests {
     use super::*;
 
-    #[test]
-    fn calendar_flags_follow_the_local_time() {
+    /// The features of a bare payment at `created_at_ms` with `velocity`.
+    fn features_at(created_at_ms: i64, velocity: &Velocity) -> FeatureVector {
         use crate::domain::{Customer, MethodRef, ObjectKind, Payment};
-        let p = |created_at_ms| Payment {
+        let pay = Payment {
             payment_id: "p",
             object: ObjectKind::PaymentIntent,
             amount: 100,
@@ -308,16 +319,29 @@ mod tests {
             recurring: None,
             opt_out: false,
         };
-        let v = |created_at_ms| {
-            let pay = p(created_at_ms);
-            extract(&Inputs {
-                payment: &pay,
-                creation: None,
-                card_country: None,
-                method_created_at_ms: None,
-                velocity: &Velocity::default(),
-            })
-        };
+        extract(&Inputs {
+            payment: &pay,
+            creation: None,
+            card_country: None,
+            method_created_at_ms: None,
+            velocity,
+        })
+    }
+
+    #[test]
+    fn a_fraud_wave_ages_from_its_oldest_reported_fraud() {
+        let at = 1_533_956_400_000; // 2018-08-11 03:00 UTC
+        let mut vel = Velocity::default();
+        let age = |vel: &Velocity| features_at(at, vel).get(Feature::MerchantPlainFraudAgeDays);
+        assert_eq!(age(&vel), -1.0, "no fraud reported");
+        let window_end = at / HOUR_MS - 24 * crate::state::LABEL_DELAY_DAYS;
+        vel.merchant_delayed[2].oldest_plain_fraud_hour = u32::try_from(window_end - 36).ok();
+        assert_eq!(age(&vel), 1.5);
+    }
+
+    #[test]
+    fn calendar_flags_follow_the_local_time() {
+        let v = |created_at_ms| features_at(created_at_ms, &Velocity::default());
         // 2018-08-11 was a Saturday; 03:00 UTC is night.
         let sat_night = v(1_533_956_400_000);
         assert_eq!(sat_night.get(Feature::Weekend), 1.0);

@@ -37,6 +37,9 @@ pub struct Sums {
     /// The largest amount ratio among them, in thousandths (see
     /// [`amount_ratio`]); 0 when none was recorded.
     pub peak: u32,
+    /// The oldest hour (since the epoch) holding a fraud that was not a
+    /// spike for its card, if any.
+    pub oldest_plain_fraud_hour: Option<u32>,
 }
 
 impl Sums {
@@ -46,6 +49,12 @@ impl Sums {
         self.frauds = self.frauds.saturating_add(b.frauds);
         self.spike_frauds = self.spike_frauds.saturating_add(b.spike_frauds);
         self.peak = self.peak.max(b.peak);
+        if b.frauds > b.spike_frauds {
+            let h = self
+                .oldest_plain_fraud_hour
+                .map_or(b.hour, |h| h.min(b.hour));
+            self.oldest_plain_fraud_hour = Some(h);
+        }
     }
 
     /// These sums with one more event of `amount` (its ratio not counted).
@@ -288,6 +297,8 @@ mod tests {
         assert!(w.add_fraud(T0 + 6, 1, true));
         let d1 = w.trailing(T0 + HOUR_MS / 2, 0, [1])[0];
         assert_eq!((d1.frauds, d1.spike_frauds), (2, 1));
+        let hour = u32::try_from(T0 / HOUR_MS).ok();
+        assert_eq!(d1.oldest_plain_fraud_hour, hour);
         assert!(w.add_fraud(T0 + 5, -1, false));
         assert!(w.add_fraud(T0 + 6, -1, true));
         let d1 = w.trailing(T0, 0, [1])[0];
