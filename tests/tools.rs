@@ -276,3 +276,64 @@ fn a_trained_model_round_trips_through_its_file_with_the_same_scores() {
     assert_eq!(bin["calibration"], lib["calibration"]);
     assert_eq!(bin["score_map"], lib["score_map"]);
 }
+
+#[test]
+fn no_feature_sees_an_event_or_a_label_from_its_future() {
+    use riskstream::features::Feature;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let full = dir.path().join("full.traffic");
+    riskstream(&[
+        "simulate",
+        "--seed",
+        "9",
+        "--customers",
+        "600",
+        "--days",
+        "24",
+        "--out",
+        full.to_str().expect("utf-8"),
+    ]);
+    // The same traffic cut at day 20: what a server had seen by then.
+    let recs = records(&full);
+    let first_payment = recs
+        .iter()
+        .find(|r| matches!(r.request, Some(Request::Payment(_))))
+        .expect("payments")
+        .at_ms;
+    let cut = first_payment + 20 * 86_400_000;
+    let prefix = dir.path().join("prefix.traffic");
+    let mut w = riskstream::traffic::TrafficWriter::create(&prefix).expect("creates");
+    for r in recs.iter().take_while(|r| r.at_ms < cut) {
+        w.write(r).expect("writes");
+    }
+    w.flush().expect("flushes");
+    assert!(
+        recs.iter()
+            .any(|r| r.at_ms >= cut && matches!(r.request, Some(Request::Feedback(_)))),
+        "labels arrive after the cut"
+    );
+
+    let window = riskstream::train::TimeWindow::default();
+    let (all, _) = riskstream::train::collect_traffic(&full, window).expect("collects");
+    let (seen, _) = riskstream::train::collect_traffic(&prefix, window).expect("collects");
+    assert!(seen.len() > 1_000, "{} payments before the cut", seen.len());
+    assert!(all.len() > seen.len());
+    for (a, b) in all.iter().zip(&seen) {
+        assert_eq!((a.at_ms, &a.card), (b.at_ms, &b.card));
+        assert_eq!(
+            a.x, b.x,
+            "payment at {}: features changed by later traffic",
+            a.at_ms
+        );
+    }
+    // Not vacuous: labels and history did reach these features.
+    let nonzero = |f: Feature| seen.iter().filter(|e| e.x[f as usize] != 0.0).count();
+    for f in [
+        Feature::MerchantFraudRate1dDelayed,
+        Feature::MerchantPlainFraudRate30dDelayed,
+        Feature::CardPeakRatio7d,
+        Feature::CardCount30d,
+    ] {
+        assert!(nonzero(f) > 10, "{} is almost never set", f.name());
+    }
+}
