@@ -27,6 +27,21 @@ fn riskstream(args: &[&str]) -> std::process::Output {
     out
 }
 
+/// `riskstream simulate` with `seed`, `customers` and `days` into `out`.
+fn simulate(seed: &str, customers: &str, days: &str, out: &Path) {
+    riskstream(&[
+        "simulate",
+        "--seed",
+        seed,
+        "--customers",
+        customers,
+        "--days",
+        days,
+        "--out",
+        out.to_str().expect("utf-8 path"),
+    ]);
+}
+
 fn records(path: &Path) -> Vec<proto::TrafficRecord> {
     TrafficReader::open(path)
         .expect("opens")
@@ -87,17 +102,7 @@ fn simulate_is_deterministic_and_its_traffic_is_served() {
     let dir = tempfile::tempdir().expect("tempdir");
     let run = |seed: &str, name: &str| {
         let path = dir.path().join(name);
-        riskstream(&[
-            "simulate",
-            "--seed",
-            seed,
-            "--customers",
-            "300",
-            "--days",
-            "6",
-            "--out",
-            path.to_str().expect("utf-8 path"),
-        ]);
+        simulate(seed, "300", "6", &path);
         std::fs::read(&path).expect("written")
     };
     let a = run("11", "a.traffic");
@@ -224,17 +229,7 @@ fn convert_handbook_csv_writes_traffic_the_server_accepts() {
 fn a_trained_model_round_trips_through_its_file_with_the_same_scores() {
     let dir = tempfile::tempdir().expect("tempdir");
     let traffic = dir.path().join("sim.traffic");
-    riskstream(&[
-        "simulate",
-        "--seed",
-        "5",
-        "--customers",
-        "400",
-        "--days",
-        "8",
-        "--out",
-        traffic.to_str().expect("utf-8"),
-    ]);
+    simulate("5", "400", "8", &traffic);
     let window = riskstream::train::TimeWindow::default();
     let file = riskstream::train::train_traffic(
         &traffic,
@@ -282,17 +277,7 @@ fn no_feature_sees_an_event_or_a_label_from_its_future() {
     use riskstream::features::Feature;
     let dir = tempfile::tempdir().expect("tempdir");
     let full = dir.path().join("full.traffic");
-    riskstream(&[
-        "simulate",
-        "--seed",
-        "9",
-        "--customers",
-        "600",
-        "--days",
-        "24",
-        "--out",
-        full.to_str().expect("utf-8"),
-    ]);
+    simulate("9", "600", "24", &full);
     // The same traffic cut at day 20: what a server had seen by then.
     let recs = records(&full);
     let first_payment = recs

@@ -14,8 +14,8 @@ pub mod session;
 pub mod user_agent;
 
 use crate::domain::{ObjectKind, Payment};
-use crate::state::Velocity;
-use crate::state::long_window::HOUR_MS;
+use crate::state::long_window::{self, Sums};
+use crate::state::{LABEL_DELAY_DAYS, Velocity};
 
 macro_rules! define_features {
     ($($variant:ident => $name:literal : $doc:literal,)*) => {
@@ -241,20 +241,22 @@ pub fn extract(inp: &Inputs<'_>) -> FeatureVector {
     v.set(F::Night, flag(hour <= 6));
     // 1970-01-01 was a Thursday: days 2 and 3 of each week are Saturday and Sunday.
     v.set(F::Weekend, flag(matches!(day.rem_euclid(7), 2 | 3)));
-    let mean = |s: &crate::state::long_window::Sums| {
+    let mean = |s: &Sums| {
         if s.count == 0 {
             0.0
         } else {
             (s.amount as f64 / f64::from(s.count) / 100.0).ln_1p()
         }
     };
-    let rate = |s: &crate::state::long_window::Sums| {
+    // `n` of a window's payments as a share of them (0 when it is empty).
+    let share = |n: u32, s: &Sums| {
         if s.count == 0 {
             0.0
         } else {
-            f64::from(s.frauds.min(s.count)) / f64::from(s.count)
+            f64::from(n.min(s.count)) / f64::from(s.count)
         }
     };
+    let rate = |s: &Sums| share(s.frauds, s);
     let [c1, c7, c30] = &vel.card_days;
     v.set(F::CardCount1d, ln1p_count(c1.count));
     v.set(F::CardCount7d, ln1p_count(c7.count));
@@ -273,27 +275,19 @@ pub fn extract(inp: &Inputs<'_>) -> FeatureVector {
     let amount = v.get(F::Amount);
     v.set(F::AmountVsCardMean7d, amount - v.get(F::CardMeanAmount7d));
     v.set(F::AmountVsCardMean30d, amount - v.get(F::CardMeanAmount30d));
-    let peak = |s: &crate::state::long_window::Sums| (f64::from(s.peak) / 1000.0).ln_1p();
+    let peak = |s: &Sums| (f64::from(s.peak) / 1000.0).ln_1p();
     v.set(F::CardPeakRatio1d, peak(c1));
     v.set(F::CardPeakRatio7d, peak(c7));
     v.set(F::CardPeakRatio30d, peak(c30));
-    let plain_rate = |s: &crate::state::long_window::Sums| {
-        if s.count == 0 {
-            0.0
-        } else {
-            let plain = s.frauds.min(s.count).saturating_sub(s.spike_frauds);
-            f64::from(plain) / f64::from(s.count)
-        }
-    };
+    let plain_rate = |s: &Sums| share(s.frauds.min(s.count).saturating_sub(s.spike_frauds), s);
     v.set(F::MerchantPlainFraudRate1dDelayed, plain_rate(m1));
     v.set(F::MerchantPlainFraudRate7dDelayed, plain_rate(m7));
     v.set(F::MerchantPlainFraudRate30dDelayed, plain_rate(m30));
-    let window_end_hour = p.created_at_ms.div_euclid(HOUR_MS) - 24 * crate::state::LABEL_DELAY_DAYS;
+    let window_end = long_window::end_hour(p.created_at_ms, LABEL_DELAY_DAYS);
     v.set(
         F::MerchantPlainFraudAgeDays,
-        m30.oldest_plain_fraud_hour.map_or(-1.0, |h| {
-            (window_end_hour - i64::from(h)).max(0) as f64 / 24.0
-        }),
+        m30.oldest_plain_fraud_hour
+            .map_or(-1.0, |h| (window_end - i64::from(h)).max(0) as f64 / 24.0),
     );
     v
 }
@@ -334,7 +328,7 @@ mod tests {
         let mut vel = Velocity::default();
         let age = |vel: &Velocity| features_at(at, vel).get(Feature::MerchantPlainFraudAgeDays);
         assert_eq!(age(&vel), -1.0, "no fraud reported");
-        let window_end = at / HOUR_MS - 24 * crate::state::LABEL_DELAY_DAYS;
+        let window_end = long_window::end_hour(at, LABEL_DELAY_DAYS);
         vel.merchant_delayed[2].oldest_plain_fraud_hour = u32::try_from(window_end - 36).ok();
         assert_eq!(age(&vel), 1.5);
     }

@@ -82,6 +82,11 @@ pub fn amount_ratio(amount: u64, before: &Sums) -> u32 {
     u32::try_from(r).unwrap_or(u32::MAX)
 }
 
+/// The last hour of a window read at `at_ms` that ends `delay_days` back.
+pub fn end_hour(at_ms: i64, delay_days: i64) -> i64 {
+    hour_of(at_ms) - 24 * delay_days
+}
+
 /// The hour index of `at_ms`.
 fn hour_of(at_ms: i64) -> i64 {
     at_ms.div_euclid(HOUR_MS).clamp(0, i64::from(u32::MAX))
@@ -161,7 +166,7 @@ impl LongWindow {
         delay_days: i64,
         days: [i64; N],
     ) -> [Sums; N] {
-        let end = hour_of(at_ms) - 24 * delay_days;
+        let end = end_hour(at_ms, delay_days);
         let mut out = [Sums::default(); N];
         let Some(longest) = days.last() else {
             return out;
@@ -225,7 +230,7 @@ impl DelayedWindow {
 
     /// As [`LongWindow::trailing`], from the kept sums when still valid.
     pub fn trailing(&mut self, at_ms: i64, delay_days: i64, days: [i64; 3]) -> [Sums; 3] {
-        let end = hour_of(at_ms) - 24 * delay_days;
+        let end = end_hour(at_ms, delay_days);
         if let Some((e, d, sums)) = self.cache
             && e == end
             && d == days
