@@ -170,7 +170,7 @@ fn bench(c: &mut Criterion) {
             |raw| {
                 let v = view::payment_event(raw).expect("parses");
                 let p = validate::payment(&v, &clock).expect("valid");
-                black_box(engine.assess(&p).expect("assessed"));
+                black_box(engine.assess(&p));
             },
             BATCH,
         )
@@ -215,7 +215,7 @@ fn bench(c: &mut Criterion) {
     }
     .encode_to_vec();
     let create_view = view::payment_event(&create_bytes).expect("parses");
-    let creation = riskstream::features::session::Facts::of(
+    let creation = riskstream::fingerprint::Facts::of(
         &validate::session("c", create_view.session.as_ref().expect("session"), &clock)
             .expect("valid"),
     );

@@ -95,7 +95,9 @@ fn bench(c: &mut Criterion) {
                 email: Some(k.email[i as usize]),
                 customer: None,
             })
-            .expect("registers");
+            .expect("registers")
+            .wait()
+            .expect("saved");
     }
     // Thirty days of payments, spread evenly.
     let mut rng = Lcg(7);
@@ -141,7 +143,10 @@ fn bench(c: &mut Criterion) {
             black_box(store.label(&ids[i], riskstream::domain::FeedbackKind::Fraudulent))
         })
     });
-    store.list_add(List::BlockEmail, k.email[1]);
+    store
+        .list_add(List::BlockEmail, k.email[1])
+        .expect("listed")
+        .map(riskstream::state::Commit::wait);
     g.bench_function("list_contains", |b| {
         let mut i = 0;
         b.iter(|| {

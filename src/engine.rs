@@ -8,12 +8,12 @@ use crate::decision::{Action, Context, Policy, RiskLevel, Verdict};
 use crate::decision_log::{DecisionLog, DecisionRecord};
 use crate::domain::{MethodKind, ObjectKind, Payment, RegisteredMethod, Session};
 use crate::error::ServiceError;
-use crate::features::session::Facts;
 use crate::features::{self, Feature, FeatureVector, NUM_FEATURES};
+use crate::fingerprint::Facts;
 use crate::metrics::{EventKind, Metrics};
 use crate::model::{ModelHandle, score_map::sigmoid};
 use crate::proto::{self, wire};
-use crate::state::{Key, List, Observation, Store, StoredMethod};
+use crate::state::{Commit, Key, List, Observation, Store, StoredMethod};
 use crate::validate::{self, Clock, FieldError};
 use crate::view;
 use bytes::Bytes;
@@ -211,19 +211,16 @@ pub fn action_proto(a: Action) -> wire::Decision {
 
 /// The outcome a stream returns for a rejected event.
 pub fn error_outcome(payment_id: Bytes, err: &ServiceError) -> wire::Outcome {
-    let (code, field, message) = match err {
-        ServiceError::Invalid(e) => ("invalid_argument", e.field.clone(), e.message.clone()),
-        ServiceError::Malformed(e) => ("invalid_argument", String::new(), e.to_string()),
-        ServiceError::NotFound { field, message } => {
-            ("not_found", (*field).to_owned(), message.clone())
-        }
-        ServiceError::Store(e) => ("resource_exhausted", String::new(), e.to_string()),
+    let message = match err {
+        ServiceError::Invalid(e) => e.message.clone(),
+        ServiceError::NotFound { message, .. } => message.clone(),
+        other => other.to_string(),
     };
     wire::Outcome {
         payment_id,
         error: Some(wire::EventError {
-            code: Bytes::from_static(code.as_bytes()),
-            field: Bytes::from(field),
+            code: Bytes::from_static(err.code().name().as_bytes()),
+            field: Bytes::copy_from_slice(err.field().as_bytes()),
             message: Bytes::from(message),
         }),
         ..Default::default()
@@ -324,8 +321,9 @@ impl Engine {
         }
     }
 
-    /// `RegisterPaymentMethod`, from the request's bytes; returns the id.
-    pub fn register(&self, raw: &[u8], clock: &Clock) -> Result<String, ServiceError> {
+    /// `RegisterPaymentMethod`, from the request's bytes; returns the id and
+    /// the commit to await before acknowledging it.
+    pub fn register(&self, raw: &[u8], clock: &Clock) -> Result<(String, Commit), ServiceError> {
         let m = &self.inner.metrics;
         m.event(EventKind::Register);
         let method = view::register(raw)
@@ -347,8 +345,8 @@ impl Engine {
             customer: key(&method.customer.id),
             method,
         };
-        store.register(stored)?;
-        Ok(id)
+        let commit = store.register(stored)?;
+        Ok((id, commit))
     }
 
     /// `GetPaymentMethod`, from the request's bytes.
@@ -368,8 +366,13 @@ impl Engine {
 
     /// `ReportFeedback`, from the request's bytes: records the label; fraud
     /// labels add the payment's email and card fingerprint to the default
-    /// block lists. Returns the lists that gained an entry.
-    pub fn feedback(&self, raw: &[u8], clock: &Clock) -> Result<Vec<&'static str>, ServiceError> {
+    /// block lists. Returns the lists that gained an entry and the commit to
+    /// await before acknowledging it.
+    pub fn feedback(
+        &self,
+        raw: &[u8],
+        clock: &Clock,
+    ) -> Result<(Vec<&'static str>, Commit), ServiceError> {
         let m = &self.inner.metrics;
         m.event(EventKind::Feedback);
         let v = view::feedback(raw).inspect_err(|_| m.invalid(EventKind::Feedback))?;
@@ -381,7 +384,11 @@ impl Engine {
                 message: "no recent payment has this id".into(),
             });
         };
-        store.label(fb.payment_id, fb.kind);
+        let not_found = || ServiceError::NotFound {
+            field: "payment_id",
+            message: "no recent payment has this id".into(),
+        };
+        let mut commits = vec![store.label(fb.payment_id, fb.kind)?.ok_or_else(not_found)?];
         m.feedback(fb.kind);
         let mut updated = Vec::new();
         if fb.kind.is_fraud() {
@@ -391,14 +398,15 @@ impl Engine {
             ];
             for (list, key) in entries {
                 if let Some(k) = key
-                    && store.list_add(list, k)
+                    && let Some(commit) = store.list_add(list, k)?
                 {
                     m.list_addition(list);
                     updated.push(list.name());
+                    commits.push(commit);
                 }
             }
         }
-        Ok(updated)
+        Ok((updated, Commit::all(commits)))
     }
 
     /// `Score`, from the request's bytes: parses, validates and assesses one
@@ -410,9 +418,7 @@ impl Engine {
         let v = view::payment_event(raw).inspect_err(|_| m.invalid(EventKind::Payment))?;
         let payment =
             validate::payment(&v, clock).inspect_err(|_| m.invalid(EventKind::Payment))?;
-        let a = self
-            .assess(&payment)
-            .inspect_err(|_| m.invalid(EventKind::Payment))?;
+        let a = self.assess(&payment);
         let outcome = a.into_outcome(raw, &payment);
         m.score_duration(started.elapsed().as_secs_f64());
         Ok(outcome)
@@ -437,7 +443,9 @@ impl Engine {
         req: &proto::RegisterPaymentMethodRequest,
         clock: &Clock,
     ) -> Result<String, ServiceError> {
-        self.register(&req.encode_to_vec(), clock)
+        let (id, commit) = self.register(&req.encode_to_vec(), clock)?;
+        commit.wait()?;
+        Ok(id)
     }
 
     /// [`Engine::score`] for a public message (tools and tests).
@@ -459,7 +467,7 @@ impl Engine {
         let bytes = ev.encode_to_vec();
         let v = view::payment_event(&bytes)?;
         let p = validate::payment(&v, clock)?;
-        Ok(self.features(&p)?)
+        Ok(self.features(&p))
     }
 
     /// [`Engine::feedback`] for a public message (tools and tests).
@@ -468,32 +476,31 @@ impl Engine {
         ev: &proto::FeedbackEvent,
         clock: &Clock,
     ) -> Result<Vec<&'static str>, ServiceError> {
-        self.feedback(&ev.encode_to_vec(), clock)
+        let (lists, commit) = self.feedback(&ev.encode_to_vec(), clock)?;
+        commit.wait()?;
+        Ok(lists)
     }
 
     /// Records a validated payment and computes its features, without
     /// scoring it (what training collects). `None` when the payment is not
     /// assessed (other method types, opted out, recurring after the first).
-    pub fn features(&self, p: &Payment<'_>) -> Result<Option<FeatureVector>, FieldError> {
-        let registered = self.registered(p)?;
-        Ok(self.prepare(p, registered.as_deref()).features)
+    pub fn features(&self, p: &Payment<'_>) -> Option<FeatureVector> {
+        let registered = self.registered(p);
+        self.prepare(p, registered.as_deref()).features
     }
 
-    /// The registered payment method a payment names, if any; an error when
-    /// it names an unknown id without describing the method inline.
-    fn registered(&self, p: &Payment<'_>) -> Result<Option<Arc<StoredMethod>>, FieldError> {
-        let registered = if p.method.id.is_empty() {
-            None
-        } else {
-            self.inner.store.payment_method(p.method.id)
-        };
-        if registered.is_none() && p.method.kind.is_none() {
-            return Err(FieldError::new(
-                "payment_method.id",
-                "is not registered; register it first or send type and card_fingerprint inline",
-            ));
+    /// The registered payment method a payment names, if any. An id the
+    /// store does not hold is counted and scored without a creation session
+    /// (a lost or never-seen registration must not break checkout).
+    fn registered(&self, p: &Payment<'_>) -> Option<Arc<StoredMethod>> {
+        if p.method.id.is_empty() {
+            return None;
         }
-        Ok(registered)
+        let registered = self.inner.store.payment_method(p.method.id);
+        if registered.is_none() {
+            self.inner.metrics.unknown_payment_method();
+        }
+        registered
     }
 
     /// The store key `list` holds for `value` (emails lower-cased, IP
@@ -512,11 +519,11 @@ impl Engine {
         }
     }
 
-    /// Adds `value` to `list`; true when it was not there yet.
-    pub fn list_add(&self, list: List, value: &str) -> Result<bool, FieldError> {
+    /// Adds `value` to `list`; the commit to await when it was not there yet.
+    pub fn list_add(&self, list: List, value: &str) -> Result<Option<Commit>, ServiceError> {
         let key = self.list_key(list, value)?;
-        let added = self.inner.store.list_add(list, key);
-        if added {
+        let added = self.inner.store.list_add(list, key)?;
+        if added.is_some() {
             self.inner.metrics.list_addition(list);
         }
         Ok(added)
@@ -528,11 +535,13 @@ impl Engine {
         let store = &self.inner.store;
         let key = |v: &str| text_key(&**store, v);
         let reg = stored.map(|s| &s.method);
+        // A method of unknown type (an id the store does not hold) is
+        // scored as the card it nearly always is.
         let kind = p
             .method
             .kind
             .or(reg.map(|r| r.kind))
-            .unwrap_or(MethodKind::Other);
+            .unwrap_or(MethodKind::Card);
         let card_country = p.method.card_country.or(reg.and_then(|r| r.card_country));
         let method_created_at_ms = p.method.created_at_ms.or(reg.map(|r| r.created_at_ms));
         // Inline values win over the registered ones.
@@ -553,7 +562,7 @@ impl Engine {
             device: p.session.as_ref().and_then(|s| key(&s.device_id)),
         };
 
-        let velocity = store.observe(&Observation {
+        let obs = Observation {
             payment_id: p.payment_id,
             at_ms: p.created_at_ms,
             amount: p.amount,
@@ -562,7 +571,17 @@ impl Engine {
             ip: keys.ip,
             device: keys.device,
             merchant: key(p.merchant_id),
-        });
+        };
+        let observed = store.observe(&obs);
+        let velocity = observed.velocity;
+        if observed.first && obs.card.is_some() {
+            // The payment's amount against its card's history before it: a
+            // fact the card's later payments see as their windows' peak.
+            let ratio = features::card_amount_ratio(&obs, &velocity);
+            if ratio > 0 {
+                store.record_amount_ratio(&obs, ratio, ratio >= features::SPIKE_RATIO);
+            }
+        }
 
         let ctx = Context {
             setup_intent: p.object == ObjectKind::SetupIntent,
@@ -587,9 +606,9 @@ impl Engine {
     }
 
     /// Assesses a validated payment: records it, scores it and decides.
-    pub fn assess<'a>(&self, p: &'a Payment<'a>) -> Result<Assessment<'a>, FieldError> {
+    pub fn assess<'a>(&self, p: &'a Payment<'a>) -> Assessment<'a> {
         let inner = &*self.inner;
-        let registered = self.registered(p)?;
+        let registered = self.registered(p);
         let Prepared {
             ctx,
             features,
@@ -707,7 +726,7 @@ impl Engine {
                 propensity: a.propensity,
             });
         }
-        Ok(a)
+        a
     }
 
     /// The first list the payment matches: allow lists before block lists.

@@ -1,5 +1,6 @@
-//! The service's error type: every way a request can fail, typed. The gRPC
-//! edge maps it to a status in exactly one place (`server::status`).
+//! The service's error type: every way a request can fail, typed, with the
+//! one [`ErrorCode`] each maps to. The gRPC edge turns codes into statuses
+//! (`server::status`); streams name them in an outcome's `error.code`.
 
 use crate::state::StoreError;
 use crate::validate::FieldError;
@@ -25,4 +26,51 @@ pub enum ServiceError {
     /// The store refused the write.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// The class of a failure, shared by unary statuses and stream outcomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// Bad input: fix the request.
+    InvalidArgument,
+    /// The request names something the service does not hold.
+    NotFound,
+    /// A limit was reached.
+    ResourceExhausted,
+    /// The service cannot do it now; retrying later may work.
+    Unavailable,
+}
+
+impl ErrorCode {
+    /// The name a stream outcome's `error.code` carries (gRPC's code name,
+    /// lower case).
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidArgument => "invalid_argument",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::ResourceExhausted => "resource_exhausted",
+            ErrorCode::Unavailable => "unavailable",
+        }
+    }
+}
+
+impl ServiceError {
+    /// The class of this failure.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ServiceError::Invalid(_) | ServiceError::Malformed(_) => ErrorCode::InvalidArgument,
+            ServiceError::NotFound { .. } => ErrorCode::NotFound,
+            ServiceError::Store(StoreError::PaymentMethodsFull(_)) => ErrorCode::ResourceExhausted,
+            ServiceError::Store(StoreError::Unavailable(_)) => ErrorCode::Unavailable,
+        }
+    }
+
+    /// The field at fault, if one is (empty otherwise).
+    pub fn field(&self) -> &str {
+        match self {
+            ServiceError::Invalid(e) => &e.field,
+            ServiceError::NotFound { field, .. } => field,
+            _ => "",
+        }
+    }
 }

@@ -11,6 +11,7 @@
 //! - [`proto`]: generated gRPC types of `riskstream.v1`.
 //! - [`view`]: borrowed, allocation-free views of request messages.
 //! - [`validate`]: views → typed [`domain`] events, or a field error.
+//! - [`fingerprint`]: parsed facts of a device/browser session.
 //! - [`state`]: payment methods, velocity windows, recent payments, lists.
 //! - [`features`]: session comparison and velocity features (pure functions).
 //! - [`model`]: model file, inference and per-feature contributions.
@@ -35,6 +36,7 @@ pub mod domain;
 pub mod engine;
 pub mod error;
 pub mod features;
+pub mod fingerprint;
 pub mod metrics;
 pub mod model;
 pub mod proto;

@@ -48,6 +48,10 @@ pub const RECORDED_TOTAL: &str = "riskstream_recorded_total";
 /// unparseable or a write failure).
 pub const RECORD_DROPPED_TOTAL: &str = "riskstream_record_dropped_total";
 
+/// `riskstream_unknown_payment_methods_total`: payments naming a payment
+/// method id the store does not hold (scored without a creation session).
+pub const UNKNOWN_PAYMENT_METHODS_TOTAL: &str = "riskstream_unknown_payment_methods_total";
+
 /// Event kinds counted by [`EVENTS_TOTAL`] and [`INVALID_EVENTS_TOTAL`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
@@ -96,6 +100,7 @@ struct Inner {
     log_errors: Counter,
     recorded: Counter,
     record_dropped: Counter,
+    unknown_methods: Counter,
     model_info: Mutex<Option<(String, Gauge)>>,
 }
 
@@ -204,6 +209,11 @@ impl Metrics {
             None,
             "Requests not recorded: queue full, unparseable, or a write failure.",
         );
+        describe(
+            UNKNOWN_PAYMENT_METHODS_TOTAL,
+            None,
+            "Payments naming a payment method id the store does not hold, scored without a creation session.",
+        );
         r.describe_histogram(
             KeyName::from_const_str(SCORE_DURATION_SECONDS),
             Some(Unit::Seconds),
@@ -264,6 +274,7 @@ impl Metrics {
             log_errors: counter(DECISION_LOG_ERRORS_TOTAL, &[]),
             recorded: counter(RECORDED_TOTAL, &[]),
             record_dropped: counter(RECORD_DROPPED_TOTAL, &[]),
+            unknown_methods: counter(UNKNOWN_PAYMENT_METHODS_TOTAL, &[]),
             model_info: Mutex::new(None),
             recorder,
         };
@@ -360,6 +371,11 @@ impl Metrics {
     /// One request not recorded.
     pub fn record_dropped(&self) {
         self.inner.record_dropped.increment(1);
+    }
+
+    /// One payment named a payment method id the store does not hold.
+    pub fn unknown_payment_method(&self) {
+        self.inner.unknown_methods.increment(1);
     }
 
     /// Marks `version` as the loaded model (and the previous one as not).

@@ -90,12 +90,13 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         log,
     );
     for (list, value) in &config.lists {
-        engine
-            .list_add(*list, value)
-            .map_err(|e| ConfigError::Lists {
-                path: args.lists.clone().unwrap_or_default(),
-                message: e.to_string(),
-            })?;
+        let lists_error = |e: &dyn std::fmt::Display| ConfigError::Lists {
+            path: args.lists.clone().unwrap_or_default(),
+            message: e.to_string(),
+        };
+        if let Some(commit) = engine.list_add(*list, value).map_err(|e| lists_error(&e))? {
+            commit.wait().map_err(|e| lists_error(&e))?;
+        }
     }
     engine.metrics().store(engine.store().stats());
 

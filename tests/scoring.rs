@@ -1,6 +1,7 @@
 //! Registration then scoring through the real gRPC client: the same session
-//! scores normal, a drifted session scores strictly higher, and outcomes name
-//! the sessions that were compared.
+//! scores normal, a drifted session scores strictly higher, outcomes name
+//! the sessions that were compared, and a payment method the server never
+//! saw is scored without a creation session.
 
 mod common;
 
@@ -263,4 +264,66 @@ async fn velocity_raises_the_score_of_card_testing() {
     assert_eq!(last.decision(), Decision::Block);
     assert_eq!(last.reason, "highest_risk_level");
     assert_eq!(last.rule, "block_if_highest_risk");
+}
+
+/// What a payment naming an unknown payment method must get: a scored
+/// outcome, no error, no creation session.
+fn assert_scored_without_creation_session(o: &proto::Outcome, id: &str) {
+    assert_eq!(o.payment_id, id);
+    assert!(o.error.is_none(), "{o:?}");
+    assert!(
+        matches!(
+            o.risk_level(),
+            RiskLevel::Normal | RiskLevel::Elevated | RiskLevel::Highest
+        ),
+        "assessed by the model: {o:?}"
+    );
+    assert!(!o.model_version.is_empty());
+    assert_eq!(
+        o.creation_session_id, "",
+        "no creation session was compared"
+    );
+    assert_eq!(o.session_id, "sess_pay");
+}
+
+#[tokio::test]
+async fn a_payment_method_the_server_never_saw_is_scored_not_refused() {
+    let mut srv = TestServer::start().await;
+    let c = &mut srv.client;
+    let ev = |id: &str| {
+        payment(
+            id,
+            "pm_never_registered",
+            2500,
+            Some(home_session("sess_pay")),
+            customer(1),
+        )
+    };
+    let unary = score_ok(c, ev("pay_unary")).await;
+    assert_scored_without_creation_session(&unary, "pay_unary");
+    let mut outcomes = c
+        .score_stream(tokio_stream::iter(vec![ev("pay_stream")]))
+        .await
+        .expect("stream opens")
+        .into_inner();
+    let streamed = outcomes
+        .message()
+        .await
+        .expect("no stream error")
+        .expect("one outcome");
+    assert_scored_without_creation_session(&streamed, "pay_stream");
+    // The same card registered with its session is compared again.
+    register(
+        c,
+        registration(
+            "pm_never_registered",
+            "fp_1",
+            30 * DAY_MS,
+            Some(home_session("sess_create")),
+            customer(1),
+        ),
+    )
+    .await;
+    let known = score_ok(c, ev("pay_known")).await;
+    assert_eq!(known.creation_session_id, "sess_create");
 }

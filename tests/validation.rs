@@ -46,12 +46,6 @@ fn invalid_events() -> Vec<(&'static str, proto::PaymentEvent, &'static str)> {
     let mut e = valid("no_method");
     e.payment_method = None;
     out.push(("missing payment method", e, "payment_method"));
-    let mut e = valid("unregistered");
-    e.payment_method = Some(proto::PaymentMethod {
-        id: "pm_never_registered".into(),
-        ..Default::default()
-    });
-    out.push(("unregistered method", e, "payment_method.id"));
     let mut e = valid("bad_ip");
     if let Some(s) = e.session.as_mut() {
         s.ip = "300.1.2.3".into();

@@ -3,19 +3,17 @@
 //! names are stable: model files list them and `insights` report them.
 //!
 //! - [`session`]: creation session vs payment session.
-//! - [`user_agent`], [`network`], [`geo`]: the parsers the comparison uses.
+//! - [`network`]: IP address and network comparison.
 //!
 //! Transforms are part of each feature's definition (documented per name in
 //! [`FEATURES`]): counts and amounts enter as `ln(1 + x)`.
 
-pub mod geo;
 pub mod network;
 pub mod session;
-pub mod user_agent;
 
 use crate::domain::{ObjectKind, Payment};
 use crate::state::long_window::{self, Sums};
-use crate::state::{LABEL_DELAY_DAYS, Velocity};
+use crate::state::{LABEL_DELAY_DAYS, Observation, Velocity};
 
 macro_rules! define_features {
     ($($variant:ident => $name:literal : $doc:literal,)*) => {
@@ -148,13 +146,42 @@ pub struct Inputs<'a> {
     /// The payment.
     pub payment: &'a Payment<'a>,
     /// The facts of the payment method's creation session, if any.
-    pub creation: Option<&'a session::Facts>,
+    pub creation: Option<&'a crate::fingerprint::Facts>,
     /// The card's issuing country, if known.
     pub card_country: Option<[u8; 2]>,
     /// When the payment method was created, if known.
     pub method_created_at_ms: Option<i64>,
     /// Velocity counts, this payment included.
     pub velocity: &'a Velocity,
+}
+
+/// An amount ratio (thousandths) from which a payment's amount counts as a
+/// spike for its card: 2.5 times its mean, three standard deviations for a
+/// card whose amounts spread by half their mean.
+pub const SPIKE_RATIO: u32 = 2_500;
+
+/// `amount` over the mean amount of `before`, in thousandths (saturating);
+/// 0 when `before` holds no amount to compare with.
+pub fn amount_ratio(amount: u64, before: &Sums) -> u32 {
+    if before.count == 0 || before.amount == 0 {
+        return 0;
+    }
+    let r = u128::from(amount) * u128::from(before.count) * 1000 / u128::from(before.amount);
+    u32::try_from(r).unwrap_or(u32::MAX)
+}
+
+/// The amount ratio of a payment just observed: its amount over its card's
+/// mean amount in the 30 days before it (its velocity's 30-day card sums
+/// hold it; it is taken out again).
+pub fn card_amount_ratio(obs: &Observation<'_>, velocity: &Velocity) -> u32 {
+    let amount = obs.amount.max(0) as u64;
+    let with = &velocity.card_days[2];
+    let before = Sums {
+        count: with.count.saturating_sub(1),
+        amount: with.amount.saturating_sub(amount),
+        ..*with
+    };
+    amount_ratio(amount, &before)
 }
 
 /// `ln(1 + n)` for the small counts that make up nearly every velocity value.
@@ -188,7 +215,7 @@ pub fn extract(inp: &Inputs<'_>) -> FeatureVector {
     let p_tz = p
         .session
         .as_ref()
-        .map_or(0, |s| session::text_hash(&s.timezone));
+        .map_or(0, |s| crate::fingerprint::text_hash(&s.timezone));
     if let (Some(c), Some(s)) = (inp.creation, p.session.as_ref()) {
         let d = session::compare(c, s, p_tz);
         v.set(F::DeviceMismatch, d.device_mismatch);
@@ -331,6 +358,44 @@ mod tests {
         let window_end = long_window::end_hour(at, LABEL_DELAY_DAYS);
         vel.merchant_delayed[2].oldest_plain_fraud_hour = u32::try_from(window_end - 36).ok();
         assert_eq!(age(&vel), 1.5);
+    }
+
+    #[test]
+    fn amount_ratios_compare_with_the_cards_mean_before_the_payment() {
+        let obs = |amount| Observation {
+            payment_id: "p",
+            at_ms: 0,
+            amount,
+            card: None,
+            email: None,
+            ip: None,
+            device: None,
+            merchant: None,
+        };
+        let mut vel = Velocity::default();
+        // Ten earlier payments of 10.00, then this one of 50.00.
+        vel.card_days[2] = Sums {
+            count: 11,
+            amount: 15_000,
+            ..Sums::default()
+        };
+        assert_eq!(
+            card_amount_ratio(&obs(5_000), &vel),
+            5_000,
+            "five times the mean"
+        );
+        assert!(card_amount_ratio(&obs(5_000), &vel) >= SPIKE_RATIO);
+        vel.card_days[2] = Sums {
+            count: 1,
+            amount: 5_000,
+            ..Sums::default()
+        };
+        assert_eq!(
+            card_amount_ratio(&obs(5_000), &vel),
+            0,
+            "no history, no ratio"
+        );
+        assert_eq!(amount_ratio(1, &Sums::default()), 0);
     }
 
     #[test]

@@ -3,11 +3,9 @@
 //! that "unknown" never looks like "different"; the missing-session flags say
 //! when a whole side is absent.
 
-use super::user_agent::{Family, Os};
-use super::{geo, network, user_agent};
+use super::network;
 use crate::domain::Session;
-use std::hash::BuildHasher;
-use std::net::IpAddr;
+use crate::fingerprint::{Facts, geo, languages, text_hash, user_agent};
 
 /// The comparison of two sessions (all values 0 when either is absent).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -36,42 +34,6 @@ fn flag(b: bool) -> f64 {
     if b { 1.0 } else { 0.0 }
 }
 
-/// Seed of [`text_hash`]: fixed, so facts are the same in every process.
-const TEXT_SEED: u64 = 0x7365_7373_696f_6e73;
-
-/// A 64-bit hash of a session string for equality tests; 0 for "absent".
-pub fn text_hash(s: &str) -> u64 {
-    if s.is_empty() {
-        0
-    } else {
-        foldhash::quality::FixedState::with_seed(TEXT_SEED).hash_one(s) | 1
-    }
-}
-
-/// Up to 8 primary language subtags of an Accept-Language header, packed as u32.
-fn languages(header: &str) -> ([u32; 8], usize) {
-    let mut out = [0u32; 8];
-    let mut n = 0;
-    for part in header.split(',') {
-        let tag = part.split(';').next().unwrap_or("").trim();
-        let primary = tag.split(['-', '_']).next().unwrap_or("");
-        if !(2..=3).contains(&primary.len()) || !primary.bytes().all(|b| b.is_ascii_alphabetic()) {
-            continue;
-        }
-        let code = primary.bytes().fold(0u32, |acc, b| {
-            (acc << 8) | u32::from(b.to_ascii_lowercase())
-        });
-        if !out[..n].contains(&code) {
-            out[n] = code;
-            n += 1;
-            if n == out.len() {
-                break;
-            }
-        }
-    }
-    (out, n)
-}
-
 fn jaccard_distance(la: &[u32], lb: &[u32]) -> f64 {
     if la.is_empty() || lb.is_empty() {
         return 0.0;
@@ -87,48 +49,6 @@ pub fn language_distance(a: &str, b: &str) -> f64 {
     let (la, na) = languages(a);
     let (lb, nb) = languages(b);
     jaccard_distance(&la[..na], &lb[..nb])
-}
-
-/// The comparable essence of a session, computed once: what the comparison
-/// needs without touching the session's strings again. Creation sessions
-/// are stored with their facts.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Facts {
-    device: u64,
-    ip: Option<IpAddr>,
-    user_agent: u64,
-    family: Family,
-    os: Os,
-    accept_language: u64,
-    langs: [u32; 8],
-    n_langs: u8,
-    timezone: u64,
-    tz_country: Option<[u8; 2]>,
-    utc_offset: Option<i32>,
-    screen: Option<(u32, u32)>,
-}
-
-impl Facts {
-    /// The facts of `s`.
-    pub fn of(s: &Session) -> Facts {
-        let (langs, n) = languages(&s.accept_language);
-        Facts {
-            device: text_hash(&s.device_id),
-            ip: s.ip,
-            user_agent: text_hash(&s.user_agent),
-            family: user_agent::family(&s.user_agent),
-            os: user_agent::os(&s.user_agent),
-            accept_language: text_hash(&s.accept_language),
-            langs,
-            n_langs: n as u8,
-            timezone: text_hash(&s.timezone),
-            tz_country: geo::country_of_timezone(&s.timezone),
-            utc_offset: (!s.timezone.is_empty() || s.utc_offset_minutes != 0)
-                .then_some(s.utc_offset_minutes),
-            screen: (s.screen_width > 0 && s.screen_height > 0)
-                .then_some((s.screen_width, s.screen_height)),
-        }
-    }
 }
 
 /// Compares the creation session (its facts `c`) with the payment session `p`,

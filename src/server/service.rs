@@ -60,7 +60,8 @@ impl RiskScorer for Service {
     ) -> Result<Response<proto::RegisterPaymentMethodResponse>, Status> {
         let raw = request.into_inner().0;
         let clock = self.arrived(Kind::Register, &raw);
-        let id = self.engine.register(&raw, &clock).map_err(to_status)?;
+        let (id, commit) = self.engine.register(&raw, &clock).map_err(to_status)?;
+        commit.durable().await.map_err(|e| to_status(e.into()))?;
         Ok(Response::new(proto::RegisterPaymentMethodResponse {
             payment_method_id: Bytes::from(id),
         }))
@@ -142,7 +143,8 @@ impl RiskScorer for Service {
     ) -> Result<Response<proto::FeedbackResponse>, Status> {
         let raw = request.into_inner().0;
         let clock = self.arrived(Kind::Feedback, &raw);
-        let lists = self.engine.feedback(&raw, &clock).map_err(to_status)?;
+        let (lists, commit) = self.engine.feedback(&raw, &clock).map_err(to_status)?;
+        commit.durable().await.map_err(|e| to_status(e.into()))?;
         Ok(Response::new(proto::FeedbackResponse {
             lists_updated: lists
                 .into_iter()

@@ -1,16 +1,21 @@
 //! The one place where service errors become gRPC statuses.
 
-use crate::error::ServiceError;
+use crate::error::{ErrorCode, ServiceError};
 use tonic::{Code, Status};
+
+/// The gRPC code of an error class.
+pub fn grpc_code(code: ErrorCode) -> Code {
+    match code {
+        ErrorCode::InvalidArgument => Code::InvalidArgument,
+        ErrorCode::NotFound => Code::NotFound,
+        ErrorCode::ResourceExhausted => Code::ResourceExhausted,
+        ErrorCode::Unavailable => Code::Unavailable,
+    }
+}
 
 /// The gRPC status for `e`: `INVALID_ARGUMENT` naming the field for bad
 /// input, `NOT_FOUND` for unknown references, `RESOURCE_EXHAUSTED` when the
-/// store is full.
+/// store is full, `UNAVAILABLE` when a write could not be saved.
 pub fn to_status(e: ServiceError) -> Status {
-    let code = match &e {
-        ServiceError::Invalid(_) | ServiceError::Malformed(_) => Code::InvalidArgument,
-        ServiceError::NotFound { .. } => Code::NotFound,
-        ServiceError::Store(_) => Code::ResourceExhausted,
-    };
-    Status::new(code, e.to_string())
+    Status::new(grpc_code(e.code()), e.to_string())
 }

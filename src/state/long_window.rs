@@ -31,11 +31,11 @@ pub struct Sums {
     pub amount: u64,
     /// Of which reported as fraud so far.
     pub frauds: u32,
-    /// Of those frauds, the ones whose amount was a spike for their card
-    /// (see [`SPIKE_RATIO`]): frauds the card explains, not the key.
+    /// Of those frauds, the ones recorded as a spike for their card
+    /// (`Store::record_amount_ratio`): frauds the card explains, not the key.
     pub spike_frauds: u32,
-    /// The largest amount ratio among them, in thousandths (see
-    /// [`amount_ratio`]); 0 when none was recorded.
+    /// The largest amount ratio recorded among them, in thousandths (each
+    /// payment's amount over its card's mean before it); 0 when none was.
     pub peak: u32,
     /// The oldest hour (since the epoch) holding a fraud that was not a
     /// spike for its card, if any.
@@ -65,21 +65,6 @@ impl Sums {
             ..self
         }
     }
-}
-
-/// An amount ratio (thousandths) from which a payment's amount counts as a
-/// spike for its card: 2.5 times its mean, three standard deviations for a
-/// card whose amounts spread by half their mean.
-pub const SPIKE_RATIO: u32 = 2_500;
-
-/// `amount` over the mean amount of `before`, in thousandths (saturating);
-/// 0 when `before` holds no amount to compare with.
-pub fn amount_ratio(amount: u64, before: &Sums) -> u32 {
-    if before.count == 0 || before.amount == 0 {
-        return 0;
-    }
-    let r = u128::from(amount) * u128::from(before.count) * 1000 / u128::from(before.amount);
-    u32::try_from(r).unwrap_or(u32::MAX)
 }
 
 /// The last hour of a window read at `at_ms` that ends `delay_days` back.
@@ -134,6 +119,24 @@ impl LongWindow {
             .take_while(|b| i64::from(b.hour) <= newest - horizon_hours)
             .count();
         self.expired = retire(&mut self.buckets, head + expired, EXPIRED_BATCH);
+    }
+
+    /// Raises the peak amount ratio of the hour of `at_ms` to `peak`
+    /// (thousandths) if it is lower; false when that hour is not held.
+    pub fn raise_peak(&mut self, at_ms: i64, peak: u32) -> bool {
+        let hour = hour_of(at_ms);
+        let head = self.expired as usize;
+        match self.buckets[head..]
+            .iter_mut()
+            .rev()
+            .find(|b| i64::from(b.hour) == hour)
+        {
+            Some(b) => {
+                b.peak = b.peak.max(peak);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Moves the fraud count of the hour of `at_ms` by `delta` (a fraud
@@ -274,15 +277,17 @@ mod tests {
     }
 
     #[test]
-    fn a_spike_stays_in_the_peak_of_every_window_that_holds_its_hour() {
+    fn a_peak_stays_in_every_window_that_holds_its_hour() {
         let mut w = LongWindow::default();
         for d in 0..10 {
-            let before = w.trailing(T0 + d * DAY, 0, [30])[0];
-            w.add(T0 + d * DAY, 1_000, amount_ratio(1_000, &before), 40 * 24);
+            w.add(T0 + d * DAY, 1_000, 1_000, 40 * 24);
         }
-        let before = w.trailing(T0 + 10 * DAY, 0, [30])[0];
-        assert_eq!(amount_ratio(5_000, &before), 5_000, "five times the mean");
-        w.add(T0 + 10 * DAY, 5_000, amount_ratio(5_000, &before), 40 * 24);
+        w.add(T0 + 10 * DAY, 5_000, 0, 40 * 24);
+        assert!(w.raise_peak(T0 + 10 * DAY + 5, 5_000));
+        assert!(
+            w.raise_peak(T0 + 10 * DAY, 2_000),
+            "a lower peak changes nothing"
+        );
         w.add(T0 + 11 * DAY, 1_000, 1_000, 40 * 24);
         let [d1, d7, d30] = w.trailing(T0 + 12 * DAY, 0, [1, 7, 30]);
         assert_eq!((d1.peak, d7.peak, d30.peak), (0, 5_000, 5_000));
@@ -290,7 +295,7 @@ mod tests {
         // A week after the spike, only the 30-day window still holds it.
         let [_, d7, d30] = w.trailing(T0 + 17 * DAY, 0, [1, 7, 30]);
         assert_eq!((d7.peak, d30.peak), (1_000, 5_000));
-        assert_eq!(amount_ratio(1, &Sums::default()), 0, "no history, no ratio");
+        assert!(!w.raise_peak(T0 + 13 * DAY, 1), "no payment in that hour");
     }
 
     #[test]

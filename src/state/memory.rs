@@ -1,18 +1,20 @@
 //! The in-process store: concurrent maps (dashmap) of payment methods,
 //! velocity windows, recent payments and lists. Windows, payments and lists
 //! are keyed by keyed hashes of the customer data, so they hold no emails,
-//! card fingerprints or addresses.
+//! card fingerprints or addresses. Each remembered payment keeps every fact
+//! the windows are made of, so the windows can be rebuilt from the payments
+//! alone (what the embedded store does on start).
 
-use super::long_window::{self, DelayedWindow, HOUR_MS, LongWindow};
+use super::long_window::{DelayedWindow, HOUR_MS, LongWindow};
 use super::window::{DAY_MS, Window};
 use super::{
-    Key, List, Observation, PaymentRecord, Store, StoreError, StoreStats, StoredMethod, Velocity,
+    Commit, Key, List, Observation, Observed, PaymentRecord, Store, StoreError, StoreStats,
+    StoredMethod, Velocity,
 };
 use super::{LABEL_DELAY_DAYS, LONG_WINDOW_DAYS};
 use crate::domain::FeedbackKind;
-#[cfg(test)]
-use crate::domain::RegisteredMethod;
-use dashmap::{DashMap, DashSet, mapref::entry::Entry};
+use dashmap::mapref::{entry::Entry, one::RefMut};
+use dashmap::{DashMap, DashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -66,19 +68,27 @@ impl Hasher for PreHashed {
 
 type PreHashedState = BuildHasherDefault<PreHashed>;
 
-/// A remembered payment, packed into 40 bytes (keys of 0 mean "none").
-#[derive(Debug, Clone, Copy)]
-struct Slot {
+/// A remembered payment: what it was (keys of 0 mean "none"), its label,
+/// and the amount ratio recorded for it. 72 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Slot {
     /// 32 more bits of the payment id's hash: 96 bits tell payments apart.
-    check: u32,
-    /// Minutes since the epoch.
-    minute: u32,
-    card: u64,
-    email: u64,
-    merchant: u64,
-    label: u8,
-    /// The amount was a spike for its card ([`long_window::SPIKE_RATIO`]).
-    spike: bool,
+    pub check: u32,
+    /// Its amount ratio (thousandths of its card's mean before it; 0 none).
+    pub ratio: u32,
+    /// When it happened (ms since the epoch).
+    pub at_ms: i64,
+    /// Amount in minor units.
+    pub amount: u64,
+    pub card: u64,
+    pub email: u64,
+    pub ip: u64,
+    pub device: u64,
+    pub merchant: u64,
+    /// 0 none, then [`label_code`].
+    pub label: u8,
+    /// The amount was recorded as a spike for its card.
+    pub spike: bool,
 }
 
 /// Hours a card's long window holds (its longest span).
@@ -93,7 +103,8 @@ struct CardWindows {
     long: LongWindow,
 }
 
-fn label_code(k: Option<FeedbackKind>) -> u8 {
+/// The stored code of a label.
+pub(super) fn label_code(k: Option<FeedbackKind>) -> u8 {
     match k {
         None => 0,
         Some(FeedbackKind::Fraudulent) => 1,
@@ -102,19 +113,42 @@ fn label_code(k: Option<FeedbackKind>) -> u8 {
     }
 }
 
+/// The label of a stored code.
+pub(super) fn label_of(code: u8) -> Option<FeedbackKind> {
+    match code {
+        1 => Some(FeedbackKind::Fraudulent),
+        2 => Some(FeedbackKind::DisputeFraud),
+        3 => Some(FeedbackKind::Legitimate),
+        _ => None,
+    }
+}
+
 impl Slot {
     fn record(&self) -> PaymentRecord {
         let key = |k: u64| (k != 0).then_some(Key(k));
         PaymentRecord {
-            at_ms: i64::from(self.minute) * 60_000,
+            at_ms: self.at_ms,
             card: key(self.card),
             email: key(self.email),
-            label: match self.label {
-                1 => Some(FeedbackKind::Fraudulent),
-                2 => Some(FeedbackKind::DisputeFraud),
-                3 => Some(FeedbackKind::Legitimate),
-                _ => None,
-            },
+            label: label_of(self.label),
+        }
+    }
+
+    /// The slot of a payment observed now.
+    fn of(obs: &Observation<'_>, check: u32) -> Slot {
+        let key = |k: Option<Key>| k.map_or(0, |k| k.0);
+        Slot {
+            check,
+            ratio: 0,
+            at_ms: obs.at_ms,
+            amount: obs.amount.max(0) as u64,
+            card: key(obs.card),
+            email: key(obs.email),
+            ip: key(obs.ip),
+            device: key(obs.device),
+            merchant: key(obs.merchant),
+            label: 0,
+            spike: false,
         }
     }
 }
@@ -171,16 +205,24 @@ impl MemoryStore {
     }
 
     /// The map key and the check bits of a payment id.
-    fn payment_key(&self, payment_id: &str) -> (u64, u32) {
+    pub(super) fn payment_key(&self, payment_id: &str) -> (u64, u32) {
         (
             self.ids.0.hash_one(payment_id),
             self.ids.1.hash_one(payment_id) as u32,
         )
     }
 
-    fn slot(&self, payment_id: &str) -> Option<dashmap::mapref::one::RefMut<'_, u64, Slot>> {
-        let (key, check) = self.payment_key(payment_id);
+    fn slot_mut(&self, key: u64, check: u32) -> Option<RefMut<'_, u64, Slot>> {
         self.payments.get_mut(&key).filter(|s| s.check == check)
+    }
+
+    /// Moves the latest event time seen forward to `at_ms`.
+    fn advance(&self, at_ms: i64) {
+        // The watermark only steers sweeps: a write every second is enough,
+        // and it spares the shared cache line on every event.
+        if at_ms > self.watermark.load(Ordering::Relaxed) + 1000 {
+            self.watermark.fetch_max(at_ms, Ordering::Relaxed);
+        }
     }
 
     /// Adds one event to the window of `key` (or only reads it when `add` is
@@ -199,6 +241,142 @@ impl MemoryStore {
             w.counts(at_ms)
         } else {
             map.get(&key).map(|w| w.counts(at_ms)).unwrap_or_default()
+        }
+    }
+
+    /// Refuses a new payment method id once the store is full.
+    pub(super) fn has_room_for(&self, id: &str) -> Result<(), StoreError> {
+        if self.methods.len() >= self.limits.max_payment_methods && !self.methods.contains_key(id) {
+            return Err(StoreError::PaymentMethodsFull(
+                self.limits.max_payment_methods,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Stores (or replaces) a payment method, whatever the limit.
+    pub(super) fn put_method(&self, method: Arc<StoredMethod>) {
+        self.methods.insert(method.method.id.clone(), method);
+    }
+
+    /// Labels the payment `(key, check)`; its merchant's fraud counts follow
+    /// when `windows` is true. False when the payment is unknown.
+    pub(super) fn label_slot(
+        &self,
+        key: u64,
+        check: u32,
+        kind: FeedbackKind,
+        windows: bool,
+    ) -> bool {
+        let Some(mut s) = self.slot_mut(key, check) else {
+            return false;
+        };
+        let was_fraud = label_of(s.label).is_some_and(FeedbackKind::is_fraud);
+        s.label = label_code(Some(kind));
+        let (merchant, at_ms, spike) = (s.merchant, s.at_ms, s.spike);
+        drop(s);
+        let delta = i32::from(kind.is_fraud()) - i32::from(was_fraud);
+        if windows
+            && delta != 0
+            && merchant != 0
+            && let Some(mut w) = self.merchant.get_mut(&merchant)
+        {
+            w.add_fraud(at_ms, delta, spike);
+        }
+        true
+    }
+
+    /// Adds `key` to `list`; true when it was not there yet.
+    pub(super) fn put_list_entry(&self, list: List, key: u64) -> bool {
+        let added = self.list(list).insert(key);
+        if added {
+            self.list_entries.fetch_add(1, Ordering::Relaxed);
+        }
+        added
+    }
+
+    /// Remembers a payment as it was saved, without counting it in any
+    /// window ([`MemoryStore::rebuild_windows`] does, once all are back);
+    /// a payment already held is kept as it is.
+    #[allow(dead_code)] // the embedded store's
+    pub(super) fn restore_payment(&self, key: u64, slot: Slot) {
+        self.advance(slot.at_ms);
+        self.payments.entry(key).or_insert(slot);
+    }
+
+    /// Records the amount ratio of the payment `(key, check)` in its slot.
+    #[allow(dead_code)] // the embedded store's
+    pub(super) fn restore_ratio(&self, key: u64, check: u32, ratio: u32, spike: bool) {
+        if let Some(mut s) = self.slot_mut(key, check) {
+            s.ratio = ratio;
+            s.spike = spike;
+        }
+    }
+
+    /// Builds every window from the remembered payments, oldest first (as
+    /// they were counted), forgetting what the windows held before.
+    #[allow(dead_code)] // the embedded store's
+    pub(super) fn rebuild_windows(&self) {
+        for m in [&self.email, &self.ip, &self.device] {
+            m.clear();
+        }
+        self.card.clear();
+        self.merchant.clear();
+        let mut order: Vec<(i64, u64)> =
+            self.payments.iter().map(|s| (s.at_ms, *s.key())).collect();
+        order.sort_unstable();
+        for (_, key) in order {
+            let Some(s) = self.payments.get(&key).map(|s| *s) else {
+                continue;
+            };
+            let card = (s.card != 0).then_some(s.card);
+            if let Some(k) = card {
+                let mut w = self.card.entry(k).or_default();
+                w.short.add(s.at_ms, s.amount, None);
+                w.long.add(s.at_ms, s.amount, s.ratio, CARD_HORIZON_HOURS);
+            }
+            if s.merchant != 0 {
+                let mut w = self.merchant.entry(s.merchant).or_default();
+                w.add(s.at_ms, s.amount, MERCHANT_HORIZON_HOURS);
+                if label_of(s.label).is_some_and(FeedbackKind::is_fraud) {
+                    w.add_fraud(s.at_ms, 1, s.spike);
+                }
+            }
+            for (map, k, cards) in [
+                (&self.email, s.email, None),
+                (&self.ip, s.ip, card),
+                (&self.device, s.device, card),
+            ] {
+                if k != 0 {
+                    map.entry(k).or_default().add(s.at_ms, s.amount, cards);
+                }
+            }
+        }
+    }
+
+    /// Calls `f` on every payment method.
+    #[allow(dead_code)] // the embedded store's
+    pub(super) fn each_method(&self, mut f: impl FnMut(&Arc<StoredMethod>)) {
+        for m in self.methods.iter() {
+            f(m.value());
+        }
+    }
+
+    /// Calls `f` on every remembered payment.
+    #[allow(dead_code)] // the embedded store's
+    pub(super) fn each_payment(&self, mut f: impl FnMut(u64, &Slot)) {
+        for s in self.payments.iter() {
+            f(*s.key(), s.value());
+        }
+    }
+
+    /// Calls `f` on every list entry.
+    #[allow(dead_code)] // the embedded store's
+    pub(super) fn each_list_entry(&self, mut f: impl FnMut(List, u64)) {
+        for list in List::ALL {
+            for k in self.list(list).iter() {
+                f(list, *k);
+            }
         }
     }
 }
@@ -228,48 +406,28 @@ impl Store for MemoryStore {
         Key(self.keys.hash_one(value) | 1)
     }
 
-    fn register(&self, method: StoredMethod) -> Result<(), StoreError> {
-        if self.methods.len() >= self.limits.max_payment_methods
-            && !self.methods.contains_key(method.method.id.as_str())
-        {
-            return Err(StoreError::PaymentMethodsFull(
-                self.limits.max_payment_methods,
-            ));
-        }
-        self.methods
-            .insert(method.method.id.clone(), Arc::new(method));
-        Ok(())
+    fn register(&self, method: StoredMethod) -> Result<Commit, StoreError> {
+        self.has_room_for(&method.method.id)?;
+        self.put_method(Arc::new(method));
+        Ok(Commit::done())
     }
 
     fn payment_method(&self, id: &str) -> Option<Arc<StoredMethod>> {
         self.methods.get(id).map(|m| Arc::clone(&m))
     }
 
-    fn observe(&self, obs: &Observation<'_>) -> Velocity {
-        // The watermark only steers sweeps: a write every second is enough,
-        // and it spares the shared cache line on every event.
-        if obs.at_ms > self.watermark.load(Ordering::Relaxed) + 1000 {
-            self.watermark.fetch_max(obs.at_ms, Ordering::Relaxed);
-        }
+    fn observe(&self, obs: &Observation<'_>) -> Observed {
+        self.advance(obs.at_ms);
         let (key, check) = self.payment_key(obs.payment_id);
-        let slot = Slot {
-            check,
-            minute: obs.at_ms.div_euclid(60_000).clamp(0, i64::from(u32::MAX)) as u32,
-            card: obs.card.map_or(0, |k| k.0),
-            email: obs.email.map_or(0, |k| k.0),
-            merchant: obs.merchant.map_or(0, |k| k.0),
-            label: 0,
-            spike: false,
-        };
         let first = match self.payments.entry(key) {
             // The same payment again (a retry) is not counted twice.
             Entry::Occupied(e) if e.get().check == check => false,
             Entry::Occupied(mut e) => {
-                e.insert(slot);
+                e.insert(Slot::of(obs, check));
                 true
             }
             Entry::Vacant(v) => {
-                v.insert(slot);
+                v.insert(Slot::of(obs, check));
                 true
             }
         };
@@ -277,17 +435,14 @@ impl Store for MemoryStore {
         let amount = obs.amount.max(0) as u64;
         let card = obs.card.map(|k| k.0);
         let mut v = Velocity::default();
-        let mut spike = false;
         if let Some(k) = card {
             let (c, days) = if first {
                 let mut w = self.card.entry(k).or_default();
                 w.short.add(at, amount, None);
-                // Sums of the earlier payments give this one's amount
-                // ratio; the windows always hold this payment's hour.
+                // The sums of the earlier payments, plus this one: the
+                // windows always hold this payment's hour.
                 let before = w.long.trailing(at, 0, LONG_WINDOW_DAYS);
-                let ratio = long_window::amount_ratio(amount, &before[2]);
-                w.long.add(at, amount, ratio, CARD_HORIZON_HOURS);
-                spike = ratio >= long_window::SPIKE_RATIO;
+                w.long.add(at, amount, 0, CARD_HORIZON_HOURS);
                 (w.short.counts(at), before.map(|s| s.plus(amount)))
             } else {
                 self.card
@@ -299,14 +454,6 @@ impl Store for MemoryStore {
             v.card_24h = c.count_24h;
             v.card_amount_24h = c.amount_24h;
             v.card_days = days;
-        }
-        // Rare (a spike is three standard deviations out): marked in a
-        // second visit rather than holding the payment's slot locked above.
-        if spike
-            && let Some(mut s) = self.payments.get_mut(&key)
-            && s.check == check
-        {
-            s.spike = true;
         }
         if let Some(k) = obs.merchant {
             v.merchant_delayed = if first {
@@ -337,30 +484,33 @@ impl Store for MemoryStore {
             v.device_24h = c.count_24h;
             v.device_cards_24h = c.distinct_24h;
         }
-        v
+        Observed { velocity: v, first }
+    }
+
+    fn record_amount_ratio(&self, obs: &Observation<'_>, ratio: u32, spike: bool) {
+        let (key, check) = self.payment_key(obs.payment_id);
+        if let Some(mut s) = self.slot_mut(key, check) {
+            s.ratio = ratio;
+            s.spike = spike;
+        }
+        if let Some(k) = obs.card
+            && let Some(mut w) = self.card.get_mut(&k.0)
+        {
+            w.long.raise_peak(obs.at_ms, ratio);
+        }
     }
 
     fn payment(&self, payment_id: &str) -> Option<PaymentRecord> {
-        self.slot(payment_id).map(|s| s.record())
+        let (key, check) = self.payment_key(payment_id);
+        self.payments
+            .get(&key)
+            .filter(|s| s.check == check)
+            .map(|s| s.record())
     }
 
-    fn label(&self, payment_id: &str, kind: FeedbackKind) -> bool {
-        let Some(mut s) = self.slot(payment_id) else {
-            return false;
-        };
-        let was_fraud = matches!(s.label, 1 | 2);
-        s.label = label_code(Some(kind));
-        let (merchant, at_ms, spike) = (s.merchant, i64::from(s.minute) * 60_000, s.spike);
-        drop(s);
-        // The merchant's fraud count follows the payment's label.
-        let delta = i32::from(kind.is_fraud()) - i32::from(was_fraud);
-        if delta != 0
-            && merchant != 0
-            && let Some(mut w) = self.merchant.get_mut(&merchant)
-        {
-            w.add_fraud(at_ms, delta, spike);
-        }
-        true
+    fn label(&self, payment_id: &str, kind: FeedbackKind) -> Result<Option<Commit>, StoreError> {
+        let (key, check) = self.payment_key(payment_id);
+        Ok(self.label_slot(key, check, kind, true).then(Commit::done))
     }
 
     fn list_contains(&self, list: List, key: Key) -> bool {
@@ -371,12 +521,12 @@ impl Store for MemoryStore {
         self.list_entries.load(Ordering::Relaxed) == 0
     }
 
-    fn list_add(&self, list: List, key: Key) -> bool {
-        let added = self.list(list).insert(key.0);
-        if added {
-            self.list_entries.fetch_add(1, Ordering::Relaxed);
-        }
-        added
+    fn list_add(&self, list: List, key: Key) -> Result<Option<Commit>, StoreError> {
+        Ok(self.put_list_entry(list, key.0).then(Commit::done))
+    }
+
+    fn sync(&self) -> Commit {
+        Commit::done()
     }
 
     fn sweep(&self) -> usize {
@@ -401,7 +551,7 @@ impl Store for MemoryStore {
         );
         let before = self.payments.len();
         let mut horizon = self.limits.payment_retention_ms;
-        let alive = |s: &Slot, horizon: i64| i64::from(s.minute) * 60_000 > now - horizon;
+        let alive = |s: &Slot, horizon: i64| s.at_ms > now - horizon;
         self.payments.retain(|_, s| alive(s, horizon));
         while self.payments.len() > self.limits.max_payments && horizon > 60_000 {
             horizon /= 2;
@@ -421,170 +571,5 @@ impl Store for MemoryStore {
             payments: self.payments.len(),
             list_entries: self.list_entries.load(Ordering::Relaxed),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const T0: i64 = 1_800_000_000_000;
-
-    fn obs<'a>(s: &MemoryStore, id: &'a str, at: i64, card: &str, device: &str) -> Observation<'a> {
-        Observation {
-            payment_id: id,
-            at_ms: at,
-            amount: 500,
-            card: Some(s.key(card.as_bytes())),
-            email: Some(s.key(b"a@example.com")),
-            ip: Some(s.key(&[203, 0, 113, 7])),
-            device: Some(s.key(device.as_bytes())),
-            merchant: Some(s.key(b"acct_1")),
-        }
-    }
-
-    #[test]
-    fn counts_include_the_payment_and_retries_count_once() {
-        let s = MemoryStore::new(StoreLimits::default(), 1);
-        let v1 = s.observe(&obs(&s, "p1", T0, "fp_1", "d1"));
-        assert_eq!(v1.card_1h, 1);
-        let v2 = s.observe(&obs(&s, "p2", T0 + 1000, "fp_1", "d1"));
-        assert_eq!(
-            (v2.card_1h, v2.email_24h, v2.ip_24h, v2.device_24h),
-            (2, 2, 2, 2)
-        );
-        assert_eq!(v2.card_amount_24h, 1000);
-        let retry = s.observe(&obs(&s, "p2", T0 + 2000, "fp_1", "d1"));
-        assert_eq!(
-            retry.card_1h, 2,
-            "a retried payment id is not counted twice"
-        );
-        let rec = s.payment("p2").expect("remembered");
-        assert_eq!(rec.card, Some(s.key(b"fp_1")));
-        assert!(s.payment("p3").is_none());
-    }
-
-    #[test]
-    fn merchant_windows_see_only_labels_that_have_arrived() {
-        let s = MemoryStore::new(StoreLimits::default(), 1);
-        let hour = 3_600_000;
-        s.observe(&obs(&s, "p0", T0, "fp_0", "d0"));
-        // A week and an hour later the 1-day window ending 7 days back holds
-        // p0, whose fraud report has not arrived yet.
-        let v = s.observe(&obs(&s, "p1", T0 + 7 * DAY_MS + hour, "fp_1", "d1"));
-        assert_eq!(v.merchant_delayed[0].count, 1);
-        assert_eq!(v.merchant_delayed[0].frauds, 0);
-        // The report arrives on day 10; later payments see it.
-        assert!(s.label("p0", FeedbackKind::Fraudulent));
-        let v = s.observe(&obs(&s, "p2", T0 + 10 * DAY_MS, "fp_2", "d2"));
-        let week = v.merchant_delayed[1];
-        assert_eq!((week.count, week.frauds), (1, 1));
-        // A later LEGITIMATE verdict takes it back; a repeat changes nothing.
-        assert!(s.label("p0", FeedbackKind::Legitimate));
-        assert!(s.label("p0", FeedbackKind::Legitimate));
-        let v = s.observe(&obs(&s, "p3", T0 + 10 * DAY_MS + 1, "fp_3", "d3"));
-        assert_eq!(v.merchant_delayed[1].frauds, 0);
-        // Card windows count the card's own payments over days.
-        let v = s.observe(&obs(&s, "p4", T0 + 11 * DAY_MS, "fp_3", "d3"));
-        assert_eq!(v.card_days[0].count, 1);
-        assert_eq!(v.card_days[1].count, 2);
-        assert_eq!(v.card_days[1].amount, 1000);
-    }
-
-    #[test]
-    fn a_card_spike_is_seen_by_its_later_payments_only() {
-        let s = MemoryStore::new(StoreLimits::default(), 1);
-        let pay = |id, at, amount| {
-            let o = Observation {
-                amount,
-                ..obs(&s, id, at, "fp_1", "d1")
-            };
-            s.observe(&o)
-        };
-        assert_eq!(pay("p0", T0, 1_000).card_days[2].peak, 0);
-        assert_eq!(pay("p1", T0 + DAY_MS, 1_000).card_days[2].peak, 0);
-        let spike = pay("p2", T0 + 2 * DAY_MS, 5_000);
-        assert_eq!(spike.card_days[2].peak, 1_000, "its own ratio is not in it");
-        assert_eq!(spike.card_days[2].amount, 7_000, "its amount is");
-        let after = pay("p3", T0 + 3 * DAY_MS, 1_000);
-        let peaks = after.card_days.map(|d| d.peak);
-        assert_eq!(peaks, [0, 5_000, 5_000], "five times the mean before it");
-        // Fraud reports at the merchant say which frauds were spikes.
-        assert!(s.label("p1", FeedbackKind::Fraudulent));
-        assert!(s.label("p2", FeedbackKind::Fraudulent));
-        let later = pay("p4", T0 + 10 * DAY_MS + 1, 1_000);
-        let week = later.merchant_delayed[1];
-        assert_eq!((week.count, week.frauds, week.spike_frauds), (4, 2, 1));
-        assert!(s.label("p2", FeedbackKind::Legitimate));
-        let later = pay("p5", T0 + 10 * DAY_MS + 2, 1_000);
-        let week = later.merchant_delayed[1];
-        assert_eq!((week.frauds, week.spike_frauds), (1, 0));
-    }
-
-    #[test]
-    fn distinct_cards_per_device() {
-        let s = MemoryStore::new(StoreLimits::default(), 1);
-        let mut last = Velocity::default();
-        for i in 0..5 {
-            let id = format!("p{i}");
-            last = s.observe(&obs(&s, &id, T0 + i, &format!("fp_{i}"), "dev"));
-        }
-        assert_eq!(last.device_cards_24h, 5);
-        assert_eq!(last.ip_cards_24h, 5);
-    }
-
-    #[test]
-    fn sweep_forgets_idle_keys() {
-        let s = MemoryStore::new(StoreLimits::default(), 1);
-        s.observe(&obs(&s, "p1", T0, "fp_1", "d1"));
-        s.observe(&obs(&s, "p2", T0 + 2 * DAY_MS, "fp_2", "d2"));
-        // Cards 2, merchant 1, email 1, IP 1, devices 2.
-        assert_eq!(s.stats().velocity_keys, 2 + 1 + 1 + 1 + 2);
-        s.sweep();
-        // The first device was idle for two days; cards and merchants are
-        // kept for their 30-day windows; email and IP are shared.
-        assert_eq!(s.stats().velocity_keys, 6);
-        assert_eq!(s.stats().payments, 2, "payments are kept for feedback");
-    }
-
-    #[test]
-    fn lists_and_capacity() {
-        let limits = StoreLimits {
-            max_payment_methods: 1,
-            ..StoreLimits::default()
-        };
-        let s = MemoryStore::new(limits, 1);
-        let k = s.key(b"a@example.com");
-        assert!(s.lists_empty());
-        assert!(s.list_add(List::BlockEmail, k));
-        assert!(!s.list_add(List::BlockEmail, k));
-        assert!(s.list_contains(List::BlockEmail, k));
-        assert!(!s.list_contains(List::AllowEmail, k));
-        assert!(!s.list_contains(List::BlockEmail, s.key(b"b@example.com")));
-        let m = |id: &str| StoredMethod {
-            method: RegisteredMethod {
-                id: id.into(),
-                kind: crate::domain::MethodKind::Card,
-                card_fingerprint: Some("fp".into()),
-                card_country: None,
-                created_at_ms: T0,
-                creation_session: None,
-                customer: Default::default(),
-            },
-            creation: None,
-            creation_session_id: bytes::Bytes::new(),
-            card: None,
-            email: None,
-            customer: None,
-        };
-        assert!(s.register(m("pm_1")).is_ok());
-        assert!(
-            s.register(m("pm_1")).is_ok(),
-            "replacing is allowed when full"
-        );
-        assert!(matches!(
-            s.register(m("pm_2")),
-            Err(StoreError::PaymentMethodsFull(1))
-        ));
     }
 }

@@ -1,16 +1,20 @@
 //! State: registered payment methods with their creation sessions, velocity
 //! windows, recent payments (so late feedback can find them) and block/allow
-//! lists. [`Store`] is the one small trait the scoring path talks to;
-//! [`MemoryStore`] is the in-process implementation.
+//! lists, as raw facts: counts and sums over windows, what each payment was,
+//! labels, list entries. Turning them into feature values is the job of
+//! `features`, never of a store. [`Store`] is the one trait the scoring path
+//! talks to; [`MemoryStore`] keeps everything in the process.
 
+mod commit;
 pub mod long_window;
 mod memory;
 pub mod window;
 
+pub use commit::{Commit, CommitSender};
 pub use memory::{MemoryStore, StoreLimits};
 
 use crate::domain::{FeedbackKind, RegisteredMethod};
-use crate::features::session::Facts;
+use crate::fingerprint::Facts;
 use std::sync::Arc;
 
 /// Velocity counts of one payment, the payment itself included.
@@ -38,10 +42,9 @@ pub struct Velocity {
     pub device_cards_24h: u32,
     /// Distinct card fingerprints used from this IP in the last 24 hours.
     pub ip_cards_24h: u32,
-    /// This card's payments over the last 1, 7 and 30 days (hourly buckets);
-    /// their `peak` is the largest amount ratio of the card's earlier
-    /// payments (each payment's amount over the card's mean amount in the 30
-    /// days before it).
+    /// This card's payments over the last 1, 7 and 30 days (hourly buckets),
+    /// this one included; their `peak` is the largest amount ratio recorded
+    /// for the card's earlier payments ([`Store::record_amount_ratio`]).
     pub card_days: [long_window::Sums; 3],
     /// This merchant's payments, and the frauds reported among them, over
     /// 1, 7 and 30 days ending [`LABEL_DELAY_DAYS`] before the payment.
@@ -97,6 +100,16 @@ pub struct Observation<'a> {
     pub device: Option<Key>,
     /// Merchant key, when given.
     pub merchant: Option<Key>,
+}
+
+/// What [`Store::observe`] tells of one payment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Its velocity counts, itself included.
+    pub velocity: Velocity,
+    /// False when the payment id was already recorded (a retry): nothing
+    /// was counted again.
+    pub first: bool,
 }
 
 /// What the store remembers of a recent payment, for late feedback.
@@ -203,6 +216,10 @@ pub enum StoreError {
     /// The store holds as many payment methods as it is allowed to.
     #[error("the store holds its maximum of {0} payment methods")]
     PaymentMethodsFull(usize),
+    /// The write could not be made durable (an I/O error, a full disk, a
+    /// store that is not keeping up); nothing of it was kept.
+    #[error("the store could not save the write: {0}")]
+    Unavailable(String),
 }
 
 /// Sizes of what the store holds, for metrics.
@@ -219,27 +236,42 @@ pub struct StoreStats {
 }
 
 /// The state the scoring path needs. Implementations are shared across
-/// threads; no method blocks for long or awaits.
+/// threads; no method blocks for long or awaits. Writes that must be durable
+/// before they are acknowledged return a [`Commit`]: the caller awaits it
+/// before answering (an in-memory store's commits are done at once).
+///
+/// A store keeps raw facts only: the caller computes what they mean (the
+/// amount ratio of a payment, whether it was a spike) and hands the result
+/// back as a fact ([`Store::record_amount_ratio`]).
 pub trait Store: Send + Sync + 'static {
     /// The key of a value (card fingerprint, email, canonical IP octets, …).
     fn key(&self, value: &[u8]) -> Key;
-    /// Stores (or replaces) a payment method.
-    fn register(&self, method: StoredMethod) -> Result<(), StoreError>;
+    /// Stores (or replaces) a payment method; visible once committed.
+    fn register(&self, method: StoredMethod) -> Result<Commit, StoreError>;
     /// The payment method registered as `id`.
     fn payment_method(&self, id: &str) -> Option<Arc<StoredMethod>>;
     /// Records a payment and returns its velocity counts, itself included.
     /// A payment id already recorded is counted once.
-    fn observe(&self, obs: &Observation<'_>) -> Velocity;
+    fn observe(&self, obs: &Observation<'_>) -> Observed;
+    /// Records the amount ratio of a payment just observed for the first
+    /// time (thousandths of its card's mean amount before it), seen by the
+    /// card's later payments as their windows' `peak`, and whether it was a
+    /// spike (counted apart in its merchant's fraud reports).
+    fn record_amount_ratio(&self, obs: &Observation<'_>, ratio: u32, spike: bool);
     /// The recent payment `payment_id`, if remembered.
     fn payment(&self, payment_id: &str) -> Option<PaymentRecord>;
-    /// Records a label on a remembered payment; false when it is unknown.
-    fn label(&self, payment_id: &str, kind: FeedbackKind) -> bool;
+    /// Records a label on a remembered payment (its merchant's fraud counts
+    /// follow); `Ok(None)` when the payment is unknown.
+    fn label(&self, payment_id: &str, kind: FeedbackKind) -> Result<Option<Commit>, StoreError>;
     /// Whether `list` holds `key`.
     fn list_contains(&self, list: List, key: Key) -> bool;
     /// Whether every list is empty (lets the scoring path skip lookups).
     fn lists_empty(&self) -> bool;
-    /// Adds `key` to `list`; true when it was not there yet.
-    fn list_add(&self, list: List, key: Key) -> bool;
+    /// Adds `key` to `list`; `None` when it was there already.
+    fn list_add(&self, list: List, key: Key) -> Result<Option<Commit>, StoreError>;
+    /// A commit that completes once everything written before this call is
+    /// durable (scored payments included).
+    fn sync(&self) -> Commit;
     /// Forgets what is older than the retention horizons, relative to the
     /// latest event time seen; returns how many entries were dropped.
     fn sweep(&self) -> usize;

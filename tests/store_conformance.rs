@@ -1,0 +1,395 @@
+//! The store conformance suite: the semantics every `Store` keeps, written
+//! once and run against each implementation (`memory`, `embedded`):
+//! registration and replacement, payments counted once per id, velocity
+//! windows and their expiry, amount ratios, labels and merchant fraud
+//! counts, lists, sweeps and limits. A store that keeps state on disk also
+//! runs it across a reopen.
+
+use riskstream::domain::{Customer, FeedbackKind, MethodKind, RegisteredMethod};
+use riskstream::state::{
+    Commit, List, MemoryStore, Observation, Observed, Store, StoreError, StoreLimits, StoredMethod,
+};
+use std::sync::Arc;
+
+const T0: i64 = 1_800_000_000_000;
+const MIN: i64 = 60_000;
+const HOUR: i64 = 60 * MIN;
+const DAY: i64 = 24 * HOUR;
+
+/// One store under test; `reopen` (where the store keeps state) closes it
+/// and opens it again on what it saved.
+trait Harness {
+    fn store(&self) -> &Arc<dyn Store>;
+}
+
+/// Waits for a commit; the suite fails if the write was not saved.
+fn saved(c: Commit) {
+    c.wait().expect("the write is saved");
+}
+
+struct Memory(Arc<dyn Store>);
+
+impl Harness for Memory {
+    fn store(&self) -> &Arc<dyn Store> {
+        &self.0
+    }
+}
+
+fn memory(limits: StoreLimits) -> Memory {
+    Memory(Arc::new(MemoryStore::new(limits, 1)))
+}
+
+fn method(id: &str, fingerprint: &str, session: Option<&str>) -> RegisteredMethod {
+    RegisteredMethod {
+        id: id.into(),
+        kind: MethodKind::Card,
+        card_fingerprint: Some(fingerprint.into()),
+        card_country: Some(*b"FR"),
+        created_at_ms: T0 - 30 * DAY,
+        creation_session: session.map(|sid| riskstream::domain::Session {
+            session_id: sid.to_owned().into(),
+            captured_at_ms: T0 - 30 * DAY,
+            ip: "203.0.113.7".parse().ok(),
+            user_agent: "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) Safari/605.1.15".into(),
+            accept_language: "fr-FR,fr;q=0.9".into(),
+            timezone: "Europe/Paris".into(),
+            utc_offset_minutes: 60,
+            screen_width: 1440,
+            screen_height: 900,
+            color_depth: 24,
+            device_id: "dev_1".into(),
+            platform: "MacIntel".into(),
+        }),
+        customer: Customer {
+            id: "cus_1".into(),
+            email: "jane@example.com".into(),
+        },
+    }
+}
+
+fn stored(s: &dyn Store, m: RegisteredMethod) -> StoredMethod {
+    StoredMethod {
+        creation: m
+            .creation_session
+            .as_ref()
+            .map(riskstream::fingerprint::Facts::of),
+        creation_session_id: m
+            .creation_session
+            .as_ref()
+            .map(|c| bytes::Bytes::copy_from_slice(c.session_id.as_bytes()))
+            .unwrap_or_default(),
+        card: m.card_fingerprint.as_deref().map(|f| s.key(f.as_bytes())),
+        email: Some(s.key(m.customer.email.as_bytes())),
+        customer: Some(s.key(m.customer.id.as_bytes())),
+        method: m,
+    }
+}
+
+/// A payment of 5.00 with card `card` from device `device`, at `at`.
+fn pay<'a>(s: &dyn Store, id: &'a str, at: i64, card: &str, device: &str) -> Observation<'a> {
+    Observation {
+        payment_id: id,
+        at_ms: at,
+        amount: 500,
+        card: Some(s.key(card.as_bytes())),
+        email: Some(s.key(b"a@example.com")),
+        ip: Some(s.key(&[203, 0, 113, 7])),
+        device: Some(s.key(device.as_bytes())),
+        merchant: Some(s.key(b"acct_1")),
+    }
+}
+
+fn observe(s: &dyn Store, o: &Observation<'_>) -> Observed {
+    s.observe(o)
+}
+
+fn label(s: &dyn Store, id: &str, kind: FeedbackKind) {
+    saved(
+        s.label(id, kind)
+            .expect("label accepted")
+            .expect("payment known"),
+    );
+}
+
+// ---- the suite --------------------------------------------------------
+
+fn registration_replaces_and_keeps_the_creation_session(h: &dyn Harness) {
+    let s = &**h.store();
+    assert!(s.payment_method("pm_1").is_none());
+    saved(
+        s.register(stored(s, method("pm_1", "fp_1", Some("sess_a"))))
+            .expect("registered"),
+    );
+    let m = s.payment_method("pm_1").expect("registered method");
+    assert_eq!(&m.creation_session_id[..], b"sess_a");
+    assert!(m.creation.is_some());
+    assert_eq!(m.card, Some(s.key(b"fp_1")));
+    assert_eq!(m.method, method("pm_1", "fp_1", Some("sess_a")));
+    saved(
+        s.register(stored(s, method("pm_1", "fp_2", None)))
+            .expect("replaced"),
+    );
+    let m = s.payment_method("pm_1").expect("replaced method");
+    assert_eq!(m.method.card_fingerprint.as_deref(), Some("fp_2"));
+    assert!(m.creation.is_none() && m.creation_session_id.is_empty());
+    assert_eq!(s.stats().payment_methods, 1);
+}
+
+fn payments_count_once_per_id(h: &dyn Harness) {
+    let s = &**h.store();
+    let v1 = observe(s, &pay(s, "p1", T0, "fp_1", "d1"));
+    assert!(v1.first);
+    assert_eq!(v1.velocity.card_1h, 1);
+    let v2 = observe(s, &pay(s, "p2", T0 + 1000, "fp_1", "d1"));
+    let v = v2.velocity;
+    assert_eq!(
+        (v.card_1h, v.email_24h, v.ip_24h, v.device_24h),
+        (2, 2, 2, 2)
+    );
+    assert_eq!(v.card_amount_24h, 1000);
+    let retry = observe(s, &pay(s, "p2", T0 + 2000, "fp_1", "d1"));
+    assert!(!retry.first, "a retried payment id is not counted twice");
+    assert_eq!(retry.velocity.card_1h, 2);
+    let rec = s.payment("p2").expect("remembered");
+    assert_eq!(rec.card, Some(s.key(b"fp_1")));
+    assert_eq!(rec.email, Some(s.key(b"a@example.com")));
+    assert_eq!(rec.at_ms, T0 + 1000);
+    assert_eq!(rec.label, None);
+    assert!(s.payment("p3").is_none());
+    assert_eq!(s.stats().payments, 2);
+}
+
+fn windows_count_the_last_hour_and_day(h: &dyn Harness) {
+    let s = &**h.store();
+    observe(s, &pay(s, "p1", T0, "fp_1", "d1"));
+    observe(s, &pay(s, "p2", T0 + 10 * MIN, "fp_1", "d1"));
+    let v = observe(s, &pay(s, "p3", T0 + 3 * HOUR, "fp_1", "d1")).velocity;
+    assert_eq!((v.card_1h, v.card_24h, v.card_amount_24h), (1, 3, 1500));
+    assert_eq!((v.email_1h, v.email_24h), (1, 3));
+    // A day later the first two have left the 24-hour windows.
+    let v = observe(s, &pay(s, "p4", T0 + DAY + HOUR, "fp_1", "d1")).velocity;
+    assert_eq!((v.card_1h, v.card_24h, v.card_amount_24h), (1, 2, 1000));
+    assert_eq!((v.ip_24h, v.device_24h), (2, 2));
+    // Long windows still hold them.
+    assert_eq!(v.card_days.map(|d| d.count), [2, 4, 4]);
+    assert_eq!(v.card_days[2].amount, 2000);
+}
+
+fn distinct_cards_per_device_and_ip(h: &dyn Harness) {
+    let s = &**h.store();
+    let mut last = Observed::default();
+    for i in 0..5 {
+        let id = format!("p{i}");
+        last = observe(s, &pay(s, &id, T0 + i, &format!("fp_{i}"), "dev"));
+    }
+    assert_eq!(last.velocity.device_cards_24h, 5);
+    assert_eq!(last.velocity.ip_cards_24h, 5);
+    let later = observe(s, &pay(s, "p9", T0 + DAY + MIN, "fp_9", "dev"));
+    assert_eq!(
+        later.velocity.device_cards_24h, 1,
+        "a day later only the new card"
+    );
+}
+
+fn amount_ratios_are_seen_by_later_payments_only(h: &dyn Harness) {
+    let s = &**h.store();
+    let payment = |id, at, amount| {
+        let o = Observation {
+            amount,
+            ..pay(s, id, at, "fp_1", "d1")
+        };
+        (o, s.observe(&o))
+    };
+    payment("p0", T0, 1_000);
+    payment("p1", T0 + DAY, 1_000);
+    let (o, spike) = payment("p2", T0 + 2 * DAY, 5_000);
+    assert_eq!(spike.velocity.card_days[2].peak, 0);
+    assert_eq!(
+        spike.velocity.card_days[2].amount, 7_000,
+        "its amount is in"
+    );
+    s.record_amount_ratio(&o, 5_000, true);
+    let (_, after) = payment("p3", T0 + 3 * DAY, 1_000);
+    assert_eq!(after.velocity.card_days.map(|d| d.peak), [0, 5_000, 5_000]);
+    // Frauds at the merchant are told apart by whether they were spikes.
+    label(s, "p1", FeedbackKind::Fraudulent);
+    label(s, "p2", FeedbackKind::Fraudulent);
+    let (_, later) = payment("p4", T0 + 10 * DAY + 1, 1_000);
+    let week = later.velocity.merchant_delayed[1];
+    assert_eq!((week.count, week.frauds, week.spike_frauds), (4, 2, 1));
+    label(s, "p2", FeedbackKind::Legitimate);
+    let (_, later) = payment("p5", T0 + 10 * DAY + 2, 1_000);
+    let week = later.velocity.merchant_delayed[1];
+    assert_eq!((week.frauds, week.spike_frauds), (1, 0));
+}
+
+fn merchant_windows_see_only_labels_that_have_arrived(h: &dyn Harness) {
+    let s = &**h.store();
+    observe(s, &pay(s, "p0", T0, "fp_0", "d0"));
+    // A week and an hour later the day ending 7 days back holds p0, whose
+    // fraud report has not arrived yet.
+    let v = observe(s, &pay(s, "p1", T0 + 7 * DAY + HOUR, "fp_1", "d1")).velocity;
+    assert_eq!(
+        (v.merchant_delayed[0].count, v.merchant_delayed[0].frauds),
+        (1, 0)
+    );
+    label(s, "p0", FeedbackKind::Fraudulent);
+    assert_eq!(
+        s.payment("p0").and_then(|r| r.label),
+        Some(FeedbackKind::Fraudulent)
+    );
+    let v = observe(s, &pay(s, "p2", T0 + 10 * DAY, "fp_2", "d2")).velocity;
+    assert_eq!(
+        (v.merchant_delayed[1].count, v.merchant_delayed[1].frauds),
+        (1, 1)
+    );
+    assert!(v.merchant_delayed[1].oldest_plain_fraud_hour.is_some());
+    // A later LEGITIMATE verdict takes it back; a repeat changes nothing.
+    label(s, "p0", FeedbackKind::Legitimate);
+    label(s, "p0", FeedbackKind::Legitimate);
+    let v = observe(s, &pay(s, "p3", T0 + 10 * DAY + 1, "fp_3", "d3")).velocity;
+    assert_eq!(v.merchant_delayed[1].frauds, 0);
+    assert!(
+        s.label("nope", FeedbackKind::Fraudulent)
+            .expect("accepted")
+            .is_none(),
+        "an unknown payment cannot be labelled"
+    );
+}
+
+fn lists_hold_keys(h: &dyn Harness) {
+    let s = &**h.store();
+    let k = s.key(b"a@example.com");
+    assert!(s.lists_empty());
+    saved(
+        s.list_add(List::BlockEmail, k)
+            .expect("accepted")
+            .expect("new entry"),
+    );
+    assert!(s.list_add(List::BlockEmail, k).expect("accepted").is_none());
+    assert!(s.list_contains(List::BlockEmail, k));
+    assert!(!s.lists_empty());
+    assert!(!s.list_contains(List::AllowEmail, k));
+    assert!(!s.list_contains(List::BlockEmail, s.key(b"b@example.com")));
+    assert_eq!(s.stats().list_entries, 1);
+}
+
+fn sweep_forgets_idle_keys_and_old_payments(h: &dyn Harness) {
+    let s = &**h.store();
+    observe(s, &pay(s, "p1", T0, "fp_1", "d1"));
+    observe(s, &pay(s, "p2", T0 + 2 * DAY, "fp_2", "d2"));
+    // Cards 2, merchant 1, email 1, IP 1, devices 2.
+    assert_eq!(s.stats().velocity_keys, 7);
+    s.sweep();
+    // The first device was idle for two days; cards and merchants are
+    // kept for their 30-day windows; email and IP are shared.
+    assert_eq!(s.stats().velocity_keys, 6);
+    assert_eq!(s.stats().payments, 2, "payments are kept for feedback");
+    observe(s, &pay(s, "p3", T0 + 200 * DAY, "fp_3", "d3"));
+    s.sweep();
+    assert!(s.payment("p1").is_none(), "past the retention");
+    assert!(s.payment("p3").is_some());
+    assert_eq!(s.stats().payments, 1);
+}
+
+fn limits_refuse_new_methods_when_full(h: &dyn Harness) {
+    let s = &**h.store();
+    saved(
+        s.register(stored(s, method("pm_1", "fp_1", None)))
+            .expect("registered"),
+    );
+    saved(
+        s.register(stored(s, method("pm_1", "fp_9", None)))
+            .expect("replacing is allowed when full"),
+    );
+    assert!(matches!(
+        s.register(stored(s, method("pm_2", "fp_2", None))),
+        Err(StoreError::PaymentMethodsFull(1))
+    ));
+    assert!(s.payment_method("pm_2").is_none());
+}
+
+fn sync_completes(h: &dyn Harness) {
+    let s = &**h.store();
+    observe(s, &pay(s, "p1", T0, "fp_1", "d1"));
+    saved(s.sync());
+}
+
+/// Instantiates the suite for one store kind: `$make(limits)` returns its harness.
+macro_rules! conformance {
+    ($make:expr) => {
+        use super::*;
+
+        fn run(limits: StoreLimits, case: fn(&dyn Harness)) {
+            let h = $make(limits);
+            case(&h);
+        }
+
+        #[test]
+        fn registration_replaces_and_keeps_the_creation_session() {
+            run(
+                StoreLimits::default(),
+                super::registration_replaces_and_keeps_the_creation_session,
+            );
+        }
+        #[test]
+        fn payments_count_once_per_id() {
+            run(StoreLimits::default(), super::payments_count_once_per_id);
+        }
+        #[test]
+        fn windows_count_the_last_hour_and_day() {
+            run(
+                StoreLimits::default(),
+                super::windows_count_the_last_hour_and_day,
+            );
+        }
+        #[test]
+        fn distinct_cards_per_device_and_ip() {
+            run(
+                StoreLimits::default(),
+                super::distinct_cards_per_device_and_ip,
+            );
+        }
+        #[test]
+        fn amount_ratios_are_seen_by_later_payments_only() {
+            run(
+                StoreLimits::default(),
+                super::amount_ratios_are_seen_by_later_payments_only,
+            );
+        }
+        #[test]
+        fn merchant_windows_see_only_labels_that_have_arrived() {
+            run(
+                StoreLimits::default(),
+                super::merchant_windows_see_only_labels_that_have_arrived,
+            );
+        }
+        #[test]
+        fn lists_hold_keys() {
+            run(StoreLimits::default(), super::lists_hold_keys);
+        }
+        #[test]
+        fn sweep_forgets_idle_keys_and_old_payments() {
+            run(
+                StoreLimits::default(),
+                super::sweep_forgets_idle_keys_and_old_payments,
+            );
+        }
+        #[test]
+        fn limits_refuse_new_methods_when_full() {
+            let limits = StoreLimits {
+                max_payment_methods: 1,
+                ..StoreLimits::default()
+            };
+            run(limits, super::limits_refuse_new_methods_when_full);
+        }
+        #[test]
+        fn sync_completes() {
+            run(StoreLimits::default(), super::sync_completes);
+        }
+    };
+}
+
+mod memory {
+    conformance!(memory);
+}
