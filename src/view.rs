@@ -4,6 +4,149 @@
 //! validation checks them. Wire-compatible
 //! with every encoder of `riskstream.v1` (unknown fields are skipped, a
 //! repeated embedded message is merged, the last scalar wins).
+//!
+//! The parser matches on named field numbers; each message's numbers and
+//! types are also a table (its module's `FACTS`, all of them in `FACTS`)
+//! that `tests/protocol_facts.rs` checks against the compiled descriptor.
+
+use crate::facts::{MessageFacts, message_facts};
+
+message_facts! {
+    /// `riskstream.v1.Session`, as [`SessionView`] reads it.
+    session "riskstream.v1.Session" {
+        SESSION_ID = 1, "session_id", String;
+        CAPTURED_AT_MS = 2, "captured_at_ms", Int64;
+        IP = 3, "ip", String;
+        USER_AGENT = 4, "user_agent", String;
+        ACCEPT_LANGUAGE = 5, "accept_language", String;
+        TIMEZONE = 6, "timezone", String;
+        UTC_OFFSET_MINUTES = 7, "utc_offset_minutes", Int32;
+        SCREEN_WIDTH = 8, "screen_width", Uint32;
+        SCREEN_HEIGHT = 9, "screen_height", Uint32;
+        COLOR_DEPTH = 10, "color_depth", Uint32;
+        DEVICE_ID = 11, "device_id", String;
+        PLATFORM = 12, "platform", String;
+    }
+}
+
+message_facts! {
+    /// `riskstream.v1.Customer`, as [`CustomerView`] reads it.
+    customer "riskstream.v1.Customer" {
+        ID = 1, "id", String;
+        EMAIL = 2, "email", String;
+    }
+}
+
+message_facts! {
+    /// `riskstream.v1.PaymentMethod`, as [`PaymentMethodView`] reads it.
+    payment_method "riskstream.v1.PaymentMethod" {
+        ID = 1, "id", String;
+        TYPE = 2, "type", Enum("riskstream.v1.PaymentMethodType");
+        CARD_FINGERPRINT = 3, "card_fingerprint", String;
+        CARD_COUNTRY = 4, "card_country", String;
+        CREATED_AT_MS = 5, "created_at_ms", Int64;
+        CREATION_SESSION = 6, "creation_session", Message("riskstream.v1.Session");
+        CUSTOMER = 7, "customer", Message("riskstream.v1.Customer");
+    }
+}
+
+message_facts! {
+    /// `riskstream.v1.Recurring`, as [`RecurringView`] reads it.
+    recurring "riskstream.v1.Recurring" {
+        SUBSCRIPTION_ID = 1, "subscription_id", String;
+        INITIAL = 2, "initial", Bool;
+    }
+}
+
+message_facts! {
+    /// The entries of `riskstream.v1.PaymentEvent.metadata`, as the
+    /// `map<string, string>` entry parser reads them.
+    metadata_entry "riskstream.v1.PaymentEvent.MetadataEntry" {
+        KEY = 1, "key", String;
+        VALUE = 2, "value", String;
+    }
+}
+
+message_facts! {
+    /// `riskstream.v1.PaymentEvent`, as [`PaymentEventView`] reads it.
+    payment_event "riskstream.v1.PaymentEvent" {
+        PAYMENT_ID = 1, "payment_id", String;
+        OBJECT_TYPE = 2, "object_type", Enum("riskstream.v1.ObjectType");
+        AMOUNT = 3, "amount", Int64;
+        CURRENCY = 4, "currency", String;
+        CREATED_AT_MS = 5, "created_at_ms", Int64;
+        CUSTOMER = 6, "customer", Message("riskstream.v1.Customer");
+        MERCHANT_ID = 7, "merchant_id", String;
+        PAYMENT_METHOD = 8, "payment_method", Message("riskstream.v1.PaymentMethod");
+        SESSION = 9, "session", Message("riskstream.v1.Session");
+        OFF_SESSION = 10, "off_session", Bool;
+        RECURRING = 11, "recurring", Message("riskstream.v1.Recurring");
+        METADATA = 12, "metadata", Map("riskstream.v1.PaymentEvent.MetadataEntry");
+        RISK_ASSESSMENT_OPT_OUT = 13, "risk_assessment_opt_out", Bool;
+    }
+}
+
+message_facts! {
+    /// `riskstream.v1.RegisterPaymentMethodRequest`, as [`RegisterView`] reads it.
+    register "riskstream.v1.RegisterPaymentMethodRequest" {
+        PAYMENT_METHOD = 1, "payment_method", Message("riskstream.v1.PaymentMethod");
+        CUSTOMER = 2, "customer", Message("riskstream.v1.Customer");
+    }
+}
+
+message_facts! {
+    /// `riskstream.v1.FeedbackEvent`, as [`FeedbackView`] reads it.
+    feedback "riskstream.v1.FeedbackEvent" {
+        PAYMENT_ID = 1, "payment_id", String;
+        KIND = 2, "kind", Enum("riskstream.v1.FeedbackKind");
+        REPORTED_AT_MS = 3, "reported_at_ms", Int64;
+    }
+}
+
+message_facts! {
+    /// `riskstream.v1.GetPaymentMethodRequest`, as [`GetView`] reads it.
+    get "riskstream.v1.GetPaymentMethodRequest" {
+        PAYMENT_METHOD_ID = 1, "payment_method_id", String;
+    }
+}
+
+message_facts! {
+    /// `riskstream.v1.Outcome`, the fields [`OutcomeView`] reads.
+    outcome "riskstream.v1.Outcome" {
+        PAYMENT_ID = 1, "payment_id", String;
+        RISK_SCORE = 2, "risk_score", Uint32;
+        RISK_LEVEL = 3, "risk_level", Enum("riskstream.v1.RiskLevel");
+        DECISION = 4, "decision", Enum("riskstream.v1.Decision");
+        FRAUD_PROBABILITY = 7, "fraud_probability", Double;
+        MODEL_VERSION = 11, "model_version", String;
+        ERROR = 13, "error", Message("riskstream.v1.EventError");
+    }
+}
+
+message_facts! {
+    /// `riskstream.v1.EventError`, the fields [`OutcomeView`] reads of an
+    /// outcome's `error`.
+    event_error "riskstream.v1.EventError" {
+        CODE = 1, "code", String;
+        FIELD = 2, "field", String;
+    }
+}
+
+/// The table of every message the views read.
+#[doc(hidden)]
+pub const FACTS: &[MessageFacts] = &[
+    session::FACTS,
+    customer::FACTS,
+    payment_method::FACTS,
+    recurring::FACTS,
+    metadata_entry::FACTS,
+    payment_event::FACTS,
+    register::FACTS,
+    feedback::FACTS,
+    get::FACTS,
+    outcome::FACTS,
+    event_error::FACTS,
+];
 
 /// The request bytes are not a well-formed protobuf message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -186,19 +329,20 @@ pub struct SessionView<'a> {
 
 impl<'a> View<'a> for SessionView<'a> {
     fn set(&mut self, n: u32, v: Value<'a>) -> Result<(), DecodeError> {
+        use session::*;
         match n {
-            1 => self.session_id = len(v)?,
-            2 => self.captured_at_ms = int64(v)?,
-            3 => self.ip = len(v)?,
-            4 => self.user_agent = len(v)?,
-            5 => self.accept_language = len(v)?,
-            6 => self.timezone = len(v)?,
-            7 => self.utc_offset_minutes = int32(v)?,
-            8 => self.screen_width = uint32(v)?,
-            9 => self.screen_height = uint32(v)?,
-            10 => self.color_depth = uint32(v)?,
-            11 => self.device_id = len(v)?,
-            12 => self.platform = len(v)?,
+            SESSION_ID => self.session_id = len(v)?,
+            CAPTURED_AT_MS => self.captured_at_ms = int64(v)?,
+            IP => self.ip = len(v)?,
+            USER_AGENT => self.user_agent = len(v)?,
+            ACCEPT_LANGUAGE => self.accept_language = len(v)?,
+            TIMEZONE => self.timezone = len(v)?,
+            UTC_OFFSET_MINUTES => self.utc_offset_minutes = int32(v)?,
+            SCREEN_WIDTH => self.screen_width = uint32(v)?,
+            SCREEN_HEIGHT => self.screen_height = uint32(v)?,
+            COLOR_DEPTH => self.color_depth = uint32(v)?,
+            DEVICE_ID => self.device_id = len(v)?,
+            PLATFORM => self.platform = len(v)?,
             _ => {}
         }
         Ok(())
@@ -215,9 +359,10 @@ pub struct CustomerView<'a> {
 
 impl<'a> View<'a> for CustomerView<'a> {
     fn set(&mut self, n: u32, v: Value<'a>) -> Result<(), DecodeError> {
+        use customer::*;
         match n {
-            1 => self.id = len(v)?,
-            2 => self.email = len(v)?,
+            ID => self.id = len(v)?,
+            EMAIL => self.email = len(v)?,
             _ => {}
         }
         Ok(())
@@ -239,14 +384,15 @@ pub struct PaymentMethodView<'a> {
 
 impl<'a> View<'a> for PaymentMethodView<'a> {
     fn set(&mut self, n: u32, v: Value<'a>) -> Result<(), DecodeError> {
+        use payment_method::*;
         match n {
-            1 => self.id = len(v)?,
-            2 => self.r#type = int32(v)?,
-            3 => self.card_fingerprint = len(v)?,
-            4 => self.card_country = len(v)?,
-            5 => self.created_at_ms = int64(v)?,
-            6 => embedded(&mut self.creation_session, v)?,
-            7 => embedded(&mut self.customer, v)?,
+            ID => self.id = len(v)?,
+            TYPE => self.r#type = int32(v)?,
+            CARD_FINGERPRINT => self.card_fingerprint = len(v)?,
+            CARD_COUNTRY => self.card_country = len(v)?,
+            CREATED_AT_MS => self.created_at_ms = int64(v)?,
+            CREATION_SESSION => embedded(&mut self.creation_session, v)?,
+            CUSTOMER => embedded(&mut self.customer, v)?,
             _ => {}
         }
         Ok(())
@@ -263,9 +409,10 @@ pub struct RecurringView<'a> {
 
 impl<'a> View<'a> for RecurringView<'a> {
     fn set(&mut self, n: u32, v: Value<'a>) -> Result<(), DecodeError> {
+        use recurring::*;
         match n {
-            1 => self.subscription_id = len(v)?,
-            2 => self.initial = boolean(v)?,
+            SUBSCRIPTION_ID => self.subscription_id = len(v)?,
+            INITIAL => self.initial = boolean(v)?,
             _ => {}
         }
         Ok(())
@@ -281,9 +428,10 @@ struct EntryView<'a> {
 
 impl<'a> View<'a> for EntryView<'a> {
     fn set(&mut self, n: u32, v: Value<'a>) -> Result<(), DecodeError> {
+        use metadata_entry::*;
         match n {
-            1 => self.key = len(v)?,
-            2 => self.value = len(v)?,
+            KEY => self.key = len(v)?,
+            VALUE => self.value = len(v)?,
             _ => {}
         }
         Ok(())
@@ -312,26 +460,27 @@ pub struct PaymentEventView<'a> {
 
 impl<'a> View<'a> for PaymentEventView<'a> {
     fn set(&mut self, n: u32, v: Value<'a>) -> Result<(), DecodeError> {
+        use payment_event::*;
         match n {
-            1 => self.payment_id = len(v)?,
-            2 => self.object_type = int32(v)?,
-            3 => self.amount = int64(v)?,
-            4 => self.currency = len(v)?,
-            5 => self.created_at_ms = int64(v)?,
-            6 => embedded(&mut self.customer, v)?,
-            7 => self.merchant_id = len(v)?,
-            8 => embedded(&mut self.payment_method, v)?,
-            9 => embedded(&mut self.session, v)?,
-            10 => self.off_session = boolean(v)?,
-            11 => embedded(&mut self.recurring, v)?,
-            12 => {
+            PAYMENT_ID => self.payment_id = len(v)?,
+            OBJECT_TYPE => self.object_type = int32(v)?,
+            AMOUNT => self.amount = int64(v)?,
+            CURRENCY => self.currency = len(v)?,
+            CREATED_AT_MS => self.created_at_ms = int64(v)?,
+            CUSTOMER => embedded(&mut self.customer, v)?,
+            MERCHANT_ID => self.merchant_id = len(v)?,
+            PAYMENT_METHOD => embedded(&mut self.payment_method, v)?,
+            SESSION => embedded(&mut self.session, v)?,
+            OFF_SESSION => self.off_session = boolean(v)?,
+            RECURRING => embedded(&mut self.recurring, v)?,
+            METADATA => {
                 let e = EntryView::parse(len(v)?)?;
                 match self.metadata.iter_mut().find(|(k, _)| *k == e.key) {
                     Some(slot) => slot.1 = e.value,
                     None => self.metadata.push((e.key, e.value)),
                 }
             }
-            13 => self.risk_assessment_opt_out = boolean(v)?,
+            RISK_ASSESSMENT_OPT_OUT => self.risk_assessment_opt_out = boolean(v)?,
             _ => {}
         }
         Ok(())
@@ -348,9 +497,10 @@ pub struct RegisterView<'a> {
 
 impl<'a> View<'a> for RegisterView<'a> {
     fn set(&mut self, n: u32, v: Value<'a>) -> Result<(), DecodeError> {
+        use register::*;
         match n {
-            1 => embedded(&mut self.payment_method, v)?,
-            2 => embedded(&mut self.customer, v)?,
+            PAYMENT_METHOD => embedded(&mut self.payment_method, v)?,
+            CUSTOMER => embedded(&mut self.customer, v)?,
             _ => {}
         }
         Ok(())
@@ -368,10 +518,11 @@ pub struct FeedbackView<'a> {
 
 impl<'a> View<'a> for FeedbackView<'a> {
     fn set(&mut self, n: u32, v: Value<'a>) -> Result<(), DecodeError> {
+        use feedback::*;
         match n {
-            1 => self.payment_id = len(v)?,
-            2 => self.kind = int32(v)?,
-            3 => self.reported_at_ms = int64(v)?,
+            PAYMENT_ID => self.payment_id = len(v)?,
+            KIND => self.kind = int32(v)?,
+            REPORTED_AT_MS => self.reported_at_ms = int64(v)?,
             _ => {}
         }
         Ok(())
@@ -387,7 +538,7 @@ pub struct GetView<'a> {
 
 impl<'a> View<'a> for GetView<'a> {
     fn set(&mut self, n: u32, v: Value<'a>) -> Result<(), DecodeError> {
-        if n == 1 {
+        if n == get::PAYMENT_METHOD_ID {
             self.payment_method_id = len(v)?;
         }
         Ok(())
@@ -413,22 +564,23 @@ pub struct OutcomeView<'a> {
 
 impl<'a> View<'a> for OutcomeView<'a> {
     fn set(&mut self, n: u32, v: Value<'a>) -> Result<(), DecodeError> {
+        use outcome::*;
         match n {
-            1 => self.payment_id = len(v)?,
-            2 => self.risk_score = uint32(v)?,
-            3 => self.risk_level = int32(v)?,
-            4 => self.decision = int32(v)?,
-            11 => self.model_version = len(v)?,
-            7 => match v {
+            PAYMENT_ID => self.payment_id = len(v)?,
+            RISK_SCORE => self.risk_score = uint32(v)?,
+            RISK_LEVEL => self.risk_level = int32(v)?,
+            DECISION => self.decision = int32(v)?,
+            MODEL_VERSION => self.model_version = len(v)?,
+            FRAUD_PROBABILITY => match v {
                 Value::Fixed64(x) => self.fraud_probability = f64::from_bits(x),
                 _ => return Err(DecodeError("a double field has another wire type")),
             },
-            13 => {
+            ERROR => {
                 let mut r = Reader::new(len(v)?);
                 while let Some((n, v)) = r.field()? {
                     match n {
-                        1 => self.error_code = len(v)?,
-                        2 => self.error_field = len(v)?,
+                        event_error::CODE => self.error_code = len(v)?,
+                        event_error::FIELD => self.error_field = len(v)?,
                         _ => {}
                     }
                 }
@@ -464,13 +616,14 @@ pub fn get(buf: &[u8]) -> Result<GetView<'_>, DecodeError> {
     GetView::parse(buf)
 }
 
-/// The first bytes of `payment_id` (field 1) of a message that may not parse
-/// as a whole, so that an error outcome can still name its payment.
+/// The `payment_id` of a `PaymentEvent` that may not parse as a whole (the
+/// last one read before the bytes go bad), so that an error outcome can
+/// still name its payment.
 pub fn salvage_payment_id(buf: &[u8]) -> &[u8] {
     let mut r = Reader::new(buf);
     let mut id: &[u8] = &[];
     while let Ok(Some((n, v))) = r.field() {
-        if let (1, Value::Len(b)) = (n, v) {
+        if let (payment_event::PAYMENT_ID, Value::Len(b)) = (n, v) {
             id = b;
         }
     }
