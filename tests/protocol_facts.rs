@@ -1,7 +1,9 @@
 //! The protocol facts written by hand, held against the compiled descriptor
 //! set (`riskstream::proto::FILE_DESCRIPTOR_SET`): the field tables of the
-//! view parser. A proto change that one of them misses (a renumbered or
-//! retyped field, a new field) fails here, naming the message and field.
+//! view parser and the methods of the manual `RiskScorer` definition in
+//! build.rs. A proto change that one of them misses (a renumbered or
+//! retyped field, a new field, a new or changed RPC) fails here, naming the
+//! message and field or the method.
 
 use prost::Message;
 use prost_types::field_descriptor_proto::{Label, Type};
@@ -243,6 +245,81 @@ fn every_request_and_every_message_it_embeds_has_a_view_table() {
                     table.name, fact.name
                 ));
             }
+        }
+    }
+    assert_none(problems);
+}
+
+#[test]
+fn the_manual_service_matches_the_descriptor() {
+    use riskstream::server::manual::{METHODS, SERVICE};
+    let d = Descriptors::load();
+    let (package, name) = SERVICE.rsplit_once('.').expect("a full name");
+    let service = d
+        .set
+        .file
+        .iter()
+        .filter(|f| f.package() == package)
+        .flat_map(|f| &f.service)
+        .find(|s| s.name() == name)
+        .unwrap_or_else(|| {
+            panic!("build.rs defines {SERVICE}, the descriptor has no such service")
+        });
+    let mut problems = Vec::new();
+    for m in &service.method {
+        let rpc = format!("{SERVICE}.{}", m.name());
+        let Some(manual) = METHODS.iter().find(|x| x.route == m.name()) else {
+            problems.push(format!(
+                "{rpc} is missing from the manual server in build.rs"
+            ));
+            continue;
+        };
+        let facts = [
+            (
+                "input",
+                manual.input,
+                m.input_type().trim_start_matches('.'),
+            ),
+            (
+                "output",
+                manual.output,
+                m.output_type().trim_start_matches('.'),
+            ),
+        ];
+        for (what, built, declared) in facts {
+            if built != declared {
+                problems.push(format!(
+                    "{rpc}: build.rs defines it with {what} {built}, the descriptor says {declared}"
+                ));
+            }
+        }
+        let streaming = [
+            ("client", manual.client_streaming, m.client_streaming()),
+            ("server", manual.server_streaming, m.server_streaming()),
+        ];
+        for (side, built, declared) in streaming {
+            if built != declared {
+                problems.push(format!(
+                    "{rpc}: build.rs defines {side} streaming {built}, the descriptor says {declared}"
+                ));
+            }
+        }
+    }
+    for (i, manual) in METHODS.iter().enumerate() {
+        if !service.method.iter().any(|m| m.name() == manual.route) {
+            problems.push(format!(
+                "{SERVICE}.{}: build.rs defines it (as {}), the descriptor has no such RPC",
+                manual.route, manual.name
+            ));
+        }
+        if METHODS[..i]
+            .iter()
+            .any(|m| m.route == manual.route || m.name == manual.name)
+        {
+            problems.push(format!(
+                "{SERVICE}.{}: build.rs defines it (or its name {}) twice",
+                manual.route, manual.name
+            ));
         }
     }
     assert_none(problems);
