@@ -1,7 +1,8 @@
 //! The protocol facts written by hand, held against the compiled descriptor
 //! set (`riskstream::proto::FILE_DESCRIPTOR_SET`): the field tables of the
-//! view parser and the methods of the manual `RiskScorer` definition in
-//! build.rs. A proto change that one of them misses (a renumbered or
+//! view parser, the methods of the manual `RiskScorer` definition in
+//! build.rs and the `TrafficRecord` fields that the traffic writer encodes
+//! by hand. A proto change that one of them misses (a renumbered or
 //! retyped field, a new field, a new or changed RPC) fails here, naming the
 //! message and field or the method.
 
@@ -23,6 +24,12 @@ const VIEW_IGNORES: &[(&str, &str)] = &[
     ("riskstream.v1.Outcome", "creation_session_id"),
     ("riskstream.v1.Outcome", "insights"),
     ("riskstream.v1.EventError", "message"),
+];
+
+/// `TrafficRecord` fields that `TrafficWriter::write_encoded` never writes.
+const TRAFFIC_IGNORES: &[(&str, &str)] = &[
+    // Simulator ground truth; a server recording has none.
+    ("riskstream.v1.TrafficRecord", "scenario"),
 ];
 
 /// The messages of the descriptor set, by full name (`riskstream.v1.X`,
@@ -319,6 +326,50 @@ fn the_manual_service_matches_the_descriptor() {
             problems.push(format!(
                 "{SERVICE}.{}: build.rs defines it (or its name {}) twice",
                 manual.route, manual.name
+            ));
+        }
+    }
+    assert_none(problems);
+}
+
+#[test]
+fn traffic_record_fields_match_the_descriptor() {
+    let d = Descriptors::load();
+    let messages = d.messages();
+    let table = riskstream::traffic::record::FACTS;
+    let mut problems = check_tables("the traffic writer", &[table], TRAFFIC_IGNORES, &messages);
+    // The request fields are the `request` oneof: a record holds one
+    // request, as a client sent it to RiskScorer.
+    let record = messages[table.name];
+    let oneof = record
+        .oneof_decl
+        .iter()
+        .position(|o| o.name() == "request")
+        .expect("TrafficRecord has the request oneof");
+    let inputs: Vec<&str> = d
+        .set
+        .file
+        .iter()
+        .flat_map(|f| &f.service)
+        .filter(|s| s.name() == "RiskScorer")
+        .flat_map(|s| &s.method)
+        .map(|m| m.input_type().trim_start_matches('.'))
+        .collect();
+    for fact in table.fields {
+        let FieldType::Message(request) = fact.ty else {
+            continue;
+        };
+        let field = record.field.iter().find(|f| f.name() == fact.name);
+        if field.is_some_and(|f| f.oneof_index != Some(oneof as i32)) {
+            problems.push(format!(
+                "{}.{}: the traffic writer writes it as a request, it is not in the request oneof",
+                table.name, fact.name
+            ));
+        }
+        if !inputs.contains(&request) {
+            problems.push(format!(
+                "{}.{}: {request} is the request of no RiskScorer RPC",
+                table.name, fact.name
             ));
         }
     }
