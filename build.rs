@@ -10,7 +10,9 @@
 //!   allocation). `string` and `bytes` share one wire encoding;
 //! - the `RiskScorer` server, generated with a codec that hands each request
 //!   to the service as its raw bytes: the service parses borrowed views of
-//!   them (`src/view.rs`) instead of allocating a message per request.
+//!   them (`src/view.rs`) instead of allocating a message per request. Its
+//!   methods are listed by hand ([`RPCS`]); the same list is written out as
+//!   data (`server::manual`) for the test that checks it against the proto.
 
 use prost::Message;
 use std::{env, fs, path::PathBuf};
@@ -18,6 +20,90 @@ use std::{env, fs, path::PathBuf};
 const PROTO: &str = "proto/riskstream/v1/riskstream.proto";
 /// The recorded-traffic format (not part of the service).
 const TRAFFIC_PROTO: &str = "proto/riskstream/v1/traffic.proto";
+
+/// The proto package and service that the manual server definition serves.
+const PACKAGE: &str = "riskstream.v1";
+const SERVICE: &str = "RiskScorer";
+
+/// One RPC of the manual `RiskScorer` definition.
+struct Rpc {
+    /// The generated trait's method.
+    name: &'static str,
+    /// The RPC's name in the proto (the last part of its path).
+    route: &'static str,
+    /// The request message (arrives as raw bytes, parsed by `src/view.rs`).
+    input: &'static str,
+    /// The response message (a `crate::proto::wire` type).
+    output: &'static str,
+    client_streaming: bool,
+    server_streaming: bool,
+}
+
+/// The RPCs of `RiskScorer`: they build the server and are written to
+/// `OUT_DIR/server/methods.rs` for `tests/protocol_facts.rs`.
+const RPCS: &[Rpc] = &[
+    Rpc {
+        name: "register_payment_method",
+        route: "RegisterPaymentMethod",
+        input: "RegisterPaymentMethodRequest",
+        output: "RegisterPaymentMethodResponse",
+        client_streaming: false,
+        server_streaming: false,
+    },
+    Rpc {
+        name: "get_payment_method",
+        route: "GetPaymentMethod",
+        input: "GetPaymentMethodRequest",
+        output: "PaymentMethod",
+        client_streaming: false,
+        server_streaming: false,
+    },
+    Rpc {
+        name: "score",
+        route: "Score",
+        input: "PaymentEvent",
+        output: "Outcome",
+        client_streaming: false,
+        server_streaming: false,
+    },
+    Rpc {
+        name: "score_stream",
+        route: "ScoreStream",
+        input: "PaymentEvent",
+        output: "Outcome",
+        client_streaming: true,
+        server_streaming: true,
+    },
+    Rpc {
+        name: "report_feedback",
+        route: "ReportFeedback",
+        input: "FeedbackEvent",
+        output: "FeedbackResponse",
+        client_streaming: false,
+        server_streaming: false,
+    },
+];
+
+/// [`RPCS`] as Rust source: `SERVICE` and `METHODS` (`crate::facts::Method`s).
+fn methods_source() -> String {
+    let mut src = String::from(
+        "// Written by build.rs from the list that defines the manual server.\n\n\
+         /// The service's full name.\n",
+    );
+    src += &format!("pub const SERVICE: &str = \"{PACKAGE}.{SERVICE}\";\n\n");
+    src += "/// Its methods, in the order the server defines them.\n";
+    src += "pub const METHODS: &[crate::facts::Method] = &[\n";
+    for rpc in RPCS {
+        src += &format!(
+            "    crate::facts::Method {{\n        name: {:?},\n        route: {:?},\n        \
+             input: \"{PACKAGE}.{}\",\n        output: \"{PACKAGE}.{}\",\n        \
+             client_streaming: {},\n        server_streaming: {},\n    }},\n",
+            rpc.name, rpc.route, rpc.input, rpc.output, rpc.client_streaming, rpc.server_streaming
+        );
+    }
+    src += "];\n";
+    src
+}
 
 /// The locked version of `name` in Cargo.lock, for model provenance.
 fn locked_version(lock: &str, name: &str) -> String {
@@ -84,37 +170,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile_fds(wire_fds)?;
 
     // The server: requests arrive as raw bytes, responses are wire messages.
-    let method = |name: &str, route: &str, output: &str| {
-        tonic_build::manual::Method::builder()
-            .name(name)
-            .route_name(route)
+    let mut service = tonic_build::manual::Service::builder()
+        .name(SERVICE)
+        .package(PACKAGE);
+    for rpc in RPCS {
+        let mut method = tonic_build::manual::Method::builder()
+            .name(rpc.name)
+            .route_name(rpc.route)
             .input_type("crate::server::codec::RawMessage")
-            .output_type(format!("crate::proto::wire::{output}"))
-            .codec_path("crate::server::codec::RawCodec")
-    };
-    let service = tonic_build::manual::Service::builder()
-        .name("RiskScorer")
-        .package("riskstream.v1")
-        .method(
-            method(
-                "register_payment_method",
-                "RegisterPaymentMethod",
-                "RegisterPaymentMethodResponse",
-            )
-            .build(),
-        )
-        .method(method("get_payment_method", "GetPaymentMethod", "PaymentMethod").build())
-        .method(method("score", "Score", "Outcome").build())
-        .method(
-            method("score_stream", "ScoreStream", "Outcome")
-                .client_streaming()
-                .server_streaming()
-                .build(),
-        )
-        .method(method("report_feedback", "ReportFeedback", "FeedbackResponse").build())
-        .build();
+            .output_type(format!("crate::proto::wire::{}", rpc.output))
+            .codec_path("crate::server::codec::RawCodec");
+        if rpc.client_streaming {
+            method = method.client_streaming();
+        }
+        if rpc.server_streaming {
+            method = method.server_streaming();
+        }
+        service = service.method(method.build());
+    }
+    let service = service.build();
     let server_out = out.join("server");
     fs::create_dir_all(&server_out)?;
+    fs::write(server_out.join("methods.rs"), methods_source())?;
     tonic_build::manual::Builder::new()
         .out_dir(&server_out)
         .build_client(false)

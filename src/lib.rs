@@ -10,6 +10,8 @@
 //!
 //! - [`proto`]: generated gRPC types of `riskstream.v1`.
 //! - [`view`]: borrowed, allocation-free views of request messages.
+//! - [`facts`]: the protocol facts restated by hand (view field tables,
+//!   manual service methods, traffic record fields), as data for tests.
 //! - [`validate`]: views → typed [`domain`] events, or a field error.
 //! - [`fingerprint`]: parsed facts of a device/browser session.
 //! - [`state`]: payment methods, velocity windows, recent payments, lists.
@@ -35,6 +37,7 @@ pub mod decision_log;
 pub mod domain;
 pub mod engine;
 pub mod error;
+pub mod facts;
 pub mod features;
 pub mod fingerprint;
 pub mod metrics;

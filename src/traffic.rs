@@ -2,7 +2,14 @@
 //! order (see `proto/riskstream/v1/traffic.proto`), the one format that
 //! `simulate`, `convert` and `serve --record` write and `replay`, `train` and
 //! `evaluate` read. `-` names standard input or output.
+//!
+//! Records are encoded and decoded with prost, except that a server
+//! recording writes each request's bytes behind a field header of its own
+//! ([`TrafficWriter::write_encoded`]); the fields it writes are the table
+//! `record::FACTS`, which `tests/protocol_facts.rs` checks against the
+//! compiled descriptor.
 
+use crate::facts::message_facts;
 use crate::proto::{self, traffic_record::Request};
 use prost::Message;
 use std::fs::File;
@@ -46,6 +53,17 @@ fn display(path: &Path) -> PathBuf {
     }
 }
 
+message_facts! {
+    /// `riskstream.v1.TrafficRecord`, the fields that
+    /// [`TrafficWriter::write_encoded`] writes by hand.
+    record "riskstream.v1.TrafficRecord" {
+        AT_MS = 1, "at_ms", Int64;
+        REGISTER = 2, "register", Message("riskstream.v1.RegisterPaymentMethodRequest");
+        PAYMENT = 3, "payment", Message("riskstream.v1.PaymentEvent");
+        FEEDBACK = 4, "feedback", Message("riskstream.v1.FeedbackEvent");
+    }
+}
+
 /// The request kind of a record, for messages and counts.
 pub fn kind(r: &proto::TrafficRecord) -> &'static str {
     Kind::of(r).map_or("empty", Kind::name)
@@ -85,9 +103,9 @@ impl Kind {
     /// The `TrafficRecord.request` field that holds this kind.
     fn field(self) -> u32 {
         match self {
-            Kind::Register => 2,
-            Kind::Payment => 3,
-            Kind::Feedback => 4,
+            Kind::Register => record::REGISTER,
+            Kind::Payment => record::PAYMENT,
+            Kind::Feedback => record::FEEDBACK,
         }
     }
 }
@@ -168,7 +186,7 @@ impl TrafficWriter {
         let len = message.len() as u64;
         let mut head = Vec::with_capacity(24);
         if at_ms != 0 {
-            encode_key(1, WireType::Varint, &mut head);
+            encode_key(record::AT_MS, WireType::Varint, &mut head);
             encode_varint(at_ms as u64, &mut head);
         }
         encode_key(kind.field(), WireType::LengthDelimited, &mut head);
@@ -360,6 +378,65 @@ mod tests {
             w.write(r).expect("writes");
         }
         assert_eq!(w.finish().expect("flushes"), 1000);
+        let back: Vec<_> = TrafficReader::open(&path)
+            .expect("opens")
+            .collect::<Result<_, _>>()
+            .expect("reads");
+        assert_eq!(back, records);
+    }
+
+    /// `write_encoded` frames a request's bytes by hand; the file must be
+    /// byte for byte what prost writes for the same records, and read back.
+    #[test]
+    fn records_written_from_request_bytes_are_the_records_prost_writes() {
+        let requests = [
+            Request::Register(proto::RegisterPaymentMethodRequest {
+                payment_method: Some(proto::PaymentMethod {
+                    id: "pm_1".into(),
+                    card_fingerprint: "f".repeat(300),
+                    ..Default::default()
+                }),
+                customer: Some(proto::Customer {
+                    id: "cus_1".into(),
+                    email: "a@example.com".into(),
+                }),
+            }),
+            Request::Payment(proto::PaymentEvent {
+                payment_id: "pay_1".into(),
+                amount: 1099,
+                ..Default::default()
+            }),
+            Request::Payment(proto::PaymentEvent::default()),
+            Request::Feedback(proto::FeedbackEvent {
+                payment_id: "pay_1".into(),
+                kind: proto::FeedbackKind::DisputeFraud as i32,
+                reported_at_ms: 7,
+            }),
+        ];
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.traffic");
+        let mut w = TrafficWriter::create(&path).expect("creates");
+        let mut records = Vec::new();
+        for request in &requests {
+            let (kind, message) = match request {
+                Request::Register(m) => (Kind::Register, m.encode_to_vec()),
+                Request::Payment(m) => (Kind::Payment, m.encode_to_vec()),
+                Request::Feedback(m) => (Kind::Feedback, m.encode_to_vec()),
+            };
+            for at_ms in [0, 1, -1, 1_800_000_000_000, i64::MIN, i64::MAX] {
+                w.write_encoded(at_ms, kind, &message).expect("writes");
+                let record = proto::TrafficRecord {
+                    at_ms,
+                    request: Some(request.clone()),
+                    scenario: String::new(),
+                };
+                assert_eq!(Kind::of(&record), Some(kind));
+                records.push(record);
+            }
+        }
+        w.finish().expect("flushes");
+        let bytes = std::fs::read(&path).expect("reads");
+        assert_eq!(bytes, written(&records), "byte for byte what prost writes");
         let back: Vec<_> = TrafficReader::open(&path)
             .expect("opens")
             .collect::<Result<_, _>>()

@@ -25,6 +25,14 @@ pub mod generated {
     ));
 }
 
+/// The methods of the manual `RiskScorer` definition (`build.rs`) as data:
+/// the list that builds [`generated`], for the test that checks it against
+/// the proto.
+#[doc(hidden)]
+pub mod manual {
+    include!(concat!(env!("OUT_DIR"), "/server/methods.rs"));
+}
+
 use crate::engine::Engine;
 use crate::proto::FILE_DESCRIPTOR_SET;
 use generated::risk_scorer_server::RiskScorerServer;
