@@ -3,11 +3,12 @@
 //! On the scoring path strings borrow the request's bytes (no copy); what is
 //! stored long-term owns its strings.
 
+use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::net::IpAddr;
 
 /// Kind of payment method, as far as risk assessment is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum MethodKind {
     /// A card payment method: assessed.
     Card,
@@ -57,7 +58,7 @@ impl FeedbackKind {
 
 /// A validated device/browser session snapshot. On the scoring path its
 /// strings borrow the request; a stored one owns them (`Session<'static>`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Session<'a> {
     /// Client-side id of the session.
     pub session_id: Cow<'a, str>,
@@ -110,7 +111,7 @@ impl Session<'_> {
 }
 
 /// A customer as a request names it; both parts optional.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Customer<'a> {
     /// Merchant-side customer id (may be empty).
     pub id: Cow<'a, str>,
@@ -128,8 +129,9 @@ impl Customer<'_> {
     }
 }
 
-/// A payment method stored by `RegisterPaymentMethod`.
-#[derive(Debug, Clone, PartialEq)]
+/// A payment method stored by `RegisterPaymentMethod` (and saved as it is
+/// by the embedded store: a change of these types changes its file format).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RegisteredMethod {
     /// Payment method id.
     pub id: String,

@@ -332,19 +332,7 @@ impl Engine {
             .inspect_err(|_| m.invalid(EventKind::Register))?;
         let id = method.id.clone();
         let store = &self.inner.store;
-        let key = |v: &str| text_key(&**store, v);
-        let stored = StoredMethod {
-            creation: method.creation_session.as_ref().map(Facts::of),
-            creation_session_id: method
-                .creation_session
-                .as_ref()
-                .map(|s| Bytes::copy_from_slice(s.session_id.as_bytes()))
-                .unwrap_or_default(),
-            card: method.card_fingerprint.as_deref().and_then(key),
-            email: key(&method.customer.email),
-            customer: key(&method.customer.id),
-            method,
-        };
+        let stored = StoredMethod::of(method, |v| store.key(v));
         let commit = store.register(stored)?;
         Ok((id, commit))
     }

@@ -7,7 +7,8 @@
 
 use riskstream::domain::{Customer, FeedbackKind, MethodKind, RegisteredMethod};
 use riskstream::state::{
-    Commit, List, MemoryStore, Observation, Observed, Store, StoreError, StoreLimits, StoredMethod,
+    Commit, EmbeddedOptions, EmbeddedStore, List, MemoryStore, Observation, Observed, Store,
+    StoreError, StoreLimits, StoredMethod,
 };
 use std::sync::Arc;
 
@@ -37,6 +38,44 @@ impl Harness for Memory {
 
 fn memory(limits: StoreLimits) -> Memory {
     Memory(Arc::new(MemoryStore::new(limits, 1)))
+}
+
+/// An embedded store in a temporary directory.
+struct Embedded {
+    store: Arc<dyn Store>,
+    options: EmbeddedOptions,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness for Embedded {
+    fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+}
+
+impl Embedded {
+    /// Closes the store (saving what is queued) and opens it again.
+    fn reopen(&mut self) -> riskstream::state::Restored {
+        self.store = Arc::new(MemoryStore::new(StoreLimits::default(), 0));
+        let (store, restored) = EmbeddedStore::open(self.options.clone()).expect("reopens");
+        self.store = Arc::new(store);
+        restored
+    }
+}
+
+fn embedded(limits: StoreLimits) -> Embedded {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = EmbeddedOptions {
+        limits,
+        ..EmbeddedOptions::new(dir.path().join("data"))
+    };
+    let (store, restored) = EmbeddedStore::open(options.clone()).expect("opens");
+    assert_eq!(restored.records, 0, "a new directory holds nothing");
+    Embedded {
+        store: Arc::new(store),
+        options,
+        _dir: dir,
+    }
 }
 
 fn method(id: &str, fingerprint: &str, session: Option<&str>) -> RegisteredMethod {
@@ -392,4 +431,141 @@ macro_rules! conformance {
 
 mod memory {
     conformance!(memory);
+}
+
+mod embedded {
+    conformance!(embedded);
+}
+
+// ---- what an embedded store keeps across a reopen -----------------------
+
+/// The velocity a store gives the payment `id` (already recorded) at `at`:
+/// a retry is counted once, so this reads without changing anything.
+fn probe(s: &dyn Store, id: &str, at: i64, card: &str, device: &str) -> Observed {
+    let o = s.observe(&pay(s, id, at, card, device));
+    assert!(!o.first, "{id} was recorded before");
+    o
+}
+
+#[test]
+fn everything_acknowledged_and_every_window_survives_a_reopen() {
+    let mut h = embedded(StoreLimits::default());
+    {
+        let s = &**h.store();
+        saved(
+            s.register(stored(s, method("pm_1", "fp_1", Some("sess_a"))))
+                .expect("registered"),
+        );
+        saved(
+            s.register(stored(s, method("pm_2", "fp_2", None)))
+                .expect("registered"),
+        );
+        for (i, at) in [T0, T0 + HOUR, T0 + DAY, T0 + 8 * DAY]
+            .into_iter()
+            .enumerate()
+        {
+            let id = format!("p{i}");
+            let o = pay(s, &id, at, "fp_1", "d1");
+            s.observe(&o);
+            s.record_amount_ratio(&o, 1_000 + i as u32, i == 3);
+        }
+        label(s, "p1", FeedbackKind::Fraudulent);
+        saved(
+            s.list_add(List::BlockEmail, s.key(b"bad@example.com"))
+                .expect("listed")
+                .expect("new"),
+        );
+        saved(s.sync());
+    }
+    let before = {
+        let s = &**h.store();
+        (
+            probe(s, "p3", T0 + 8 * DAY, "fp_1", "d1"),
+            s.payment("p1"),
+            s.stats(),
+        )
+    };
+    let restored = h.reopen();
+    let s = &**h.store();
+    assert_eq!(restored.payment_methods, 2);
+    assert_eq!(restored.payments, 4);
+    assert_eq!(restored.list_entries, 1);
+    assert_eq!(restored.damaged_files, 0);
+    let m = s.payment_method("pm_1").expect("registration kept");
+    assert_eq!(&m.creation_session_id[..], b"sess_a");
+    assert!(m.creation.is_some());
+    assert_eq!(s.payment("p1"), before.1);
+    assert_eq!(
+        s.payment("p1").and_then(|r| r.label),
+        Some(FeedbackKind::Fraudulent)
+    );
+    assert!(s.list_contains(List::BlockEmail, s.key(b"bad@example.com")));
+    let after = probe(s, "p3", T0 + 8 * DAY, "fp_1", "d1");
+    assert_eq!(after, before.0, "windows rebuilt as they were");
+    assert_eq!(after.velocity.card_days[2].count, 4);
+    assert_eq!(after.velocity.card_days[2].peak, 1_003, "ratios kept");
+    assert_eq!(after.velocity.merchant_delayed[1].frauds, 1, "labels kept");
+    let stats = s.stats();
+    assert_eq!(
+        (stats.payment_methods, stats.payments, stats.velocity_keys),
+        (
+            before.2.payment_methods,
+            before.2.payments,
+            before.2.velocity_keys
+        )
+    );
+    // A second reopen reads the same again.
+    let again = h.reopen();
+    assert_eq!(again.payments, 4);
+}
+
+#[test]
+fn snapshots_replace_old_logs_and_keep_everything() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = EmbeddedOptions {
+        snapshot_after_bytes: 4 << 10,
+        max_file_bytes: 2 << 10,
+        ..EmbeddedOptions::new(dir.path())
+    };
+    let (store, _) = EmbeddedStore::open(options.clone()).expect("opens");
+    for i in 0..300 {
+        let id = format!("pm_{i}");
+        saved(
+            store
+                .register(stored(&store, method(&id, &format!("fp_{i}"), Some("s"))))
+                .expect("registered"),
+        );
+        let pid = format!("p{i}");
+        store.observe(&pay(&store, &pid, T0 + i * MIN, &format!("fp_{i}"), "d"));
+    }
+    saved(store.sync());
+    // Let the writer start its snapshot, then close.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.stats().disk.map_or(0, |d| d.snapshots) == 0 && std::time::Instant::now() < deadline
+    {
+        saved(store.sync());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        store.stats().disk.map_or(0, |d| d.snapshots) > 0,
+        "a snapshot was taken"
+    );
+    drop(store);
+    let files: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    assert!(
+        files.iter().any(|f| f.starts_with("snapshot-")),
+        "{files:?}"
+    );
+    assert!(
+        !files.iter().any(|f| f == "log-00000000000000000001.rlog"),
+        "logs before the snapshot are gone: {files:?}"
+    );
+    let (store, restored) = EmbeddedStore::open(options).expect("reopens");
+    assert_eq!(restored.payment_methods, 300);
+    assert_eq!(restored.payments, 300);
+    assert!(store.payment_method("pm_299").is_some());
+    assert!(store.payment("p0").is_some());
 }

@@ -69,8 +69,9 @@ impl Hasher for PreHashed {
 type PreHashedState = BuildHasherDefault<PreHashed>;
 
 /// A remembered payment: what it was (keys of 0 mean "none"), its label,
-/// and the amount ratio recorded for it. 72 bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// and the amount ratio recorded for it. 72 bytes in memory; what the
+/// embedded store saves of each payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(super) struct Slot {
     /// 32 more bits of the payment id's hash: 96 bits tell payments apart.
     pub check: u32,
@@ -80,10 +81,15 @@ pub(super) struct Slot {
     pub at_ms: i64,
     /// Amount in minor units.
     pub amount: u64,
+    #[serde(with = "postcard::fixint::le")]
     pub card: u64,
+    #[serde(with = "postcard::fixint::le")]
     pub email: u64,
+    #[serde(with = "postcard::fixint::le")]
     pub ip: u64,
+    #[serde(with = "postcard::fixint::le")]
     pub device: u64,
+    #[serde(with = "postcard::fixint::le")]
     pub merchant: u64,
     /// 0 none, then [`label_code`].
     pub label: u8,
@@ -135,7 +141,7 @@ impl Slot {
     }
 
     /// The slot of a payment observed now.
-    fn of(obs: &Observation<'_>, check: u32) -> Slot {
+    pub(super) fn of(obs: &Observation<'_>, check: u32) -> Slot {
         let key = |k: Option<Key>| k.map_or(0, |k| k.0);
         Slot {
             check,
@@ -298,14 +304,12 @@ impl MemoryStore {
     /// Remembers a payment as it was saved, without counting it in any
     /// window ([`MemoryStore::rebuild_windows`] does, once all are back);
     /// a payment already held is kept as it is.
-    #[allow(dead_code)] // the embedded store's
     pub(super) fn restore_payment(&self, key: u64, slot: Slot) {
         self.advance(slot.at_ms);
         self.payments.entry(key).or_insert(slot);
     }
 
     /// Records the amount ratio of the payment `(key, check)` in its slot.
-    #[allow(dead_code)] // the embedded store's
     pub(super) fn restore_ratio(&self, key: u64, check: u32, ratio: u32, spike: bool) {
         if let Some(mut s) = self.slot_mut(key, check) {
             s.ratio = ratio;
@@ -315,7 +319,8 @@ impl MemoryStore {
 
     /// Builds every window from the remembered payments, oldest first (as
     /// they were counted), forgetting what the windows held before.
-    #[allow(dead_code)] // the embedded store's
+    /// Builds every window from the remembered payments, oldest first (as
+    /// they were counted), forgetting what the windows held before.
     pub(super) fn rebuild_windows(&self) {
         for m in [&self.email, &self.ip, &self.device] {
             m.clear();
@@ -326,7 +331,7 @@ impl MemoryStore {
             self.payments.iter().map(|s| (s.at_ms, *s.key())).collect();
         order.sort_unstable();
         for (_, key) in order {
-            let Some(s) = self.payments.get(&key).map(|s| *s) else {
+            let Some(s) = self.payment_slot(key) else {
                 continue;
             };
             let card = (s.card != 0).then_some(s.card);
@@ -354,30 +359,24 @@ impl MemoryStore {
         }
     }
 
-    /// Calls `f` on every payment method.
-    #[allow(dead_code)] // the embedded store's
-    pub(super) fn each_method(&self, mut f: impl FnMut(&Arc<StoredMethod>)) {
-        for m in self.methods.iter() {
-            f(m.value());
-        }
+    /// Every payment method (the store may change meanwhile).
+    pub(super) fn methods(&self) -> Vec<Arc<StoredMethod>> {
+        self.methods.iter().map(|m| Arc::clone(m.value())).collect()
     }
 
-    /// Calls `f` on every remembered payment.
-    #[allow(dead_code)] // the embedded store's
-    pub(super) fn each_payment(&self, mut f: impl FnMut(u64, &Slot)) {
-        for s in self.payments.iter() {
-            f(*s.key(), s.value());
-        }
+    /// The keys of every remembered payment.
+    pub(super) fn payment_keys(&self) -> Vec<u64> {
+        self.payments.iter().map(|s| *s.key()).collect()
     }
 
-    /// Calls `f` on every list entry.
-    #[allow(dead_code)] // the embedded store's
-    pub(super) fn each_list_entry(&self, mut f: impl FnMut(List, u64)) {
-        for list in List::ALL {
-            for k in self.list(list).iter() {
-                f(list, *k);
-            }
-        }
+    /// The remembered payment under `key`.
+    pub(super) fn payment_slot(&self, key: u64) -> Option<Slot> {
+        self.payments.get(&key).map(|s| *s)
+    }
+
+    /// The keys `list` holds.
+    pub(super) fn list_keys(&self, list: List) -> Vec<u64> {
+        self.list(list).iter().map(|k| *k).collect()
     }
 }
 
@@ -570,6 +569,7 @@ impl Store for MemoryStore {
                 + self.device.len(),
             payments: self.payments.len(),
             list_entries: self.list_entries.load(Ordering::Relaxed),
+            disk: None,
         }
     }
 }

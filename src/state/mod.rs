@@ -6,11 +6,13 @@
 //! talks to; [`MemoryStore`] keeps everything in the process.
 
 mod commit;
+pub mod embedded;
 pub mod long_window;
 mod memory;
 pub mod window;
 
 pub use commit::{Commit, CommitSender};
+pub use embedded::{EmbeddedOptions, EmbeddedStore, OpenError, Restored};
 pub use memory::{MemoryStore, StoreLimits};
 
 use crate::domain::{FeedbackKind, RegisteredMethod};
@@ -79,6 +81,26 @@ pub struct StoredMethod {
     pub email: Option<Key>,
     /// Key of its customer id.
     pub customer: Option<Key>,
+}
+
+impl StoredMethod {
+    /// A method as registered, with the facts of its creation session and
+    /// the keys of its values (`key` of each non-empty value).
+    pub fn of(method: RegisteredMethod, key: impl Fn(&[u8]) -> Key) -> StoredMethod {
+        let text = |v: &str| (!v.is_empty()).then(|| key(v.as_bytes()));
+        StoredMethod {
+            creation: method.creation_session.as_ref().map(Facts::of),
+            creation_session_id: method
+                .creation_session
+                .as_ref()
+                .map(|s| bytes::Bytes::copy_from_slice(s.session_id.as_bytes()))
+                .unwrap_or_default(),
+            card: method.card_fingerprint.as_deref().and_then(text),
+            email: text(&method.customer.email),
+            customer: text(&method.customer.id),
+            method,
+        }
+    }
 }
 
 /// One payment as the store records it.
@@ -233,6 +255,24 @@ pub struct StoreStats {
     pub payments: usize,
     /// Entries over all lists.
     pub list_entries: usize,
+    /// What a store that keeps state on disk reports of it.
+    pub disk: Option<DiskStats>,
+}
+
+/// The disk side of a durable store, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiskStats {
+    /// Bytes of its files.
+    pub bytes: u64,
+    /// Writes (batches of records) that failed.
+    pub write_errors: u64,
+    /// Records not saved: in a failed write, or past the bound of what
+    /// may wait for the disk.
+    pub unsaved_records: u64,
+    /// Group commits made.
+    pub commits: u64,
+    /// Snapshots written.
+    pub snapshots: u64,
 }
 
 /// The state the scoring path needs. Implementations are shared across
