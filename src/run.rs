@@ -69,7 +69,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let log = match &config.decision_log {
         Some(path) => Some(DecisionLog::open(
             path,
-            crate::decision_log::LogOptions::default(),
+            config.decision_log_options,
             metrics.clone(),
         )?),
         None => None,
