@@ -270,8 +270,18 @@ pub struct ServeArgs {
     #[arg(long, env = "RISKSTREAM_HOLDOUT_KEY", hide_env_values = true)]
     pub holdout_key: Option<String>,
     /// Append one JSON line per scored payment (true and reported score, propensity) to this file.
+    /// Written off the scoring path; records that do not fit the queue, or
+    /// whose write fails, are dropped and counted.
     #[arg(long, env = "RISKSTREAM_DECISION_LOG")]
     pub decision_log: Option<PathBuf>,
+    /// Most decision-log records waiting for the disk; past it records are
+    /// dropped (and counted) rather than slowing scoring down.
+    #[arg(long, env = "RISKSTREAM_DECISION_LOG_QUEUE", default_value_t = 65_536)]
+    pub decision_log_queue: usize,
+    /// Longest time a record written to the decision log waits before it is
+    /// synced to disk (0s: after every write).
+    #[arg(long, env = "RISKSTREAM_SYNC_INTERVAL", default_value = "100ms")]
+    pub sync_interval: String,
     /// Append every request received, with its arrival time, to this
     /// recorded-traffic file (for `riskstream replay`). Written off the
     /// request path; records that do not fit the queue are dropped and counted.

@@ -4,6 +4,7 @@
 use crate::cli::{KindArg, OrderArg, ProgressArg, ReplayArgs, ReplayModeArg, ServeArgs};
 use crate::decision::holdout::Holdout;
 use crate::decision::{Action, Policy};
+use crate::decision_log::LogOptions;
 use crate::engine::EngineConfig;
 use crate::server::ServerOptions;
 use crate::state::{List, StoreLimits};
@@ -59,6 +60,8 @@ pub struct ServeConfig {
     pub holdout_key_given: bool,
     /// Decision log file, if any.
     pub decision_log: Option<PathBuf>,
+    /// Queue and sync interval of the decision log.
+    pub decision_log_options: LogOptions,
     /// Recorded-traffic file every request is appended to, if any.
     pub record: Option<PathBuf>,
     /// gRPC server settings.
@@ -214,6 +217,10 @@ impl ServeConfig {
             return Err(invalid("sweep-interval", "must be positive"));
         }
         let retention = duration("payment-retention", &a.payment_retention)?;
+        if a.decision_log_queue == 0 {
+            return Err(invalid("decision-log-queue", "must be at least 1"));
+        }
+        let sync_interval = duration("sync-interval", &a.sync_interval)?;
         let model_poll = match a.model_poll_interval.as_str() {
             "off" => None,
             s => {
@@ -240,6 +247,10 @@ impl ServeConfig {
             },
             holdout_key_given: a.holdout_key.as_deref().is_some_and(|k| !k.is_empty()),
             decision_log: a.decision_log.clone(),
+            decision_log_options: LogOptions {
+                queue: a.decision_log_queue,
+                sync_interval,
+            },
             record: a.record.clone(),
             server: ServerOptions {
                 max_message_bytes: a.max_message_bytes,

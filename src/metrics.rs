@@ -39,8 +39,15 @@ pub const LIST_ADDITIONS_TOTAL: &str = "riskstream_list_additions_total";
 pub const STORE_ENTRIES: &str = "riskstream_store_entries";
 /// `riskstream_decision_log_records_total`: records written to the decision log.
 pub const DECISION_LOG_RECORDS_TOTAL: &str = "riskstream_decision_log_records_total";
-/// `riskstream_decision_log_errors_total`: decision-log write failures.
+/// `riskstream_decision_log_errors_total`: decision-log writes or syncs that
+/// failed (operations, not records).
 pub const DECISION_LOG_ERRORS_TOTAL: &str = "riskstream_decision_log_errors_total";
+/// `riskstream_decision_log_dropped_total`: records not written because the
+/// decision log's queue was full.
+pub const DECISION_LOG_DROPPED_TOTAL: &str = "riskstream_decision_log_dropped_total";
+/// `riskstream_decision_log_failed_total`: records not written because their
+/// write failed (disk full, file too large, I/O error).
+pub const DECISION_LOG_FAILED_TOTAL: &str = "riskstream_decision_log_failed_total";
 
 /// `riskstream_recorded_total`: requests appended by `serve --record`.
 pub const RECORDED_TOTAL: &str = "riskstream_recorded_total";
@@ -98,6 +105,8 @@ struct Inner {
     store: [Gauge; 4],
     log_records: Counter,
     log_errors: Counter,
+    log_dropped: Counter,
+    log_failed: Counter,
     recorded: Counter,
     record_dropped: Counter,
     unknown_methods: Counter,
@@ -197,7 +206,17 @@ impl Metrics {
         describe(
             DECISION_LOG_ERRORS_TOTAL,
             None,
-            "Decision-log write failures.",
+            "Decision-log writes or syncs that failed.",
+        );
+        describe(
+            DECISION_LOG_DROPPED_TOTAL,
+            None,
+            "Decision-log records dropped because its queue was full.",
+        );
+        describe(
+            DECISION_LOG_FAILED_TOTAL,
+            None,
+            "Decision-log records not written because their write failed.",
         );
         describe(
             RECORDED_TOTAL,
@@ -272,6 +291,8 @@ impl Metrics {
             store,
             log_records: counter(DECISION_LOG_RECORDS_TOTAL, &[]),
             log_errors: counter(DECISION_LOG_ERRORS_TOTAL, &[]),
+            log_dropped: counter(DECISION_LOG_DROPPED_TOTAL, &[]),
+            log_failed: counter(DECISION_LOG_FAILED_TOTAL, &[]),
             recorded: counter(RECORDED_TOTAL, &[]),
             record_dropped: counter(RECORD_DROPPED_TOTAL, &[]),
             unknown_methods: counter(UNKNOWN_PAYMENT_METHODS_TOTAL, &[]),
@@ -353,14 +374,24 @@ impl Metrics {
         }
     }
 
-    /// One decision-log record written.
-    pub fn log_record(&self) {
-        self.inner.log_records.increment(1);
+    /// `n` decision-log records written.
+    pub fn log_records(&self, n: u64) {
+        self.inner.log_records.increment(n);
     }
 
-    /// One decision-log write failed.
+    /// One decision-log write or sync failed.
     pub fn log_error(&self) {
         self.inner.log_errors.increment(1);
+    }
+
+    /// One decision-log record dropped: its queue was full.
+    pub fn log_dropped(&self) {
+        self.inner.log_dropped.increment(1);
+    }
+
+    /// `n` decision-log records not written: their write failed.
+    pub fn log_failed(&self, n: u64) {
+        self.inner.log_failed.increment(n);
     }
 
     /// One request recorded.

@@ -67,7 +67,11 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     }
     let (metrics, prometheus) = Metrics::prometheus();
     let log = match &config.decision_log {
-        Some(path) => Some(DecisionLog::open(path, metrics.clone())?),
+        Some(path) => Some(DecisionLog::open(
+            path,
+            config.decision_log_options,
+            metrics.clone(),
+        )?),
         None => None,
     };
     if let Some(path) = &config.record {

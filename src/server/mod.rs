@@ -33,6 +33,7 @@ pub mod manual {
     include!(concat!(env!("OUT_DIR"), "/server/methods.rs"));
 }
 
+use crate::decision_log::LogError;
 use crate::engine::Engine;
 use crate::proto::FILE_DESCRIPTOR_SET;
 use generated::risk_scorer_server::RiskScorerServer;
@@ -41,6 +42,10 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tonic::transport::server::TcpIncoming;
+
+/// The least time the decision log gets to flush at shutdown, even when the
+/// drain used up the grace period.
+const MIN_LOG_FLUSH: Duration = Duration::from_secs(1);
 
 /// Settings of the gRPC server.
 #[derive(Debug, Clone)]
@@ -80,13 +85,15 @@ pub enum ServerError {
     Recorder(String),
     /// The decision log could not be flushed at shutdown.
     #[error(transparent)]
-    DecisionLog(#[from] crate::decision_log::LogError),
+    DecisionLog(#[from] LogError),
 }
 
 /// Serves `engine` on `listener` until `shutdown` completes, then drains:
 /// health turns NOT_SERVING, no new connections are accepted, open streams
 /// answer the events already received and end with `UNAVAILABLE`, unary calls
-/// finish, all within the grace period; finally the decision log is flushed.
+/// finish, all within the grace period; finally the decision log is flushed
+/// within what is left of the grace period (at least a second): a log whose
+/// disk is stalled is given up on, with a warning, so that the process exits.
 pub async fn serve(
     engine: Engine,
     listener: TcpListener,
@@ -126,9 +133,11 @@ pub async fn serve(
         });
     tokio::pin!(server);
 
+    let mut stopping_since = None;
     let result = tokio::select! {
         res = &mut server => res.map_err(ServerError::from),
         () = shutdown => {
+            stopping_since = Some(tokio::time::Instant::now());
             tracing::info!(grace = ?options.shutdown_grace, "shutting down");
             health.set_not_serving::<RiskScorerServer<service::Service>>().await;
             let _ = drain_tx.send(true);
@@ -151,9 +160,33 @@ pub async fn serve(
         tracing::info!(records = written, "recorded traffic flushed");
     }
     if let Some(log) = engine.decision_log().cloned() {
-        tokio::task::spawn_blocking(move || log.flush())
+        // What is left of the grace period, and never less than a second.
+        let budget = stopping_since
+            .map_or(options.shutdown_grace, |t| {
+                options.shutdown_grace.saturating_sub(t.elapsed())
+            })
+            .max(MIN_LOG_FLUSH);
+        let flushing = log.clone();
+        let flushed = tokio::task::spawn_blocking(move || flushing.flush_within(budget))
             .await
-            .map_err(|_| crate::decision_log::LogError::Stopped)??;
+            .map_err(|_| LogError::Stopped)?;
+        let c = log.counts();
+        match flushed {
+            Ok(()) => tracing::info!(
+                written = c.written,
+                dropped = c.dropped,
+                failed = c.failed,
+                "decision log flushed"
+            ),
+            Err(LogError::Timeout(_)) => tracing::warn!(
+                within = ?budget,
+                queued = c.queued,
+                dropped = c.dropped,
+                failed = c.failed,
+                "decision log not flushed in time (its disk is stalled); exiting without the records queued"
+            ),
+            Err(e) => return Err(e.into()),
+        }
     }
     tracing::info!("stopped");
     result

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use riskstream::decision::holdout::Holdout;
-use riskstream::decision_log::DecisionLog;
+use riskstream::decision_log::{DecisionLog, LogOptions};
 use riskstream::engine::{Engine, EngineConfig, system_now_ms};
 use riskstream::metrics::Metrics;
 use riskstream::model::{Model, ModelHandle};
@@ -68,10 +68,10 @@ impl TestServer {
 
     pub async fn with(setup: Setup) -> TestServer {
         let metrics = Metrics::noop();
-        let log = setup
-            .decision_log
-            .as_ref()
-            .map(|p| DecisionLog::open(p, metrics.clone()).expect("decision log opens"));
+        let log = setup.decision_log.as_ref().map(|p| {
+            DecisionLog::open(p, LogOptions::default(), metrics.clone())
+                .expect("decision log opens")
+        });
         let engine = Engine::new(
             Arc::new(MemoryStore::new(StoreLimits::default(), 7)),
             setup.model,
