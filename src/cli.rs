@@ -278,10 +278,19 @@ pub struct ServeArgs {
     /// dropped (and counted) rather than slowing scoring down.
     #[arg(long, env = "RISKSTREAM_DECISION_LOG_QUEUE", default_value_t = 65_536)]
     pub decision_log_queue: usize,
-    /// Longest time a record written to the decision log waits before it is
-    /// synced to disk (0s: after every write).
+    /// Longest time a scored payment's record (its velocity counts, the
+    /// record late feedback needs) and its decision-log line wait before
+    /// they are synced to disk (0s: each reply waits for its sync).
     #[arg(long, env = "RISKSTREAM_SYNC_INTERVAL", default_value = "100ms")]
     pub sync_interval: String,
+    /// Where state is kept: `embedded` (durable, under --data-dir) or
+    /// `memory` (nothing survives the process).
+    #[arg(long, env = "RISKSTREAM_STATE", default_value = "embedded")]
+    pub state: String,
+    /// Directory of the embedded store (created if missing; one process at
+    /// a time).
+    #[arg(long, env = "RISKSTREAM_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
     /// Append every request received, with its arrival time, to this
     /// recorded-traffic file (for `riskstream replay`). Written off the
     /// request path; records that do not fit the queue are dropped and counted.

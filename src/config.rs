@@ -7,7 +7,7 @@ use crate::decision::{Action, Policy};
 use crate::decision_log::LogOptions;
 use crate::engine::EngineConfig;
 use crate::server::ServerOptions;
-use crate::state::{List, StoreLimits};
+use crate::state::{EmbeddedOptions, List, StoreLimits};
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
@@ -66,10 +66,19 @@ pub struct ServeConfig {
     pub record: Option<PathBuf>,
     /// gRPC server settings.
     pub server: ServerOptions,
-    /// In-process store bounds.
-    pub store: StoreLimits,
+    /// Where state is kept.
+    pub state: StateConfig,
     /// Initial list entries.
     pub lists: Vec<(List, String)>,
+}
+
+/// Where `serve` keeps its state.
+#[derive(Debug, Clone)]
+pub enum StateConfig {
+    /// In the process only.
+    Memory(StoreLimits),
+    /// In a data directory.
+    Embedded(EmbeddedOptions),
 }
 
 /// A UTC date (`2018-07-25`) or date-time (`2018-07-25 06:00:00`,
@@ -221,6 +230,12 @@ impl ServeConfig {
             return Err(invalid("decision-log-queue", "must be at least 1"));
         }
         let sync_interval = duration("sync-interval", &a.sync_interval)?;
+        let limits = StoreLimits {
+            max_payment_methods: a.max_payment_methods,
+            max_window_keys: a.max_window_keys,
+            max_payments: a.max_payments,
+            payment_retention_ms: retention.as_millis().min(i64::MAX as u128) as i64,
+        };
         let model_poll = match a.model_poll_interval.as_str() {
             "off" => None,
             s => {
@@ -258,12 +273,21 @@ impl ServeConfig {
                 sweep_interval: sweep,
                 // Opened by `serve` (it is a file handle, not a setting).
                 recorder: None,
+                sync_each: sync_interval.is_zero() && a.state == "embedded",
             },
-            store: StoreLimits {
-                max_payment_methods: a.max_payment_methods,
-                max_window_keys: a.max_window_keys,
-                max_payments: a.max_payments,
-                payment_retention_ms: retention.as_millis().min(i64::MAX as u128) as i64,
+            state: match a.state.as_str() {
+                "memory" => StateConfig::Memory(limits),
+                "embedded" => StateConfig::Embedded(EmbeddedOptions {
+                    limits,
+                    sync_interval,
+                    ..EmbeddedOptions::new(&a.data_dir)
+                }),
+                other => {
+                    return Err(invalid(
+                        "state",
+                        format!("{other:?} is not embedded or memory"),
+                    ));
+                }
             },
             lists: match &a.lists {
                 Some(p) => lists(p)?,

@@ -37,6 +37,18 @@ pub const FEEDBACK_TOTAL: &str = "riskstream_feedback_total";
 pub const LIST_ADDITIONS_TOTAL: &str = "riskstream_list_additions_total";
 /// `riskstream_store_entries{kind}`: what the store holds.
 pub const STORE_ENTRIES: &str = "riskstream_store_entries";
+/// `riskstream_store_disk_bytes`: bytes of the embedded store's files.
+pub const STORE_DISK_BYTES: &str = "riskstream_store_disk_bytes";
+/// `riskstream_store_write_errors_total`: writes of the store's log that
+/// failed (disk full, I/O error).
+pub const STORE_WRITE_ERRORS_TOTAL: &str = "riskstream_store_write_errors_total";
+/// `riskstream_store_unsaved_records_total`: changes the store could not
+/// save (in a failed write, or past what may wait for the disk).
+pub const STORE_UNSAVED_RECORDS_TOTAL: &str = "riskstream_store_unsaved_records_total";
+/// `riskstream_store_commits_total`: group commits of the store's log.
+pub const STORE_COMMITS_TOTAL: &str = "riskstream_store_commits_total";
+/// `riskstream_store_snapshots_total`: snapshots written by the store.
+pub const STORE_SNAPSHOTS_TOTAL: &str = "riskstream_store_snapshots_total";
 /// `riskstream_decision_log_records_total`: records written to the decision log.
 pub const DECISION_LOG_RECORDS_TOTAL: &str = "riskstream_decision_log_records_total";
 /// `riskstream_decision_log_errors_total`: decision-log writes or syncs that
@@ -103,6 +115,8 @@ struct Inner {
     feedback: [Counter; 3],
     list_additions: [Counter; List::ALL.len()],
     store: [Gauge; 4],
+    disk_bytes: Gauge,
+    disk: [Counter; 4],
     log_records: Counter,
     log_errors: Counter,
     log_dropped: Counter,
@@ -253,6 +267,31 @@ impl Metrics {
             None,
             "1 for the loaded model, labelled with its version.".into(),
         );
+        describe(
+            STORE_WRITE_ERRORS_TOTAL,
+            None,
+            "Writes of the store's log that failed (disk full, I/O error): durable writes answered UNAVAILABLE.",
+        );
+        describe(
+            STORE_UNSAVED_RECORDS_TOTAL,
+            None,
+            "Changes the store could not save: in a failed write, or past what may wait for the disk.",
+        );
+        describe(
+            STORE_COMMITS_TOTAL,
+            None,
+            "Group commits of the store's log.",
+        );
+        describe(
+            STORE_SNAPSHOTS_TOTAL,
+            None,
+            "Snapshots written by the store.",
+        );
+        r.describe_gauge(
+            KeyName::from_const_str(STORE_DISK_BYTES),
+            Some(Unit::Bytes),
+            "Bytes of the embedded store's files (logs and snapshot).".into(),
+        );
         r.describe_gauge(
             KeyName::from_const_str(STORE_ENTRIES),
             None,
@@ -289,6 +328,14 @@ impl Metrics {
             feedback,
             list_additions,
             store,
+            disk_bytes: r.register_gauge(&key(STORE_DISK_BYTES, &[]), &META),
+            disk: [
+                STORE_WRITE_ERRORS_TOTAL,
+                STORE_UNSAVED_RECORDS_TOTAL,
+                STORE_COMMITS_TOTAL,
+                STORE_SNAPSHOTS_TOTAL,
+            ]
+            .map(|name| counter(name, &[])),
             log_records: counter(DECISION_LOG_RECORDS_TOTAL, &[]),
             log_errors: counter(DECISION_LOG_ERRORS_TOTAL, &[]),
             log_dropped: counter(DECISION_LOG_DROPPED_TOTAL, &[]),
@@ -371,6 +418,13 @@ impl Metrics {
         ];
         for (g, v) in self.inner.store.iter().zip(v) {
             g.set(v as f64);
+        }
+        if let Some(d) = s.disk {
+            self.inner.disk_bytes.set(d.bytes as f64);
+            let totals = [d.write_errors, d.unsaved_records, d.commits, d.snapshots];
+            for (c, v) in self.inner.disk.iter().zip(totals) {
+                c.absolute(v);
+            }
         }
     }
 

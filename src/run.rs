@@ -6,19 +6,51 @@ use crate::cli::{
     Cli, Command, ConvertArgs, ConvertFormat, EvaluateArgs, ReplayArgs, ServeArgs, SimulateArgs,
     TrainArgs,
 };
-use crate::config::{self, ConfigError, ServeConfig, random_u64};
+use crate::config::{self, ConfigError, ServeConfig, StateConfig, random_u64};
 use crate::decision_log::DecisionLog;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::model::{Model, ModelHandle};
 use crate::server;
 use crate::sim::SimConfig;
-use crate::state::MemoryStore;
+use crate::state::{EmbeddedStore, MemoryStore};
 use crate::traffic::TrafficWriter;
 use crate::train::{Family, TimeWindow};
 use anyhow::Context as _;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+
+/// A store about to be opened by `serve`.
+enum Opening {
+    /// Nothing to read.
+    Memory(crate::state::StoreLimits),
+    /// A locked data directory to read back.
+    Embedded(crate::state::Locked),
+}
+
+impl Opening {
+    /// Opens the store (reading back what it holds).
+    fn open(self) -> Result<Arc<dyn crate::state::Store>, String> {
+        match self {
+            Opening::Memory(limits) => Ok(Arc::new(MemoryStore::new(limits, random_u64()))),
+            Opening::Embedded(locked) => {
+                let (store, r) = locked.open().map_err(|e| e.to_string())?;
+                tracing::info!(
+                    payment_methods = r.payment_methods,
+                    payments = r.payments,
+                    list_entries = r.list_entries,
+                    velocity_keys = r.velocity_keys,
+                    records = r.records,
+                    bytes = r.bytes,
+                    damaged_files = r.damaged_files,
+                    seconds = r.seconds,
+                    "state restored"
+                );
+                Ok(Arc::new(store))
+            }
+        }
+    }
+}
 
 /// Runs the parsed command line.
 pub fn main(cli: Cli) -> anyhow::Result<()> {
@@ -85,25 +117,42 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         );
         tracing::info!(path = %path.display(), "recording requests");
     }
-    let store = MemoryStore::new(config.store, random_u64());
-    let engine = Engine::new(
-        Arc::new(store),
-        ModelHandle::new(model),
-        config.engine.clone(),
-        metrics,
-        log,
-    );
-    for (list, value) in &config.lists {
-        let lists_error = |e: &dyn std::fmt::Display| ConfigError::Lists {
-            path: args.lists.clone().unwrap_or_default(),
-            message: e.to_string(),
-        };
-        if let Some(commit) = engine.list_add(*list, value).map_err(|e| lists_error(&e))? {
-            commit.wait().map_err(|e| lists_error(&e))?;
+    // A data directory in use is refused before anything listens.
+    let state = match config.state.clone() {
+        StateConfig::Memory(limits) => Opening::Memory(limits),
+        StateConfig::Embedded(options) => {
+            let dir = options.dir.clone();
+            let locked = EmbeddedStore::lock(options)
+                .with_context(|| format!("cannot use --data-dir {}", dir.display()))?;
+            Opening::Embedded(locked)
         }
-    }
-    engine.metrics().store(engine.store().stats());
-
+    };
+    let lists = config.lists.clone();
+    let lists_path = args.lists.clone().unwrap_or_default();
+    let engine_config = config.engine.clone();
+    let model = ModelHandle::new(model);
+    let (reload_model, reload_metrics) = (model.clone(), metrics.clone());
+    // Restores the state (off the async workers) and builds the engine.
+    let starting = async move {
+        let engine = tokio::task::spawn_blocking(move || {
+            let store = state.open()?;
+            let engine = Engine::new(store, model, engine_config, metrics, log);
+            for (list, value) in &lists {
+                let commit = engine
+                    .list_add(*list, value)
+                    .map_err(|e| format!("--lists {}: {e}", lists_path.display()))?;
+                if let Some(c) = commit {
+                    c.wait()
+                        .map_err(|e| format!("--lists {}: {e}", lists_path.display()))?;
+                }
+            }
+            engine.metrics().store(engine.store().stats());
+            Ok::<_, String>(engine)
+        })
+        .await
+        .map_err(|e| format!("restoring the state failed: {e}"))??;
+        Ok(engine)
+    };
     let runtime = crate::server::runtime().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let listener = TcpListener::bind(config.listen)
@@ -129,14 +178,15 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         };
         let (stop_reload, reload_stopped) = tokio::sync::oneshot::channel::<()>();
         let reloader = tokio::spawn(server::reload::watch(
-            engine.clone(),
+            reload_model,
+            reload_metrics,
             config.model.clone(),
             config.model_poll,
             async {
                 let _ = reload_stopped.await;
             },
         ));
-        let res = server::serve(engine, listener, config.server, termination()).await;
+        let res = server::serve_starting(starting, listener, config.server, termination()).await;
         let _ = stop_reload.send(());
         let _ = reloader.await;
         let _ = stop_metrics.send(());

@@ -6,122 +6,9 @@ mod common;
 
 use common::*;
 use riskstream::proto::{self, risk_scorer_client::RiskScorerClient};
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 use tokio_stream::StreamExt;
-
-/// A `riskstream serve` child process on loopback ports chosen by the OS.
-struct Binary {
-    child: Child,
-    grpc: String,
-    metrics: String,
-}
-
-impl Binary {
-    fn start(extra: &[&str]) -> Binary {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_riskstream"))
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-            ])
-            .args(extra)
-            .env_remove("RUST_LOG")
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("binary starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[riskstream] {line}");
-                let _ = tx.send(line);
-            }
-        });
-        let (mut grpc, mut metrics) = (None, None);
-        while grpc.is_none() || metrics.is_none() {
-            let line = rx
-                .recv_timeout(Duration::from_secs(20))
-                .expect("startup log line");
-            let addr = || line.split("addr=").nth(1).map(|a| a.trim().to_owned());
-            if line.contains("grpc listening") {
-                grpc = addr();
-            } else if line.contains("metrics listening") {
-                metrics = addr();
-            }
-        }
-        Binary {
-            child,
-            grpc: grpc.expect("grpc addr"),
-            metrics: metrics.expect("metrics addr"),
-        }
-    }
-
-    async fn client(&self) -> RiskScorerClient<tonic::transport::Channel> {
-        RiskScorerClient::connect(format!("http://{}", self.grpc))
-            .await
-            .expect("connects")
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .expect("kill runs")
-            .success();
-        assert!(ok);
-    }
-
-    fn wait(&mut self, within: Duration) -> std::process::ExitStatus {
-        let start = std::time::Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(start.elapsed() < within, "did not exit within {within:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// GET /metrics over a plain HTTP/1.0 connection.
-    fn scrape(&self) -> String {
-        let mut s = std::net::TcpStream::connect(&self.metrics).expect("metrics connect");
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .expect("request");
-        let mut text = String::new();
-        s.read_to_string(&mut text).expect("response");
-        let (head, body) = text.split_once("\r\n\r\n").expect("http response");
-        assert!(
-            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
-            "{head}"
-        );
-        body.to_owned()
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Parses Prometheus text into `name{labels}` → value.
-fn parse_metrics(text: &str) -> HashMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| {
-            let (k, v) = l.rsplit_once(' ').expect("metric line");
-            (k.to_owned(), v.parse::<f64>().expect("numeric value"))
-        })
-        .collect()
-}
 
 fn model_arg() -> String {
     default_model_path().display().to_string()
@@ -136,7 +23,7 @@ async fn reflection_and_health_serve_stock_tools() {
         ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
         server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
     };
-    let bin = Binary::start(&["--model", &model_arg()]);
+    let bin = Served::start(&["--model", &model_arg()]);
     let url = format!("http://{}", bin.grpc);
 
     let channel = tonic::transport::Channel::from_shared(url)
@@ -188,7 +75,7 @@ async fn reflection_and_health_serve_stock_tools() {
 
 #[tokio::test]
 async fn metrics_are_scraped_and_carry_no_customer_data() {
-    let bin = Binary::start(&["--model", &model_arg()]);
+    let bin = Served::start(&["--model", &model_arg()]);
     let mut c = bin.client().await;
     register(
         &mut c,
@@ -286,7 +173,7 @@ async fn sigterm_with_an_open_stream_drains_flushes_and_exits_zero() {
     let log_arg = log.display().to_string();
     let recorded = dir.path().join("recorded.traffic");
     let recorded_arg = recorded.display().to_string();
-    let mut bin = Binary::start(&[
+    let mut bin = Served::start(&[
         "--model",
         &model_arg(),
         "--decision-log",
@@ -328,7 +215,7 @@ async fn sigterm_with_an_open_stream_drains_flushes_and_exits_zero() {
         Some(Err(status)) => assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}"),
         other => panic!("expected UNAVAILABLE, got {other:?}"),
     }
-    let status = bin.wait(Duration::from_secs(10));
+    let status = bin.wait(Duration::from_secs(10)).await;
     assert!(status.success(), "exit status {status:?}");
     let records = std::fs::read_to_string(&log).expect("decision log");
     assert_eq!(records.lines().count(), 100, "every decision flushed");
@@ -445,7 +332,7 @@ async fn a_changed_model_file_is_swapped_in_under_load_and_a_bad_one_is_refused(
     let dir = tempfile::tempdir().expect("tempdir");
     let model = dir.path().join("model.json");
     write_model_version(&model, "v-a");
-    let bin = Binary::start(&[
+    let bin = Served::start(&[
         "--model",
         model.to_str().expect("utf-8"),
         "--model-poll-interval",
@@ -519,7 +406,7 @@ async fn sighup_reloads_the_model_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let model = dir.path().join("model.json");
     write_model_version(&model, "v-1");
-    let bin = Binary::start(&[
+    let bin = Served::start(&[
         "--model",
         model.to_str().expect("utf-8"),
         "--model-poll-interval",

@@ -8,173 +8,23 @@ mod common;
 use common::*;
 use riskstream::decision_log::DecisionRecord;
 use riskstream::proto;
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use tokio_stream::StreamExt;
 
 /// Answers slower than this while the log is stalled fail the test.
 const FAST: Duration = Duration::from_millis(100);
 
-/// `riskstream serve` on loopback ports chosen by the OS, optionally
-/// started through a shell prelude (e.g. a file-size limit).
-struct Server {
-    child: Child,
-    grpc: String,
-    metrics: String,
-    stderr: Arc<Mutex<Vec<String>>>,
-}
-
-impl Server {
-    /// Starts the binary with `extra` flags; `prelude` is shell run before
-    /// `exec`-ing it (so the process keeps the shell's limits and ignored
-    /// signals).
-    fn start(prelude: Option<&str>, extra: &[&str]) -> Server {
-        let bin = env!("CARGO_BIN_EXE_riskstream");
-        let mut cmd = match prelude {
-            Some(p) => {
-                let mut c = Command::new("bash");
-                c.args(["-c", &format!("{p}; exec \"$0\" \"$@\""), bin]);
-                c
-            }
-            None => Command::new(bin),
-        };
-        let mut child = cmd
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-                "--model",
-                &default_model_path().display().to_string(),
-            ])
-            .args(extra)
-            .env_remove("RUST_LOG")
-            .env_remove("RISKSTREAM_LOG")
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("binary starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        let kept = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[riskstream] {line}");
-                kept.lock().expect("lock").push(line.clone());
-                let _ = tx.send(line);
-            }
-        });
-        let (mut grpc, mut metrics) = (None, None);
-        while grpc.is_none() || metrics.is_none() {
-            let line = rx
-                .recv_timeout(Duration::from_secs(20))
-                .expect("startup log line");
-            let addr = || line.split("addr=").nth(1).map(|a| a.trim().to_owned());
-            if line.contains("grpc listening") {
-                grpc = addr();
-            } else if line.contains("metrics listening") {
-                metrics = addr();
-            }
-        }
-        Server {
-            child,
-            grpc: grpc.expect("grpc addr"),
-            metrics: metrics.expect("metrics addr"),
-            stderr: lines,
-        }
-    }
-
-    async fn channel(&self) -> tonic::transport::Channel {
-        tonic::transport::Channel::from_shared(format!("http://{}", self.grpc))
-            .expect("url")
-            .connect()
-            .await
-            .expect("connects")
-    }
-
-    fn pid(&self) -> String {
-        self.child.id().to_string()
-    }
-
-    fn terminate(&self) {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.pid()])
-            .status()
-            .expect("kill runs")
-            .success();
-        assert!(ok, "kill -TERM failed");
-    }
-
-    /// Waits for the process to exit; fails after `within`. Async, so that
-    /// the test's client connections answer the server's GOAWAY meanwhile.
-    async fn wait(&mut self, within: Duration) -> std::process::ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(start.elapsed() < within, "did not exit within {within:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// GET /metrics over a plain HTTP/1.0 connection.
-    fn scrape(&self) -> String {
-        let mut s = std::net::TcpStream::connect(&self.metrics).expect("metrics connect");
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .expect("request");
-        let mut text = String::new();
-        s.read_to_string(&mut text).expect("response");
-        let (head, body) = text.split_once("\r\n\r\n").expect("http response");
-        assert!(head.contains(" 200 "), "{head}");
-        body.to_owned()
-    }
-
-    /// The decision log's counters: (written, dropped, failed).
-    fn log_counts(&self) -> (f64, f64, f64) {
-        let text = self.scrape();
-        let m: HashMap<&str, f64> = text
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-            .filter_map(|l| l.rsplit_once(' '))
-            .map(|(k, v)| (k, v.parse::<f64>().expect("numeric value")))
-            .collect();
-        let get = |name: &str| *m.get(name).unwrap_or_else(|| panic!("{name} missing"));
-        (
-            get("riskstream_decision_log_records_total"),
-            get("riskstream_decision_log_dropped_total"),
-            get("riskstream_decision_log_failed_total"),
-        )
-    }
-
-    /// Standard-error lines containing `needle`.
-    fn logged(&self, needle: &str) -> usize {
-        let lines = self.stderr.lock().expect("lock");
-        lines.iter().filter(|l| l.contains(needle)).count()
-    }
-
-    /// Fails if payment ids reached standard error.
-    fn assert_no_payment_ids_logged(&self) {
-        let lines = self.stderr.lock().expect("lock");
-        for l in lines.iter() {
-            assert!(!l.contains("pay_"), "a payment id was logged: {l}");
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The decision log's counters: (written, dropped, failed).
+fn log_counts(srv: &Served) -> (f64, f64, f64) {
+    let m = parse_metrics(&srv.scrape());
+    let get = |name: &str| *m.get(name).unwrap_or_else(|| panic!("{name} missing"));
+    (
+        get("riskstream_decision_log_records_total"),
+        get("riskstream_decision_log_dropped_total"),
+        get("riskstream_decision_log_failed_total"),
+    )
 }
 
 /// `fut`, failing the test if it takes more than 30 s (a server that hangs
@@ -212,10 +62,10 @@ async fn stream_unbounded(c: &mut Client, prefix: &str, n: usize) {
 
 /// Polls /metrics until the decision log has accounted for `total`
 /// records (written, dropped or failed); returns its counters.
-async fn settled(srv: &Server, total: f64) -> (f64, f64, f64) {
+async fn settled(srv: &Served, total: f64) -> (f64, f64, f64) {
     let start = Instant::now();
     loop {
-        let (w, d, f) = srv.log_counts();
+        let (w, d, f) = log_counts(srv);
         if w + d + f == total {
             return (w, d, f);
         }
@@ -258,17 +108,14 @@ async fn a_stalled_decision_log_slows_nothing_and_does_not_hold_up_shutdown() {
         .open(&fifo)
         .expect("open fifo");
     let grace = Duration::from_secs(2);
-    let mut srv = Server::start(
-        None,
-        &[
-            "--decision-log",
-            fifo.to_str().expect("utf-8"),
-            "--decision-log-queue",
-            "64",
-            "--shutdown-grace",
-            "2s",
-        ],
-    );
+    let mut srv = Served::start(&[
+        "--decision-log",
+        fifo.to_str().expect("utf-8"),
+        "--decision-log-queue",
+        "64",
+        "--shutdown-grace",
+        "2s",
+    ]);
     let channel = srv.channel().await;
     let mut c = Client::new(channel.clone());
     let mut health = HealthClient::new(channel);
@@ -277,18 +124,18 @@ async fn a_stalled_decision_log_slows_nothing_and_does_not_hold_up_shutdown() {
     // Fill the pipe, the writer's batch and the queue, until records are
     // dropped and nothing more is written.
     let mut scored = 0;
-    let mut before = srv.log_counts();
+    let mut before = log_counts(&srv);
     loop {
         assert!(scored < 50_000, "the writer never stalled: {before:?}");
         stream(&mut c, &format!("pay_fill_{scored}_"), 500).await;
         scored += 500;
-        let now = srv.log_counts();
+        let now = log_counts(&srv);
         if now.1 > 0.0 && now.0 == before.0 {
             break;
         }
         before = now;
     }
-    let (written, dropped, failed) = srv.log_counts();
+    let (written, dropped, failed) = log_counts(&srv);
     assert!(written > 0.0 && failed == 0.0, "{written} {failed}");
     let warned = srv.logged("decision log queue full");
 
@@ -322,7 +169,7 @@ async fn a_stalled_decision_log_slows_nothing_and_does_not_hold_up_shutdown() {
             "{what} took {d:?} while the decision log was stalled"
         );
     }
-    let (written_now, dropped_now, _) = srv.log_counts();
+    let (written_now, dropped_now, _) = log_counts(&srv);
     assert_eq!(
         written_now, written,
         "the stalled writer wrote nothing more"
@@ -353,10 +200,18 @@ async fn a_full_disk_leaves_only_whole_records_and_writing_resumes() {
     // Files of at most 64 KiB (bash counts in 1024-byte blocks); writes past
     // it fail with EFBIG instead of killing the process with SIGXFSZ. Only
     // the soft limit, so that it can be raised again.
-    let mut srv = Server::start(
-        Some("trap '' XFSZ; ulimit -S -f 64"),
-        &["--decision-log", log.to_str().expect("utf-8")],
-    );
+    // The limit holds for every file of the process: the state stays in
+    // memory, so that it hits the decision log only.
+    let mut srv = Served::launch(Launch {
+        prelude: Some("trap '' XFSZ; ulimit -S -f 64"),
+        args: vec![
+            "--state".into(),
+            "memory".into(),
+            "--decision-log".into(),
+            log.to_str().expect("utf-8").into(),
+        ],
+        ..Launch::default()
+    });
     let mut c = Client::new(srv.channel().await);
     bounded("registration", register_home_card(&mut c)).await;
 

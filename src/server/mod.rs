@@ -58,6 +58,9 @@ pub struct ServerOptions {
     pub sweep_interval: Duration,
     /// Where every request received is recorded (`serve --record`).
     pub recorder: Option<crate::replay::record::Recorder>,
+    /// Each scored payment is answered once its record is saved
+    /// (`--sync-interval 0` with a durable store).
+    pub sync_each: bool,
 }
 
 impl Default for ServerOptions {
@@ -67,6 +70,7 @@ impl Default for ServerOptions {
             shutdown_grace: Duration::from_secs(10),
             sweep_interval: Duration::from_secs(60),
             recorder: None,
+            sync_each: false,
         }
     }
 }
@@ -86,23 +90,40 @@ pub enum ServerError {
     /// The decision log could not be flushed at shutdown.
     #[error(transparent)]
     DecisionLog(#[from] LogError),
+    /// The state could not be restored.
+    #[error("cannot start: {0}")]
+    Start(String),
 }
 
-/// Serves `engine` on `listener` until `shutdown` completes, then drains:
-/// health turns NOT_SERVING, no new connections are accepted, open streams
-/// answer the events already received and end with `UNAVAILABLE`, unary calls
-/// finish, all within the grace period; finally the decision log is flushed
-/// within what is left of the grace period (at least a second): a log whose
-/// disk is stalled is given up on, with a warning, so that the process exits.
+/// Serves `engine` on `listener` until `shutdown` completes: see
+/// [`serve_starting`], with a state that is ready at once.
 pub async fn serve(
     engine: Engine,
     listener: TcpListener,
     options: ServerOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
+    serve_starting(async { Ok(engine) }, listener, options, shutdown).await
+}
+
+/// Serves on `listener` while `starting` restores the state and builds the
+/// engine (health says NOT_SERVING and every RiskScorer call answers
+/// `UNAVAILABLE` meanwhile), then until `shutdown` completes, and drains:
+/// health turns NOT_SERVING, no new connections are accepted, open streams
+/// answer the events already received and end with `UNAVAILABLE`, unary calls
+/// finish, all within the grace period; then what the store has queued is
+/// saved and the decision log flushed, each within what is left of the grace
+/// period (at least a second): a disk that is stalled is given up on, with a
+/// warning, so that the process exits.
+pub async fn serve_starting(
+    starting: impl Future<Output = Result<Engine, String>>,
+    listener: TcpListener,
+    options: ServerOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health
-        .set_serving::<RiskScorerServer<service::Service>>()
+        .set_not_serving::<RiskScorerServer<service::Service>>()
         .await;
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -114,13 +135,14 @@ pub async fn serve(
 
     let (drain_tx, drain_rx) = watch::channel(false);
     let recorder = options.recorder.clone();
+    let ready = service::Ready::default();
     let scorer = RiskScorerServer::new(service::Service::new(
-        engine.clone(),
+        ready.clone(),
         drain_rx.clone(),
         recorder.clone(),
+        options.sync_each,
     ))
     .max_decoding_message_size(options.max_message_bytes);
-    let sweeper = tokio::spawn(sweep_loop(engine.clone(), options.sweep_interval, drain_rx));
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
@@ -132,11 +154,42 @@ pub async fn serve(
             let _ = stop_rx.await;
         });
     tokio::pin!(server);
+    tokio::pin!(shutdown);
+
+    let engine = tokio::select! {
+        res = &mut server => return res.map_err(ServerError::from),
+        () = &mut shutdown => {
+            tracing::info!("shutting down before the state was restored");
+            let _ = stop_tx.send(());
+            let _ = tokio::time::timeout(options.shutdown_grace, &mut server).await;
+            return Ok(());
+        }
+        started = starting => match started {
+            Ok(engine) => engine,
+            Err(message) => {
+                let _ = stop_tx.send(());
+                let _ = tokio::time::timeout(options.shutdown_grace, &mut server).await;
+                return Err(ServerError::Start(message));
+            }
+        },
+    };
+    // `ready` is set here only: it cannot hold an engine already.
+    let _ = ready.set(engine.clone());
+    health
+        .set_serving::<RiskScorerServer<service::Service>>()
+        .await;
+    tracing::info!("serving");
+    let sweeper = tokio::spawn(sweep_loop(
+        engine.clone(),
+        options.sweep_interval,
+        drain_rx.clone(),
+    ));
+    let stats = tokio::spawn(stats_loop(engine.clone(), drain_rx));
 
     let mut stopping_since = None;
     let result = tokio::select! {
         res = &mut server => res.map_err(ServerError::from),
-        () = shutdown => {
+        () = &mut shutdown => {
             stopping_since = Some(tokio::time::Instant::now());
             tracing::info!(grace = ?options.shutdown_grace, "shutting down");
             health.set_not_serving::<RiskScorerServer<service::Service>>().await;
@@ -152,6 +205,15 @@ pub async fn serve(
         }
     };
     sweeper.abort();
+    stats.abort();
+    // What is left of the grace period, and never less than a second.
+    let budget = || {
+        stopping_since
+            .map_or(options.shutdown_grace, |t| {
+                options.shutdown_grace.saturating_sub(t.elapsed())
+            })
+            .max(MIN_LOG_FLUSH)
+    };
     if let Some(r) = recorder {
         let written = tokio::task::spawn_blocking(move || r.flush())
             .await
@@ -159,13 +221,20 @@ pub async fn serve(
             .map_err(|e| ServerError::Recorder(e.to_string()))?;
         tracing::info!(records = written, "recorded traffic flushed");
     }
+    let within = budget();
+    match tokio::time::timeout(within, engine.store().sync().durable()).await {
+        Ok(Ok(())) => tracing::info!("state saved"),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "the state queued at shutdown could not be saved")
+        }
+        Err(_) => tracing::warn!(
+            within = ?within,
+            "the state queued at shutdown was not saved in time (its disk is stalled); exiting without it"
+        ),
+    }
+    engine.metrics().store(engine.store().stats());
     if let Some(log) = engine.decision_log().cloned() {
-        // What is left of the grace period, and never less than a second.
-        let budget = stopping_since
-            .map_or(options.shutdown_grace, |t| {
-                options.shutdown_grace.saturating_sub(t.elapsed())
-            })
-            .max(MIN_LOG_FLUSH);
+        let budget = budget();
         let flushing = log.clone();
         let flushed = tokio::task::spawn_blocking(move || flushing.flush_within(budget))
             .await
@@ -222,14 +291,23 @@ async fn sweep_loop(engine: Engine, every: Duration, mut draining: watch::Receiv
             _ = draining.changed() => return,
         }
         let store = engine.store().clone();
-        let dropped = tokio::task::spawn_blocking(move || {
-            let dropped = store.sweep();
-            (dropped, store.stats())
-        })
-        .await;
-        if let Ok((dropped, stats)) = dropped {
-            engine.metrics().store(stats);
+        if let Ok(dropped) = tokio::task::spawn_blocking(move || store.sweep()).await {
             tracing::debug!(dropped, "store sweep");
         }
     }
 }
+
+/// Publishes what the store holds (and its disk's trouble) every second.
+async fn stats_loop(engine: Engine, mut draining: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(STATS_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = draining.changed() => return,
+        }
+        engine.metrics().store(engine.store().stats());
+    }
+}
+
+/// How often store sizes and disk counters reach the metrics.
+const STATS_INTERVAL: Duration = Duration::from_secs(1);

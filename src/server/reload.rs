@@ -3,8 +3,8 @@
 //! is scored wholly by the old model or wholly by the new one. A file that
 //! does not load is logged and counted; the loaded model stays.
 
-use crate::engine::Engine;
-use crate::model::Model;
+use crate::metrics::Metrics;
+use crate::model::{Model, ModelHandle};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -17,31 +17,34 @@ async fn stamp(path: &Path) -> Stamp {
 }
 
 /// Loads `path` and swaps it in; logs and counts a failure.
-async fn reload(engine: &Engine, path: &Path, why: &'static str) {
+async fn reload(model: &ModelHandle, metrics: &Metrics, path: &Path, why: &'static str) {
     let p = path.to_owned();
     let loaded = tokio::task::spawn_blocking(move || Model::load(&p)).await;
     match loaded {
-        Ok(Ok(model)) => {
+        Ok(Ok(loaded)) => {
+            let (handle, model) = (model, loaded);
             let version = model.version().to_owned();
-            engine.model().swap(model);
-            engine.metrics().model_loaded(&version);
+            handle.swap(model);
+            metrics.model_loaded(&version);
             tracing::info!(%version, path = %path.display(), why, "model reloaded");
         }
         Ok(Err(e)) => {
-            engine.metrics().model_reload_failed();
+            metrics.model_reload_failed();
             tracing::error!(error = %e, why, "model reload failed; the loaded model stays");
         }
         Err(e) => {
-            engine.metrics().model_reload_failed();
+            metrics.model_reload_failed();
             tracing::error!(error = %e, why, "model reload task failed; the loaded model stays");
         }
     }
 }
 
-/// Watches `path` until `stop` resolves: reloads on SIGHUP and, when
-/// `poll` is set, whenever the file's modification time or size changes.
+/// Watches `path` until `stop` resolves: reloads it into `model` on SIGHUP
+/// and, when `poll` is set, whenever the file's modification time or size
+/// changes.
 pub async fn watch(
-    engine: Engine,
+    model: ModelHandle,
+    metrics: Metrics,
     path: PathBuf,
     poll: Option<Duration>,
     stop: impl std::future::Future<Output = ()>,
@@ -74,13 +77,13 @@ pub async fn watch(
             () = &mut stop => return,
             () = hangup => {
                 last = stamp(&path).await;
-                reload(&engine, &path, "SIGHUP").await;
+                reload(&model, &metrics, &path, "SIGHUP").await;
             }
             _ = tick.tick(), if poll.is_some() => {
                 let now = stamp(&path).await;
                 if now.is_some() && now != last {
                     last = now;
-                    reload(&engine, &path, "file changed").await;
+                    reload(&model, &metrics, &path, "file changed").await;
                 }
             }
         }

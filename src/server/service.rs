@@ -1,17 +1,21 @@
 //! The tonic `RiskScorer` implementation: a thin adapter from RPCs to the
 //! [`Engine`]. Requests arrive as raw bytes ([`RawMessage`]) and the engine
 //! reads borrowed views of them. Streams score each event as it arrives, in
-//! order, and end cleanly when the server drains.
+//! order, and end cleanly when the server drains. Until the state is
+//! restored every call answers `UNAVAILABLE`; writes are acknowledged once
+//! the store has saved them.
 
 use super::codec::RawMessage;
 use super::generated::risk_scorer_server::RiskScorer;
 use super::status::to_status;
-use crate::engine::Engine;
+use crate::engine::{Engine, error_outcome};
 use crate::proto::wire as proto;
 use crate::replay::record::Recorder;
+use crate::state::{Commit, StoreError};
 use crate::traffic::Kind;
 use crate::validate::Clock;
 use bytes::Bytes;
+use std::sync::{Arc, OnceLock};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -19,36 +23,65 @@ use tonic::{Request, Response, Status, Streaming};
 /// Outcomes buffered per stream before the handler waits for the client.
 pub(super) const STREAM_BUFFER: usize = 1024;
 
+/// The engine, once the state it serves is ready.
+pub type Ready = Arc<OnceLock<Engine>>;
+
 /// The `RiskScorer` service.
 #[derive(Debug, Clone)]
 pub struct Service {
-    engine: Engine,
+    ready: Ready,
     draining: watch::Receiver<bool>,
     recorder: Option<Recorder>,
+    /// Each scored payment's reply waits until its record is saved.
+    sync_each: bool,
+}
+
+/// Waits for `commit`; a failed save answers `UNAVAILABLE`.
+async fn saved(commit: Commit) -> Result<(), Status> {
+    commit.durable().await.map_err(|e| to_status(e.into()))
 }
 
 impl Service {
-    /// A service over `engine`; streams end when `draining` turns true;
-    /// every request received goes to `recorder` when there is one.
+    /// A service over the engine `ready` will hold; streams end when
+    /// `draining` turns true; every request received goes to `recorder`
+    /// when there is one; with `sync_each`, a scored payment is answered
+    /// once its record is saved.
     pub fn new(
-        engine: Engine,
+        ready: Ready,
         draining: watch::Receiver<bool>,
         recorder: Option<Recorder>,
+        sync_each: bool,
     ) -> Self {
         Service {
-            engine,
+            ready,
             draining,
             recorder,
+            sync_each,
         }
     }
 
+    /// The engine, or `UNAVAILABLE` while the state is being restored.
+    fn engine(&self) -> Result<&Engine, Status> {
+        self.ready
+            .get()
+            .ok_or_else(|| Status::unavailable("starting: the state is being restored"))
+    }
+
     /// The server's clock for a request of `kind` just received, recorded.
-    fn arrived(&self, kind: Kind, raw: &Bytes) -> Clock {
-        let clock = self.engine.clock();
+    fn arrived(&self, engine: &Engine, kind: Kind, raw: &Bytes) -> Clock {
+        let clock = engine.clock();
         if let Some(r) = &self.recorder {
             r.record(kind, clock.now_ms, raw);
         }
         clock
+    }
+
+    /// After a scored payment: its record is saved first when asked to.
+    async fn settle(&self, engine: &Engine) -> Result<(), StoreError> {
+        if self.sync_each {
+            engine.store().sync().durable().await?;
+        }
+        Ok(())
     }
 }
 
@@ -58,10 +91,11 @@ impl RiskScorer for Service {
         &self,
         request: Request<RawMessage>,
     ) -> Result<Response<proto::RegisterPaymentMethodResponse>, Status> {
+        let engine = self.engine()?;
         let raw = request.into_inner().0;
-        let clock = self.arrived(Kind::Register, &raw);
-        let (id, commit) = self.engine.register(&raw, &clock).map_err(to_status)?;
-        commit.durable().await.map_err(|e| to_status(e.into()))?;
+        let clock = self.arrived(engine, Kind::Register, &raw);
+        let (id, commit) = engine.register(&raw, &clock).map_err(to_status)?;
+        saved(commit).await?;
         Ok(Response::new(proto::RegisterPaymentMethodResponse {
             payment_method_id: Bytes::from(id),
         }))
@@ -71,7 +105,7 @@ impl RiskScorer for Service {
         &self,
         request: Request<RawMessage>,
     ) -> Result<Response<proto::PaymentMethod>, Status> {
-        self.engine
+        self.engine()?
             .get_payment_method(&request.into_inner().0)
             .map(Response::new)
             .map_err(to_status)
@@ -81,12 +115,12 @@ impl RiskScorer for Service {
         &self,
         request: Request<RawMessage>,
     ) -> Result<Response<proto::Outcome>, Status> {
+        let engine = self.engine()?;
         let raw = request.into_inner().0;
-        let clock = self.arrived(Kind::Payment, &raw);
-        self.engine
-            .score(&raw, &clock)
-            .map(Response::new)
-            .map_err(to_status)
+        let clock = self.arrived(engine, Kind::Payment, &raw);
+        let outcome = engine.score(&raw, &clock).map_err(to_status)?;
+        self.settle(engine).await.map_err(|e| to_status(e.into()))?;
+        Ok(Response::new(outcome))
     }
 
     type ScoreStreamStream = ReceiverStream<Result<proto::Outcome, Status>>;
@@ -95,6 +129,7 @@ impl RiskScorer for Service {
         &self,
         request: Request<Streaming<RawMessage>>,
     ) -> Result<Response<Self::ScoreStreamStream>, Status> {
+        let engine = self.engine()?.clone();
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let this = self.clone();
@@ -103,7 +138,7 @@ impl RiskScorer for Service {
             return Err(Status::unavailable("server is shutting down"));
         }
         tokio::spawn(async move {
-            let _open = this.engine.metrics().stream_opened();
+            let _open = engine.metrics().stream_opened();
             loop {
                 tokio::select! {
                     biased;
@@ -119,8 +154,12 @@ impl RiskScorer for Service {
                     }
                     msg = inbound.message() => match msg {
                         Ok(Some(RawMessage(raw))) => {
-                            let clock = this.arrived(Kind::Payment, &raw);
-                            let outcome = this.engine.score_or_error(&raw, &clock);
+                            let clock = this.arrived(&engine, Kind::Payment, &raw);
+                            let outcome = engine.score_or_error(&raw, &clock);
+                            let outcome = match this.settle(&engine).await {
+                                Ok(()) => outcome,
+                                Err(e) => error_outcome(outcome.payment_id, &e.into()),
+                            };
                             if tx.send(Ok(outcome)).await.is_err() {
                                 break;
                             }
@@ -141,10 +180,11 @@ impl RiskScorer for Service {
         &self,
         request: Request<RawMessage>,
     ) -> Result<Response<proto::FeedbackResponse>, Status> {
+        let engine = self.engine()?;
         let raw = request.into_inner().0;
-        let clock = self.arrived(Kind::Feedback, &raw);
-        let (lists, commit) = self.engine.feedback(&raw, &clock).map_err(to_status)?;
-        commit.durable().await.map_err(|e| to_status(e.into()))?;
+        let clock = self.arrived(engine, Kind::Feedback, &raw);
+        let (lists, commit) = engine.feedback(&raw, &clock).map_err(to_status)?;
+        saved(commit).await?;
         Ok(Response::new(proto::FeedbackResponse {
             lists_updated: lists
                 .into_iter()

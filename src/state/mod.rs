@@ -12,7 +12,7 @@ mod memory;
 pub mod window;
 
 pub use commit::{Commit, CommitSender};
-pub use embedded::{EmbeddedOptions, EmbeddedStore, OpenError, Restored};
+pub use embedded::{EmbeddedOptions, EmbeddedStore, Locked, OpenError, Restored};
 pub use memory::{MemoryStore, StoreLimits};
 
 use crate::domain::{FeedbackKind, RegisteredMethod};

@@ -2,6 +2,10 @@
 //! generated gRPC client, and builders for sessions and events.
 #![allow(dead_code)]
 
+pub mod served;
+#[allow(unused_imports)]
+pub use served::*;
+
 use riskstream::decision::holdout::Holdout;
 use riskstream::decision_log::{DecisionLog, LogOptions};
 use riskstream::engine::{Engine, EngineConfig, system_now_ms};

@@ -118,15 +118,25 @@ fn random_u64() -> u64 {
     std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64)
 }
 
-impl EmbeddedStore {
-    /// Opens the store in `options.dir`: takes its lock (a directory in use
-    /// by another process is refused), reads back what it holds and starts
-    /// the writer. Blocks while it reads.
-    pub fn open(options: EmbeddedOptions) -> Result<(EmbeddedStore, Restored), OpenError> {
+/// A data directory locked for this process, not read yet.
+#[derive(Debug)]
+pub struct Locked {
+    options: EmbeddedOptions,
+    lock: DirLock,
+    seed: u64,
+}
+
+impl Locked {
+    /// Reads back what the directory holds and starts the writer. Blocks
+    /// while it reads.
+    pub fn open(self) -> Result<(EmbeddedStore, Restored), OpenError> {
         let started = Instant::now();
+        let Locked {
+            options,
+            lock,
+            seed,
+        } = self;
         let dir = &options.dir;
-        let lock = files::lock(dir)?;
-        let seed = files::hash_key(dir, random_u64)?;
         let memory = Arc::new(MemoryStore::new(options.limits, seed));
         let (mut restored, start) = restore(dir, &memory)?;
         let counters = Arc::new(LogCounters::default());
@@ -157,6 +167,25 @@ impl EmbeddedStore {
             },
             restored,
         ))
+    }
+}
+
+impl EmbeddedStore {
+    /// Takes the lock of `options.dir` (created if missing): a directory in
+    /// use by another process is refused, naming its lock.
+    pub fn lock(options: EmbeddedOptions) -> Result<Locked, OpenError> {
+        let lock = files::lock(&options.dir)?;
+        let seed = files::hash_key(&options.dir, random_u64)?;
+        Ok(Locked {
+            options,
+            lock,
+            seed,
+        })
+    }
+
+    /// [`EmbeddedStore::lock`], then [`Locked::open`].
+    pub fn open(options: EmbeddedOptions) -> Result<(EmbeddedStore, Restored), OpenError> {
+        EmbeddedStore::lock(options)?.open()
     }
 
     /// Saves what is queued and stops the writer; later writes are refused.
