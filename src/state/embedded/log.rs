@@ -21,6 +21,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// A burst of write failures ends after this long without one.
+const BURST_QUIET: Duration = Duration::from_secs(1);
+
 /// A change the memory store takes once its record is saved.
 #[derive(Debug)]
 pub(super) enum Apply {
@@ -327,8 +330,9 @@ struct Writer {
     since_snapshot: u64,
     /// The snapshot being written, and whether it is done.
     snapshot: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
-    /// When writes started failing, and how many records were lost since.
-    failing: Option<(Instant, u64)>,
+    /// A failure burst: when it began, when it last failed, and how many
+    /// records were not saved in it. It ends after a second without failure.
+    failing: Option<(Instant, Instant, u64)>,
     spare: Vec<u8>,
     last_ok: bool,
 }
@@ -479,21 +483,30 @@ impl Writer {
 
     fn failed(&mut self, e: &std::io::Error, records: u64) {
         match &mut self.failing {
-            Some((_, lost)) => *lost += records,
+            Some((_, last, lost)) => {
+                *last = Instant::now();
+                *lost += records;
+            }
             None => {
                 tracing::error!(
                     file = %self.file.path.display(),
                     error = %e,
                     "the store cannot write its log: durable writes answer UNAVAILABLE, scoring goes on \
-                     (logged once until writes work again; counted in riskstream_store_write_errors_total)"
+                     (logged once per burst of failures; counted in riskstream_store_write_errors_total)"
                 );
-                self.failing = Some((Instant::now(), records));
+                let now = Instant::now();
+                self.failing = Some((now, now, records));
             }
         }
     }
 
+    /// A write worked: the burst of failures ends once a second has passed
+    /// without one.
     fn recovered(&mut self) {
-        if let Some((since, lost)) = self.failing.take() {
+        if let Some((since, last, lost)) = self.failing
+            && last.elapsed() >= BURST_QUIET
+        {
+            self.failing = None;
             tracing::warn!(
                 seconds = since.elapsed().as_secs_f64(),
                 records_not_saved = lost,
