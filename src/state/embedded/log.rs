@@ -127,8 +127,14 @@ thread_local! {
 /// out what is queued and stops the writer.
 pub(super) struct Log {
     shared: Arc<Shared>,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    /// The writer thread, and the channel that disconnects when it ends.
+    writer: Mutex<Option<(JoinHandle<()>, std::sync::mpsc::Receiver<()>)>>,
 }
+
+/// How long closing waits for the writer to save what is queued (and for a
+/// snapshot being written) before it leaves it behind: a stalled disk must
+/// not hold up the process's exit.
+const CLOSE_WAIT: Duration = Duration::from_secs(3);
 
 /// Where the writer starts.
 pub(super) struct Start {
@@ -170,16 +176,21 @@ impl Log {
             file,
             since_snapshot: start.log_bytes,
             snapshot: None,
+            stop_snapshot: Arc::new(AtomicBool::new(false)),
             failing: None,
             spare: Vec::new(),
             last_ok: true,
         };
+        let (running, ended) = std::sync::mpsc::channel::<()>();
         let handle = std::thread::Builder::new()
             .name("store-log".into())
-            .spawn(move || writer.run())?;
+            .spawn(move || {
+                let _running = running;
+                writer.run();
+            })?;
         Ok(Log {
             shared,
-            writer: Mutex::new(Some(handle)),
+            writer: Mutex::new(Some((handle, ended))),
         })
     }
 
@@ -250,17 +261,26 @@ impl Log {
         self.shared.wake.notify_one();
     }
 
-    /// Writes out everything queued and stops the writer.
+    /// Writes out everything queued and stops the writer; gives up waiting
+    /// after [`CLOSE_WAIT`] (a stalled disk), leaving the writer behind.
     pub fn close(&self) {
         self.shared.queue().closed = true;
         self.shared.wake.notify_one();
-        let handle = self
+        let writer = self
             .writer
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        if let Some(h) = handle {
-            let _ = h.join();
+        if let Some((handle, ended)) = writer {
+            match ended.recv_timeout(CLOSE_WAIT) {
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => tracing::warn!(
+                    waited = ?CLOSE_WAIT,
+                    "the store's writer did not finish (its disk is stalled); closing without it"
+                ),
+                _ => {
+                    let _ = handle.join();
+                }
+            }
         }
     }
 }
@@ -330,6 +350,8 @@ struct Writer {
     since_snapshot: u64,
     /// The snapshot being written, and whether it is done.
     snapshot: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
+    /// Tells a snapshot under way to give up (the store is closing).
+    stop_snapshot: Arc<AtomicBool>,
     /// A failure burst: when it began, when it last failed, and how many
     /// records were not saved in it. It ends after a second without failure.
     failing: Option<(Instant, Instant, u64)>,
@@ -357,6 +379,8 @@ impl Writer {
             }
             self.maybe_snapshot();
         }
+        // A snapshot under way is given up: the next start reads the logs.
+        self.stop_snapshot.store(true, Ordering::Relaxed);
         if let Some((h, _)) = self.snapshot.take() {
             let _ = h.join();
         }
@@ -544,6 +568,7 @@ impl Writer {
             memory: Arc::clone(&self.memory),
             counters: Arc::clone(&self.shared.counters),
             done: Arc::clone(&done),
+            stop: Arc::clone(&self.stop_snapshot),
         };
         match std::thread::Builder::new()
             .name("store-snapshot".into())

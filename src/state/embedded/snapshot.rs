@@ -37,13 +37,15 @@ pub(super) struct Job {
     pub counters: Arc<LogCounters>,
     /// Set when the job is over.
     pub done: Arc<AtomicBool>,
+    /// Set when the store closes: the job gives up.
+    pub stop: Arc<AtomicBool>,
 }
 
 impl Job {
     /// Writes the snapshot, then deletes what it replaces.
     pub fn run(self) {
         let started = Instant::now();
-        match write(&self.dir, self.before_log, &self.memory) {
+        match write(&self.dir, self.before_log, &self.memory, &self.stop) {
             Ok((bytes, records)) => {
                 self.counters.snapshots.fetch_add(1, Ordering::Relaxed);
                 self.counters.snapshot_bytes.store(bytes, Ordering::Relaxed);
@@ -60,7 +62,11 @@ impl Job {
                 );
             }
             Err(e) => {
-                tracing::warn!(error = %e, "store snapshot failed; the logs are kept and it will be tried again");
+                if self.stop.load(Ordering::Relaxed) {
+                    tracing::debug!("store snapshot given up: the store is closing");
+                } else {
+                    tracing::warn!(error = %e, "store snapshot failed; the logs are kept and it will be tried again");
+                }
                 let _ = fs::remove_file(tmp_path(&self.dir, self.before_log));
             }
         }
@@ -96,7 +102,14 @@ pub(super) fn write(
     dir: &std::path::Path,
     before: u64,
     memory: &MemoryStore,
+    stop: &AtomicBool,
 ) -> Result<(u64, u64), super::OpenError> {
+    let given_up = || {
+        io_err(dir)(std::io::Error::new(
+            std::io::ErrorKind::Interrupted,
+            "the store is closing",
+        ))
+    };
     let tmp = tmp_path(dir, before);
     let file = File::create(&tmp).map_err(io_err(&tmp))?;
     let mut out = Out {
@@ -106,10 +119,16 @@ pub(super) fn write(
         records: 0,
     };
     out.out.write_all(SNAPSHOT_MAGIC).map_err(io_err(&tmp))?;
-    for m in memory.methods() {
+    for (i, m) in memory.methods().iter().enumerate() {
+        if i % CHUNK == 0 && stop.load(Ordering::Relaxed) {
+            return Err(given_up());
+        }
         out.put(&Record::Method(Cow::Borrowed(&m.method)))?;
     }
     for keys in memory.payment_keys().chunks(CHUNK) {
+        if stop.load(Ordering::Relaxed) {
+            return Err(given_up());
+        }
         let slots: Vec<_> = keys
             .iter()
             .filter_map(|k| memory.payment_slot(*k).map(|s| (*k, s)))
