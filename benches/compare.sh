@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# The comparison behind BENCHMARKS.md, in one run: riskstream, the gRPC
-# transport ceiling (riskstream-ceiling: same contract, fixed outcomes) and
-# the Python peer (benches/peer/server.py: grpc.aio + scikit-learn), each
-# fed the same recorded traffic by `riskstream replay`, alternating
-# A B C A B C, with the server on one core and the load generator on another.
+# The comparison behind BENCHMARKS.md, in one run: riskstream (with its
+# default durable state, --state embedded), riskstream with --state memory,
+# the gRPC transport ceiling (riskstream-ceiling: same contract, fixed
+# outcomes) and the Python peer (benches/peer/server.py: grpc.aio +
+# scikit-learn), each fed the same recorded traffic by `riskstream replay`,
+# alternating A B C D A B C D, with the server on one core and the load
+# generator on another.
 # Then riskstream's unary latency at half its measured maximum rate (and the
-# ceiling's at the same rate: the floor of this machine and load generator), and its
-# resident memory per registered payment method at 1 million registered.
+# ceiling's at the same rate: the floor of this machine and load generator);
+# registrations acknowledged per second with concurrent callers (durable with
+# the embedded store, and in memory); its resident memory and disk per
+# registered payment method at 1 million registered.
 #
 #   bash benches/compare.sh
 #
@@ -49,15 +53,18 @@ SERVER_PID=
 start_server() {
   local name=$1
   case $name in
-    riskstream) exec taskset -c "$SERVER_CPU" "$BIN/riskstream" serve --listen 127.0.0.1:$PORT \
-                  --metrics-listen 127.0.0.1:$((PORT + 1)) --holdout-rate 0 ;;
+    riskstream) rm -rf "$OUT/data"
+                exec taskset -c "$SERVER_CPU" "$BIN/riskstream" serve --listen 127.0.0.1:$PORT \
+                  --metrics-listen 127.0.0.1:$((PORT + 1)) --holdout-rate 0 --data-dir "$OUT/data" ;;
+    memory)     exec taskset -c "$SERVER_CPU" "$BIN/riskstream" serve --listen 127.0.0.1:$PORT \
+                  --metrics-listen 127.0.0.1:$((PORT + 1)) --holdout-rate 0 --state memory ;;
     ceiling)    exec taskset -c "$SERVER_CPU" "$BIN/riskstream-ceiling" --listen 127.0.0.1:$PORT ;;
     python)     PYTHONPATH="$OUT/stubs" exec taskset -c "$SERVER_CPU" "$OUT/venv/bin/python" \
                   benches/peer/server.py --listen 127.0.0.1:$PORT ;;
   esac >"$OUT/$name.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 100); do
-    grep -q "grpc listening" "$OUT/$name.log" 2>/dev/null && return 0
+    grep -qE "grpc listening|serving$" "$OUT/$name.log" 2>/dev/null && { [ "${name:0:3}" = pyt ] || [ "$name" = ceiling ] || grep -q "serving$" "$OUT/$name.log"; } && return 0
     sleep 0.1
   done
   echo "$name did not start; see $OUT/$name.log" >&2
@@ -78,7 +85,7 @@ stream_args=(--mode stream --concurrency 4 --in-flight 128 --order relaxed)
 unary_args=(--mode unary --concurrency 64 --connections 4 --order relaxed)
 
 for round in $(seq "$ROUNDS"); do
-  for server in riskstream ceiling python; do
+  for server in riskstream memory ceiling python; do
     for mode in stream unary; do
       echo "== round $round: $server, $mode"
       start_server "$server"
@@ -113,17 +120,23 @@ done
 read -r steal1 total1 < <(cpu_ticks)
 echo "{\"steal_ticks\": $((steal1 - steal0)), \"total_ticks\": $((total1 - total0))}" >"$OUT/results/steal.json"
 
-echo "== riskstream: memory at 1 million registered payment methods"
+echo "== riskstream: registrations acknowledged per second, 1 million, 128 in flight (memory, then durable)"
+start_server memory
+replay "$OUT/million.traffic" --kinds register --mode stream --concurrency 4 --in-flight 128 --order relaxed \
+  >"$OUT/results/million-register-memory.json"
+stop_server
+echo "== riskstream: the same, durable; memory and disk at 1 million registered payment methods"
 start_server riskstream
 rss_before=$(awk '/VmRSS/ {print $2}' "/proc/$SERVER_PID/status")
-replay "$OUT/million.traffic" --kinds register --mode stream --concurrency 4 --order relaxed \
+replay "$OUT/million.traffic" --kinds register --mode stream --concurrency 4 --in-flight 128 --order relaxed \
   >"$OUT/results/million-register.json"
 rss_after=$(awk '/VmRSS/ {print $2}' "/proc/$SERVER_PID/status")
 # Registered = registrations answered without error.
 methods=$("$OUT/venv/bin/python" -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["by_kind"]["register"] - sum(r["errors"].values()))' "$OUT/results/million-register.json")
 stop_server
-printf '{"rss_before_kib": %s, "rss_after_kib": %s, "payment_methods": %s}\n' \
-  "$rss_before" "$rss_after" "$methods" >"$OUT/results/memory.json"
+disk=$(du -sb "$OUT/data" | cut -f1)
+printf '{"rss_before_kib": %s, "rss_after_kib": %s, "payment_methods": %s, "disk_bytes": %s}\n' \
+  "$rss_before" "$rss_after" "$methods" "$disk" >"$OUT/results/memory.json"
 
 echo "== summary"
 "$OUT/venv/bin/python" benches/summarize.py "$OUT/results" | tee "$OUT/summary.md"

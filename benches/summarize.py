@@ -29,7 +29,7 @@ def spread(values, fmt="{:.0f}"):
 print(f"Rounds: {len(rounds)}. Median (min–max over rounds).\n")
 print("| server | mode | events/s | p50 µs | p99 µs | p99.9 µs | errors |")
 print("|---|---|---|---|---|---|---|")
-for server in ("riskstream", "ceiling", "python"):
+for server in ("riskstream", "memory", "ceiling", "python"):
     for mode in ("stream", "unary"):
         rs = [runs[(server, mode, r)] for r in rounds if (server, mode, r) in runs]
         if not rs:
@@ -44,7 +44,11 @@ for server in ("riskstream", "ceiling", "python"):
 
 print("\n| ratio | stream | unary |")
 print("|---|---|---|")
-for other, label in (("ceiling", "riskstream / ceiling (throughput)"), ("python", "riskstream / Python peer (throughput)")):
+for other, label in (
+    ("memory", "riskstream (embedded, the default) / riskstream --state memory (throughput)"),
+    ("ceiling", "riskstream / ceiling (throughput)"),
+    ("python", "riskstream / Python peer (throughput)"),
+):
     cells = []
     for mode in ("stream", "unary"):
         ratios = [
@@ -91,6 +95,15 @@ if os.path.exists(steal):
         f"{100 * st['steal_ticks'] / max(st['total_ticks'], 1):.1f}% of all CPU time"
     )
 
+for name, label in (("million-register-memory", "in memory"), ("million-register", "durable (embedded store)")):
+    path = os.path.join(results, name + ".json")
+    if os.path.exists(path):
+        r = json.load(open(path))
+        print(
+            f"\nRegistrations {label}: {r['events_per_s']:.0f}/s acknowledged "
+            f"(128 in flight), errors {sum(r['errors'].values())}"
+        )
+
 mem = os.path.join(results, "memory.json")
 if os.path.exists(mem):
     m = json.load(open(mem))
@@ -100,3 +113,8 @@ if os.path.exists(mem):
         f"{m['rss_before_kib'] / 1024:.0f} MiB → {m['rss_after_kib'] / 1024:.0f} MiB: "
         f"{per:.0f} bytes per payment method with its creation session"
     )
+    if "disk_bytes" in m:
+        print(
+            f"Disk: {m['disk_bytes'] / 2**20:.0f} MiB in the data directory: "
+            f"{m['disk_bytes'] / max(m['payment_methods'], 1):.0f} bytes per payment method with its creation session"
+        )

@@ -121,44 +121,35 @@ impl LongWindow {
         self.expired = retire(&mut self.buckets, head + expired, EXPIRED_BATCH);
     }
 
-    /// Raises the peak amount ratio of the hour of `at_ms` to `peak`
-    /// (thousandths) if it is lower; false when that hour is not held.
-    pub fn raise_peak(&mut self, at_ms: i64, peak: u32) -> bool {
+    /// The bucket of the hour of `at_ms`, if it is held.
+    fn hour_mut(&mut self, at_ms: i64) -> Option<&mut Bucket> {
         let hour = hour_of(at_ms);
-        let head = self.expired as usize;
-        match self.buckets[head..]
+        self.buckets[self.expired as usize..]
             .iter_mut()
             .rev()
             .find(|b| i64::from(b.hour) == hour)
-        {
-            Some(b) => {
-                b.peak = b.peak.max(peak);
-                true
-            }
-            None => false,
-        }
+    }
+
+    /// Raises the peak amount ratio of the hour of `at_ms` to `peak`
+    /// (thousandths) if it is lower; false when that hour is not held.
+    pub fn raise_peak(&mut self, at_ms: i64, peak: u32) -> bool {
+        self.hour_mut(at_ms)
+            .map(|b| b.peak = b.peak.max(peak))
+            .is_some()
     }
 
     /// Moves the fraud count of the hour of `at_ms` by `delta` (a fraud
     /// report, or its reversal), and its spike-fraud count too when the
     /// payment was a `spike`; false when that hour is no longer held.
     pub fn add_fraud(&mut self, at_ms: i64, delta: i32, spike: bool) -> bool {
-        let hour = hour_of(at_ms);
-        let head = self.expired as usize;
-        match self.buckets[head..]
-            .iter_mut()
-            .rev()
-            .find(|b| i64::from(b.hour) == hour)
-        {
-            Some(b) => {
+        self.hour_mut(at_ms)
+            .map(|b| {
                 b.frauds = b.frauds.saturating_add_signed(delta);
                 if spike {
                     b.spike_frauds = b.spike_frauds.saturating_add_signed(delta);
                 }
-                true
-            }
-            None => false,
-        }
+            })
+            .is_some()
     }
 
     /// Sums over the hours in `(end - days[i], end]` for each `i`, where

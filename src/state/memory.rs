@@ -318,25 +318,37 @@ impl MemoryStore {
     }
 
     /// Builds every window from the remembered payments, oldest first (as
-    /// they were counted), forgetting what the windows held before.
-    /// Builds every window from the remembered payments, oldest first (as
-    /// they were counted), forgetting what the windows held before.
+    /// they were counted), forgetting what the windows held before. Only
+    /// the payments a window can still count, relative to the latest event
+    /// seen, are read: 37 days for merchants, 30 for cards, one day for
+    /// emails, IPs and devices. Card and merchant windows are built on one
+    /// thread, the others on a second.
     pub(super) fn rebuild_windows(&self) {
         for m in [&self.email, &self.ip, &self.device] {
             m.clear();
         }
         self.card.clear();
         self.merchant.clear();
-        let mut order: Vec<(i64, u64)> =
-            self.payments.iter().map(|s| (s.at_ms, *s.key())).collect();
-        order.sort_unstable();
-        for (_, key) in order {
-            let Some(s) = self.payment_slot(key) else {
-                continue;
-            };
-            let card = (s.card != 0).then_some(s.card);
-            if let Some(k) = card {
-                let mut w = self.card.entry(k).or_default();
+        let now = self.watermark.load(Ordering::Relaxed);
+        if now == i64::MIN {
+            return;
+        }
+        let since = |horizon_ms: i64| now.saturating_sub(horizon_ms);
+        let (merchant_from, card_from, short_from) = (
+            since(MERCHANT_HORIZON_HOURS * HOUR_MS),
+            since(CARD_HORIZON_HOURS * HOUR_MS),
+            since(DAY_MS),
+        );
+        let mut recent: Vec<Slot> = self
+            .payments
+            .iter()
+            .filter(|s| s.at_ms > merchant_from)
+            .map(|s| *s)
+            .collect();
+        recent.sort_unstable_by_key(|s| s.at_ms);
+        let long = |s: &Slot| {
+            if s.card != 0 && s.at_ms > card_from {
+                let mut w = self.card.entry(s.card).or_default();
                 w.short.add(s.at_ms, s.amount, None);
                 w.long.add(s.at_ms, s.amount, s.ratio, CARD_HORIZON_HOURS);
             }
@@ -347,6 +359,9 @@ impl MemoryStore {
                     w.add_fraud(s.at_ms, 1, s.spike);
                 }
             }
+        };
+        let short = |s: &Slot| {
+            let card = (s.card != 0).then_some(s.card);
             for (map, k, cards) in [
                 (&self.email, s.email, None),
                 (&self.ip, s.ip, card),
@@ -356,7 +371,12 @@ impl MemoryStore {
                     map.entry(k).or_default().add(s.at_ms, s.amount, cards);
                 }
             }
-        }
+        };
+        let first_short = recent.partition_point(|s| s.at_ms <= short_from);
+        std::thread::scope(|scope| {
+            scope.spawn(|| recent.iter().for_each(long));
+            recent[first_short..].iter().for_each(short);
+        });
     }
 
     /// Every payment method (the store may change meanwhile).
