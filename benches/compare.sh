@@ -64,7 +64,9 @@ start_server() {
   esac >"$OUT/$name.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 100); do
-    grep -qE "grpc listening|serving$" "$OUT/$name.log" 2>/dev/null && { [ "${name:0:3}" = pyt ] || [ "$name" = ceiling ] || grep -q "serving$" "$OUT/$name.log"; } && return 0
+    # riskstream is ready once its state is restored; the others once they listen.
+    case $name in riskstream|memory) ready="serving$" ;; *) ready="grpc listening" ;; esac
+    grep -qE "$ready" "$OUT/$name.log" 2>/dev/null && return 0
     sleep 0.1
   done
   echo "$name did not start; see $OUT/$name.log" >&2

@@ -140,7 +140,7 @@ fn bench(c: &mut Criterion) {
         let mut i = 0;
         b.iter(|| {
             i = (i + 1) % ids.len();
-            black_box(store.label(&ids[i], riskstream::domain::FeedbackKind::Fraudulent))
+            black_box(store.label(&ids[i], riskstream::domain::FeedbackKind::Fraudulent, &[]))
         })
     });
     store

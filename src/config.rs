@@ -226,6 +226,12 @@ impl ServeConfig {
             return Err(invalid("sweep-interval", "must be positive"));
         }
         let retention = duration("payment-retention", &a.payment_retention)?;
+        if retention.as_millis() < crate::state::MIN_PAYMENT_RETENTION_MS as u128 {
+            return Err(invalid(
+                "payment-retention",
+                "must be at least 37days: the merchant windows count payments that far back",
+            ));
+        }
         if a.decision_log_queue == 0 {
             return Err(invalid("decision-log-queue", "must be at least 1"));
         }

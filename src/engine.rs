@@ -372,29 +372,30 @@ impl Engine {
                 message: "no recent payment has this id".into(),
             });
         };
-        let not_found = || ServiceError::NotFound {
-            field: "payment_id",
-            message: "no recent payment has this id".into(),
-        };
-        let mut commits = vec![store.label(fb.payment_id, fb.kind)?.ok_or_else(not_found)?];
-        m.feedback(fb.kind);
-        let mut updated = Vec::new();
-        if fb.kind.is_fraud() {
-            let entries = [
+        let block: Vec<(List, Key)> = if fb.kind.is_fraud() {
+            [
                 (List::BlockCardFingerprint, rec.card),
                 (List::BlockEmail, rec.email),
-            ];
-            for (list, key) in entries {
-                if let Some(k) = key
-                    && let Some(commit) = store.list_add(list, k)?
-                {
-                    m.list_addition(list);
-                    updated.push(list.name());
-                    commits.push(commit);
-                }
-            }
+            ]
+            .into_iter()
+            .filter_map(|(list, key)| Some((list, key?)))
+            .collect()
+        } else {
+            Vec::new()
+        };
+        let labelled = store
+            .label(fb.payment_id, fb.kind, &block)?
+            .ok_or_else(|| ServiceError::NotFound {
+                field: "payment_id",
+                message: "no recent payment has this id".into(),
+            })?;
+        m.feedback(fb.kind);
+        let mut updated = Vec::new();
+        for list in labelled.lists_added {
+            m.list_addition(list);
+            updated.push(list.name());
         }
-        Ok((updated, Commit::all(commits)))
+        Ok((updated, labelled.commit))
     }
 
     /// `Score`, from the request's bytes: parses, validates and assesses one

@@ -137,15 +137,16 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         let engine = tokio::task::spawn_blocking(move || {
             let store = state.open()?;
             let engine = Engine::new(store, model, engine_config, metrics, log);
+            let lists_error =
+                |e: &dyn std::fmt::Display| format!("--lists {}: {e}", lists_path.display());
+            let mut commits = Vec::new();
             for (list, value) in &lists {
-                let commit = engine
-                    .list_add(*list, value)
-                    .map_err(|e| format!("--lists {}: {e}", lists_path.display()))?;
-                if let Some(c) = commit {
-                    c.wait()
-                        .map_err(|e| format!("--lists {}: {e}", lists_path.display()))?;
-                }
+                let added = engine.list_add(*list, value).map_err(|e| lists_error(&e))?;
+                commits.extend(added);
             }
+            crate::state::Commit::all(commits)
+                .wait()
+                .map_err(|e| lists_error(&e))?;
             engine.metrics().store(engine.store().stats());
             Ok::<_, String>(engine)
         })
@@ -154,7 +155,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         Ok(engine)
     };
     let runtime = crate::server::runtime().context("cannot start the async runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {} (--listen)", config.listen))?;
@@ -194,7 +195,11 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             let _ = t.await;
         }
         res.map_err(anyhow::Error::from)
-    })
+    });
+    // A restore still under way (a shutdown during start-up) is not waited
+    // for: what it would restore is on disk for the next start.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
 
 /// The `--from`/`--to` window of a command.

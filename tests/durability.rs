@@ -308,6 +308,36 @@ async fn a_torn_or_corrupt_tail_is_skipped_with_one_warning_naming_the_file() {
         let o = score_ok(&mut c, pay_with(0, i, &format!("r_{i}"))).await;
         assert_eq!(o.creation_session_id, format!("sess_0_{i}"));
     }
+    drop(c);
+    let mut srv = srv;
+    srv.kill();
+    // A fresh log file whose first records are five registrations.
+    let mut srv = serve_on(&dir, &[], None);
+    register_many(&srv, 2, 5).await;
+    srv.kill();
+
+    // A flipped byte in the first record of a file: that record alone is
+    // lost, the ones after it are read (and the file is not cut).
+    let log = newest_log(&dir);
+    let mut bytes = std::fs::read(&log).expect("read");
+    bytes[8 + 8 + 2] ^= 0xff;
+    std::fs::write(&log, &bytes).expect("write");
+    let srv = serve_on(&dir, &[], None);
+    assert_eq!(srv.logged("its damaged records are skipped"), 1);
+    assert_eq!(
+        std::fs::metadata(&log).expect("log").len(),
+        bytes.len() as u64
+    );
+    let mut c = srv.client().await;
+    let first = score_ok(&mut c, pay_with(2, 0, "s_0")).await;
+    assert_eq!(
+        first.creation_session_id, "",
+        "the damaged record is not read"
+    );
+    for i in 1..5 {
+        let o = score_ok(&mut c, pay_with(2, i, &format!("s_{i}"))).await;
+        assert_eq!(o.creation_session_id, format!("sess_2_{i}"));
+    }
 }
 
 #[tokio::test]

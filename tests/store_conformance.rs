@@ -144,9 +144,10 @@ fn observe(s: &dyn Store, o: &Observation<'_>) -> Observed {
 
 fn label(s: &dyn Store, id: &str, kind: FeedbackKind) {
     saved(
-        s.label(id, kind)
+        s.label(id, kind, &[])
             .expect("label accepted")
-            .expect("payment known"),
+            .expect("payment known")
+            .commit,
     );
 }
 
@@ -289,7 +290,7 @@ fn merchant_windows_see_only_labels_that_have_arrived(h: &dyn Harness) {
     let v = observe(s, &pay(s, "p3", T0 + 10 * DAY + 1, "fp_3", "d3")).velocity;
     assert_eq!(v.merchant_delayed[1].frauds, 0);
     assert!(
-        s.label("nope", FeedbackKind::Fraudulent)
+        s.label("nope", FeedbackKind::Fraudulent, &[])
             .expect("accepted")
             .is_none(),
         "an unknown payment cannot be labelled"
@@ -311,6 +312,37 @@ fn lists_hold_keys(h: &dyn Harness) {
     assert!(!s.list_contains(List::AllowEmail, k));
     assert!(!s.list_contains(List::BlockEmail, s.key(b"b@example.com")));
     assert_eq!(s.stats().list_entries, 1);
+}
+
+fn a_fraud_label_adds_its_block_entries_once(h: &dyn Harness) {
+    let s = &**h.store();
+    observe(s, &pay(s, "p1", T0, "fp_1", "d1"));
+    observe(s, &pay(s, "p2", T0 + MIN, "fp_1", "d1"));
+    let block = [
+        (List::BlockCardFingerprint, s.key(b"fp_1")),
+        (List::BlockEmail, s.key(b"a@example.com")),
+    ];
+    let first = s
+        .label("p1", FeedbackKind::Fraudulent, &block)
+        .expect("accepted")
+        .expect("payment known");
+    assert_eq!(
+        first.lists_added,
+        [List::BlockCardFingerprint, List::BlockEmail]
+    );
+    saved(first.commit);
+    assert!(block.iter().all(|(l, k)| s.list_contains(*l, *k)));
+    let again = s
+        .label("p2", FeedbackKind::DisputeFraud, &block)
+        .expect("accepted")
+        .expect("payment known");
+    assert!(again.lists_added.is_empty(), "already listed");
+    saved(again.commit);
+    assert_eq!(s.stats().list_entries, 2);
+    assert_eq!(
+        s.payment("p2").and_then(|r| r.label),
+        Some(FeedbackKind::DisputeFraud)
+    );
 }
 
 fn sweep_forgets_idle_keys_and_old_payments(h: &dyn Harness) {
@@ -406,6 +438,13 @@ macro_rules! conformance {
         #[test]
         fn lists_hold_keys() {
             run(StoreLimits::default(), super::lists_hold_keys);
+        }
+        #[test]
+        fn a_fraud_label_adds_its_block_entries_once() {
+            run(
+                StoreLimits::default(),
+                super::a_fraud_label_adds_its_block_entries_once,
+            );
         }
         #[test]
         fn sweep_forgets_idle_keys_and_old_payments() {

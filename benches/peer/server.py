@@ -43,8 +43,8 @@ UNKNOWN_CARD_AGE_MINUTES = 60.0 * 24 * 365
 
 
 def zone_countries(repo: Path) -> dict:
-    """The time zone → country table riskstream uses (src/features/geo.rs)."""
-    text = (repo / "src/features/geo.rs").read_text()
+    """The time zone → country table riskstream uses (src/fingerprint/geo.rs)."""
+    text = (repo / "src/fingerprint/geo.rs").read_text()
     return dict(re.findall(r'\("([A-Za-z_/+-]+)", "([A-Z]{2})"\)', text))
 
 

@@ -42,6 +42,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
 
 /// The least time the decision log gets to flush at shutdown, even when the
 /// drain used up the grace period.
@@ -122,9 +123,7 @@ pub async fn serve_starting(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_not_serving::<RiskScorerServer<service::Service>>()
-        .await;
+    set_health(&health, ServingStatus::NotServing).await;
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
@@ -175,9 +174,7 @@ pub async fn serve_starting(
     };
     // `ready` is set here only: it cannot hold an engine already.
     let _ = ready.set(engine.clone());
-    health
-        .set_serving::<RiskScorerServer<service::Service>>()
-        .await;
+    set_health(&health, ServingStatus::Serving).await;
     tracing::info!("serving");
     let sweeper = tokio::spawn(sweep_loop(
         engine.clone(),
@@ -192,7 +189,7 @@ pub async fn serve_starting(
         () = &mut shutdown => {
             stopping_since = Some(tokio::time::Instant::now());
             tracing::info!(grace = ?options.shutdown_grace, "shutting down");
-            health.set_not_serving::<RiskScorerServer<service::Service>>().await;
+            set_health(&health, ServingStatus::NotServing).await;
             let _ = drain_tx.send(true);
             let _ = stop_tx.send(());
             match tokio::time::timeout(options.shutdown_grace, &mut server).await {
@@ -259,6 +256,18 @@ pub async fn serve_starting(
     }
     tracing::info!("stopped");
     result
+}
+
+/// Sets the health of the RiskScorer service and of the server as a whole
+/// (service `""`, what load balancers and Kubernetes probes ask by default).
+async fn set_health(health: &tonic_health::server::HealthReporter, status: ServingStatus) {
+    health
+        .set_service_status(
+            <RiskScorerServer<service::Service> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+    health.set_service_status("", status).await;
 }
 
 /// The async runtime of a server or load generator: on one core (e.g.

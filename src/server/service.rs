@@ -36,9 +36,18 @@ pub struct Service {
     sync_each: bool,
 }
 
-/// Waits for `commit`; a failed save answers `UNAVAILABLE`.
+/// How long a write waits for the store to save it before it answers
+/// `UNAVAILABLE` (a slow or stalled disk).
+pub const SAVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits for `commit`; a failed or late save answers `UNAVAILABLE`.
 async fn saved(commit: Commit) -> Result<(), Status> {
-    commit.durable().await.map_err(|e| to_status(e.into()))
+    match tokio::time::timeout(SAVE_TIMEOUT, commit.durable()).await {
+        Ok(done) => done.map_err(|e| to_status(e.into())),
+        Err(_) => Err(Status::unavailable(format!(
+            "the store did not save the write within {SAVE_TIMEOUT:?} (its disk is slow or stalled); it may still be saved: retrying is safe"
+        ))),
+    }
 }
 
 impl Service {
@@ -79,7 +88,13 @@ impl Service {
     /// After a scored payment: its record is saved first when asked to.
     async fn settle(&self, engine: &Engine) -> Result<(), StoreError> {
         if self.sync_each {
-            engine.store().sync().durable().await?;
+            tokio::time::timeout(SAVE_TIMEOUT, engine.store().sync().durable())
+                .await
+                .map_err(|_| {
+                    StoreError::Unavailable(format!(
+                        "the payment was not saved within {SAVE_TIMEOUT:?} (the disk is slow or stalled)"
+                    ))
+                })??;
         }
         Ok(())
     }

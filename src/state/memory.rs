@@ -8,8 +8,8 @@
 use super::long_window::{DelayedWindow, HOUR_MS, LongWindow};
 use super::window::{DAY_MS, Window};
 use super::{
-    Commit, Key, List, Observation, Observed, PaymentRecord, Store, StoreError, StoreStats,
-    StoredMethod, Velocity,
+    Commit, Key, Labelled, List, Observation, Observed, PaymentRecord, Store, StoreError,
+    StoreStats, StoredMethod, Velocity,
 };
 use super::{LABEL_DELAY_DAYS, LONG_WINDOW_DAYS};
 use crate::domain::FeedbackKind;
@@ -27,9 +27,12 @@ pub struct StoreLimits {
     /// Most keys per velocity window kind (card, email, IP, device); a sweep
     /// shortens the idle horizon until the windows fit.
     pub max_window_keys: usize,
-    /// Most recent payments remembered for feedback.
+    /// Most recent payments remembered for feedback; past it older ones
+    /// are forgotten first, but never those of the last 37 days (which the
+    /// windows count).
     pub max_payments: usize,
-    /// How long a payment is remembered for feedback.
+    /// How long a payment is remembered for feedback (at least
+    /// [`MIN_PAYMENT_RETENTION_MS`]).
     pub payment_retention_ms: i64,
 }
 
@@ -96,6 +99,10 @@ pub(super) struct Slot {
     /// The amount was recorded as a spike for its card.
     pub spike: bool,
 }
+
+/// The shortest time payments are remembered: as long as the longest
+/// window counts them (a merchant's 30 days, a label delay back).
+pub const MIN_PAYMENT_RETENTION_MS: i64 = MERCHANT_HORIZON_HOURS * HOUR_MS;
 
 /// Hours a card's long window holds (its longest span).
 const CARD_HORIZON_HOURS: i64 = 30 * 24;
@@ -303,10 +310,20 @@ impl MemoryStore {
 
     /// Remembers a payment as it was saved, without counting it in any
     /// window ([`MemoryStore::rebuild_windows`] does, once all are back);
-    /// a payment already held is kept as it is.
+    /// the same payment already held is kept as it is (with its label).
     pub(super) fn restore_payment(&self, key: u64, slot: Slot) {
         self.advance(slot.at_ms);
-        self.payments.entry(key).or_insert(slot);
+        match self.payments.entry(key) {
+            // Another payment id under the same key: the later one wins, as
+            // it did when it was observed.
+            Entry::Occupied(mut e) if e.get().check != slot.check => {
+                e.insert(slot);
+            }
+            Entry::Occupied(_) => {}
+            Entry::Vacant(v) => {
+                v.insert(slot);
+            }
+        }
     }
 
     /// Records the amount ratio of the payment `(key, check)` in its slot.
@@ -527,9 +544,25 @@ impl Store for MemoryStore {
             .map(|s| s.record())
     }
 
-    fn label(&self, payment_id: &str, kind: FeedbackKind) -> Result<Option<Commit>, StoreError> {
+    fn label(
+        &self,
+        payment_id: &str,
+        kind: FeedbackKind,
+        block: &[(List, Key)],
+    ) -> Result<Option<Labelled>, StoreError> {
         let (key, check) = self.payment_key(payment_id);
-        Ok(self.label_slot(key, check, kind, true).then(Commit::done))
+        if !self.label_slot(key, check, kind, true) {
+            return Ok(None);
+        }
+        let lists_added = block
+            .iter()
+            .filter(|(list, k)| self.put_list_entry(*list, k.0))
+            .map(|(list, _)| *list)
+            .collect();
+        Ok(Some(Labelled {
+            lists_added,
+            commit: Commit::done(),
+        }))
     }
 
     fn list_contains(&self, list: List, key: Key) -> bool {
@@ -572,8 +605,10 @@ impl Store for MemoryStore {
         let mut horizon = self.limits.payment_retention_ms;
         let alive = |s: &Slot, horizon: i64| s.at_ms > now - horizon;
         self.payments.retain(|_, s| alive(s, horizon));
-        while self.payments.len() > self.limits.max_payments && horizon > 60_000 {
-            horizon /= 2;
+        // Past the bound, older payments go first, but never those the
+        // windows still count (their rebuild and fraud counts need them).
+        while self.payments.len() > self.limits.max_payments && horizon > MIN_PAYMENT_RETENTION_MS {
+            horizon = (horizon / 2).max(MIN_PAYMENT_RETENTION_MS);
             self.payments.retain(|_, s| alive(s, horizon));
         }
         dropped + (before - self.payments.len())

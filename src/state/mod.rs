@@ -13,7 +13,7 @@ pub mod window;
 
 pub use commit::{Commit, CommitSender};
 pub use embedded::{EmbeddedOptions, EmbeddedStore, Locked, OpenError, Restored};
-pub use memory::{MemoryStore, StoreLimits};
+pub use memory::{MIN_PAYMENT_RETENTION_MS, MemoryStore, StoreLimits};
 
 use crate::domain::{FeedbackKind, RegisteredMethod};
 use crate::fingerprint::Facts;
@@ -132,6 +132,15 @@ pub struct Observed {
     /// False when the payment id was already recorded (a retry): nothing
     /// was counted again.
     pub first: bool,
+}
+
+/// What [`Store::label`] did.
+#[derive(Debug)]
+pub struct Labelled {
+    /// The lists that gained an entry.
+    pub lists_added: Vec<List>,
+    /// Done once the label and the entries are saved.
+    pub commit: Commit,
 }
 
 /// What the store remembers of a recent payment, for late feedback.
@@ -301,8 +310,14 @@ pub trait Store: Send + Sync + 'static {
     /// The recent payment `payment_id`, if remembered.
     fn payment(&self, payment_id: &str) -> Option<PaymentRecord>;
     /// Records a label on a remembered payment (its merchant's fraud counts
-    /// follow); `Ok(None)` when the payment is unknown.
-    fn label(&self, payment_id: &str, kind: FeedbackKind) -> Result<Option<Commit>, StoreError>;
+    /// follow) and adds the `block` entries to their lists, all saved
+    /// together or not at all; `Ok(None)` when the payment is unknown.
+    fn label(
+        &self,
+        payment_id: &str,
+        kind: FeedbackKind,
+        block: &[(List, Key)],
+    ) -> Result<Option<Labelled>, StoreError>;
     /// Whether `list` holds `key`.
     fn list_contains(&self, list: List, key: Key) -> bool;
     /// Whether every list is empty (lets the scoring path skip lookups).

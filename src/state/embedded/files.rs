@@ -43,6 +43,11 @@ pub enum OpenError {
     /// The hash key file is not a key.
     #[error("{0}: not a riskstream hash key (16 hex digits expected)")]
     BadKey(PathBuf),
+    /// Store files without their hash key.
+    #[error(
+        "{0} is missing beside the store's files: without it their payments and list entries cannot be found; restore it from a backup of the directory"
+    )]
+    MissingKey(PathBuf),
 }
 
 /// `Io` for `path`.
@@ -59,14 +64,32 @@ pub(super) struct DirLock {
     _file: File,
 }
 
-/// Takes the directory's lock (creating the directory if missing).
+/// Options that create (or truncate) a file readable by its owner only:
+/// the store's files hold registered payment methods as they were sent.
+pub(super) fn private_file() -> OpenOptions {
+    let mut opts = OpenOptions::new();
+    opts.create(true).truncate(true).write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts
+}
+
+/// Takes the directory's lock (creating the directory, for its owner only,
+/// if missing).
 pub(super) fn lock(dir: &Path) -> Result<DirLock, OpenError> {
-    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    if !dir.exists() {
+        let mut builder = fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir).map_err(io_err(dir))?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
+    }
     let path = dir.join("LOCK");
-    let mut file = OpenOptions::new()
-        .create(true)
+    let mut file = private_file()
         .truncate(false)
-        .write(true)
         .open(&path)
         .map_err(io_err(&path))?;
     match file.try_lock() {
@@ -86,7 +109,9 @@ pub(super) fn lock(dir: &Path) -> Result<DirLock, OpenError> {
 }
 
 /// The store's hash key: read from `hash.key`, or drawn by `fresh` and
-/// saved there (readable by the owner only) on first use.
+/// saved there (readable by the owner only) on first use. A directory that
+/// holds store files but no key is refused: a new key would make every
+/// saved payment and list entry unreachable.
 pub(super) fn hash_key(dir: &Path, fresh: impl FnOnce() -> u64) -> Result<u64, OpenError> {
     let path = dir.join("hash.key");
     match File::open(&path) {
@@ -100,13 +125,13 @@ pub(super) fn hash_key(dir: &Path, fresh: impl FnOnce() -> u64) -> Result<u64, O
             u64::from_str_radix(t, 16).map_err(|_| OpenError::BadKey(path))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let (logs, snapshots) = listing(dir)?;
+            if !logs.is_empty() || !snapshots.is_empty() {
+                return Err(OpenError::MissingKey(path));
+            }
             let key = fresh();
             let tmp = dir.join("hash.key.tmp");
-            let mut opts = OpenOptions::new();
-            opts.create(true).truncate(true).write(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-            let mut f = opts.open(&tmp).map_err(io_err(&tmp))?;
+            let mut f = private_file().open(&tmp).map_err(io_err(&tmp))?;
             writeln!(f, "{key:016x}").map_err(io_err(&tmp))?;
             f.sync_all().map_err(io_err(&tmp))?;
             fs::rename(&tmp, &path).map_err(io_err(&path))?;
@@ -186,6 +211,12 @@ mod tests {
         assert!(matches!(
             hash_key(dir.path(), || 7),
             Err(OpenError::BadKey(_))
+        ));
+        fs::remove_file(dir.path().join("hash.key")).expect("remove");
+        fs::write(log_path(dir.path(), 1), LOG_MAGIC).expect("write");
+        assert!(matches!(
+            hash_key(dir.path(), || 7),
+            Err(OpenError::MissingKey(_))
         ));
     }
 }

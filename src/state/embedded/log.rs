@@ -6,7 +6,7 @@
 //! payments wait at most the sync interval. The same thread cuts the log
 //! into files and starts the snapshots that let old files go.
 
-use super::files::{LOG_MAGIC, log_path, sync_dir};
+use super::files::{DirLock, LOG_MAGIC, log_path, private_file, sync_dir};
 use super::record::{Record, frame};
 use super::snapshot;
 use crate::domain::FeedbackKind;
@@ -20,6 +20,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// How long the writer pauses after a failed write.
+const FAILURE_PAUSE: Duration = Duration::from_millis(20);
 
 /// A burst of write failures ends after this long without one.
 const BURST_QUIET: Duration = Duration::from_secs(1);
@@ -97,8 +100,11 @@ pub(super) struct LogCounters {
 struct Queue {
     buf: Vec<u8>,
     records: u64,
-    acks: Vec<CommitSender>,
+    /// Acks of durable writes (false) and of syncs (true).
+    acks: Vec<(CommitSender, bool)>,
     applies: Vec<Apply>,
+    /// Records were dropped (past the pending bound) since the last batch.
+    dropped: bool,
     /// A caller waits for its commit: write at once.
     urgent: bool,
     /// When the oldest record not yet taken by the writer was queued.
@@ -152,6 +158,7 @@ impl Log {
     /// Starts the writer thread on a new log file.
     pub fn start(
         start: Start,
+        lock: Arc<DirLock>,
         memory: Arc<MemoryStore>,
         options: LogOptions,
         counters: Arc<LogCounters>,
@@ -170,6 +177,7 @@ impl Log {
             counters,
         });
         let writer = Writer {
+            _lock: lock,
             shared: Arc::clone(&shared),
             memory,
             dir: start.dir,
@@ -180,6 +188,7 @@ impl Log {
             failing: None,
             spare: Vec::new(),
             last_ok: true,
+            rotate_failed: false,
         };
         let (running, ended) = std::sync::mpsc::channel::<()>();
         let handle = std::thread::Builder::new()
@@ -194,20 +203,22 @@ impl Log {
         })
     }
 
-    /// Queues `record`. With `durable`, its commit completes once it is
-    /// saved (and `apply`, if any, has been applied); a write refused at
-    /// once is an error. Without, a record past the pending bound is only
-    /// counted as not saved.
+    /// Queues `records`, together: they land in one batch. With `durable`,
+    /// the commit completes once they are saved (and `applies` have been
+    /// applied); a write refused at once is an error. Without, records past
+    /// the pending bound are only counted as not saved.
     pub fn append(
         &self,
-        record: &Record<'_>,
-        durable: Option<(CommitSender, Option<Apply>)>,
+        records: &[Record<'_>],
+        durable: Option<(CommitSender, Vec<Apply>)>,
     ) -> Result<(), StoreError> {
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             scratch.clear();
-            frame(record, &mut scratch)
-                .map_err(|e| StoreError::Unavailable(format!("cannot encode a record: {e}")))?;
+            for record in records {
+                frame(record, &mut scratch)
+                    .map_err(|e| StoreError::Unavailable(format!("cannot encode a record: {e}")))?;
+            }
             let mut q = self.shared.queue();
             if q.closed {
                 return Err(StoreError::Unavailable("the store is closed".into()));
@@ -220,19 +231,23 @@ impl Log {
                         q.buf.len() >> 20
                     )));
                 }
-                self.shared.counters.unsaved.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .counters
+                    .unsaved
+                    .fetch_add(records.len() as u64, Ordering::Relaxed);
+                q.dropped = true;
                 return Ok(());
             }
             let was_empty = q.buf.is_empty() && q.acks.is_empty();
             q.buf.extend_from_slice(&scratch);
-            q.records += 1;
+            q.records += records.len() as u64;
             if q.since.is_none() {
                 q.since = Some(Instant::now());
             }
             match durable {
-                Some((ack, apply)) => {
-                    q.acks.push(ack);
-                    q.applies.extend(apply);
+                Some((ack, applies)) => {
+                    q.acks.push((ack, false));
+                    q.applies.extend(applies);
                     q.urgent = true;
                     drop(q);
                     self.shared.wake.notify_one();
@@ -255,7 +270,7 @@ impl Log {
             ack.complete(Ok(()));
             return;
         }
-        q.acks.push(ack);
+        q.acks.push((ack, true));
         q.urgent = true;
         drop(q);
         self.shared.wake.notify_one();
@@ -298,16 +313,14 @@ struct LogFile {
     file: File,
     /// Bytes known to be whole records (the length to cut back to).
     len: u64,
+    /// A write failed: the file may end in bytes that are not records.
+    dirty: bool,
 }
 
 impl LogFile {
     fn create(dir: &Path, number: u64) -> std::io::Result<LogFile> {
         let path = log_path(dir, number);
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&path)?;
+        let mut file = private_file().open(&path)?;
         file.write_all(LOG_MAGIC)?;
         file.sync_all()?;
         sync_dir(dir).map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -319,6 +332,7 @@ impl LogFile {
             path,
             file,
             len: LOG_MAGIC.len() as u64,
+            dirty: false,
         })
     }
 
@@ -333,8 +347,13 @@ impl LogFile {
                 Ok(())
             }
             Err(e) => {
-                // Never leave part of a batch behind whole records.
-                let _ = self.file.set_len(self.len);
+                // Never leave part of a batch behind whole records; the
+                // next batch goes into a new file all the same.
+                let _ = self
+                    .file
+                    .set_len(self.len)
+                    .and_then(|()| self.file.sync_data());
+                self.dirty = true;
                 Err(e)
             }
         }
@@ -342,6 +361,9 @@ impl LogFile {
 }
 
 struct Writer {
+    /// The directory stays locked while the writer (or a snapshot, which
+    /// it joins) may still touch it.
+    _lock: Arc<DirLock>,
     shared: Arc<Shared>,
     memory: Arc<MemoryStore>,
     dir: PathBuf,
@@ -357,14 +379,17 @@ struct Writer {
     failing: Option<(Instant, Instant, u64)>,
     spare: Vec<u8>,
     last_ok: bool,
+    /// Starting a new log file failed (warned once until it works).
+    rotate_failed: bool,
 }
 
 /// One batch taken from the queue.
 struct Batch {
     buf: Vec<u8>,
     records: u64,
-    acks: Vec<CommitSender>,
+    acks: Vec<(CommitSender, bool)>,
     applies: Vec<Apply>,
+    dropped: bool,
     closed: bool,
 }
 
@@ -430,6 +455,7 @@ impl Writer {
             records: std::mem::take(&mut q.records),
             acks: std::mem::take(&mut q.acks),
             applies: std::mem::take(&mut q.applies),
+            dropped: std::mem::take(&mut q.dropped),
             closed: q.closed,
         };
         q.urgent = false;
@@ -438,8 +464,7 @@ impl Writer {
     }
 
     fn commit(&mut self, mut batch: Batch) {
-        let counters = &self.shared.counters;
-        let result = if batch.buf.is_empty() {
+        let saved = if batch.buf.is_empty() {
             // Only syncs wait: everything before them was in earlier batches.
             if self.last_ok {
                 Ok(())
@@ -449,45 +474,71 @@ impl Writer {
                 ))
             }
         } else {
-            match self.file.append(&batch.buf) {
-                Ok(()) => {
-                    let n = batch.buf.len() as u64;
-                    self.since_snapshot += n;
-                    counters.disk_bytes.fetch_add(n, Ordering::Relaxed);
-                    counters.commits.fetch_add(1, Ordering::Relaxed);
-                    self.recovered();
-                    self.last_ok = true;
-                    Ok(())
-                }
-                Err(e) => {
-                    self.last_ok = false;
-                    counters.write_errors.fetch_add(1, Ordering::Relaxed);
-                    counters.unsaved.fetch_add(batch.records, Ordering::Relaxed);
-                    let message = format!("cannot write {}: {e}", self.file.path.display());
-                    self.failed(&e, batch.records);
-                    Err(StoreError::Unavailable(message))
-                }
-            }
+            self.write(&batch.buf, batch.records)
         };
-        if result.is_ok() {
+        // A sync also answers for the records dropped while it waited.
+        let synced = match (&saved, batch.dropped) {
+            (Ok(()), true) => Err(StoreError::Unavailable(
+                "records were not saved: the disk is not keeping up".into(),
+            )),
+            _ => saved.clone(),
+        };
+        if saved.is_ok() {
             for apply in batch.applies.drain(..) {
                 apply.to(&self.memory);
             }
         }
-        for ack in batch.acks.drain(..) {
-            ack.complete(result.clone());
+        for (ack, sync) in batch.acks.drain(..) {
+            ack.complete(if sync { synced.clone() } else { saved.clone() });
         }
         batch.buf.clear();
         self.spare = batch.buf;
-        if !self.last_ok {
-            // A file that failed may end in a cut it could not make: go on
-            // in a new one, after a pause that spares a failing disk.
-            std::thread::sleep(Duration::from_millis(20));
-            if let Ok(next) = LogFile::create(&self.dir, self.file.number + 1) {
-                self.file = next;
-            }
-        } else if self.file.len >= self.shared.options.max_file_bytes {
+        if self.last_ok && self.file.len >= self.shared.options.max_file_bytes {
             self.rotate();
+        }
+    }
+
+    /// Appends a batch to the log and syncs it.
+    fn write(&mut self, buf: &[u8], records: u64) -> Result<(), StoreError> {
+        let counters = &self.shared.counters;
+        // After a failed write the file may end in a cut that did not take:
+        // nothing more goes into it.
+        if self.file.dirty {
+            match LogFile::create(&self.dir, self.file.number + 1) {
+                Ok(next) => self.file = next,
+                Err(e) => {
+                    self.last_ok = false;
+                    counters.write_errors.fetch_add(1, Ordering::Relaxed);
+                    counters.unsaved.fetch_add(records, Ordering::Relaxed);
+                    self.failed(&e, records);
+                    std::thread::sleep(FAILURE_PAUSE);
+                    return Err(StoreError::Unavailable(format!(
+                        "cannot start a new log file in {}: {e}",
+                        self.dir.display()
+                    )));
+                }
+            }
+        }
+        match self.file.append(buf) {
+            Ok(()) => {
+                let n = buf.len() as u64;
+                self.since_snapshot += n;
+                counters.disk_bytes.fetch_add(n, Ordering::Relaxed);
+                counters.commits.fetch_add(1, Ordering::Relaxed);
+                self.recovered();
+                self.last_ok = true;
+                Ok(())
+            }
+            Err(e) => {
+                self.last_ok = false;
+                counters.write_errors.fetch_add(1, Ordering::Relaxed);
+                counters.unsaved.fetch_add(records, Ordering::Relaxed);
+                let message = format!("cannot write {}: {e}", self.file.path.display());
+                self.failed(&e, records);
+                // A pause spares a failing disk.
+                std::thread::sleep(FAILURE_PAUSE);
+                Err(StoreError::Unavailable(message))
+            }
         }
     }
 
@@ -496,10 +547,14 @@ impl Writer {
         match LogFile::create(&self.dir, self.file.number + 1) {
             Ok(next) => {
                 self.file = next;
+                self.rotate_failed = false;
                 true
             }
             Err(e) => {
-                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot start a new log file; appending to the current one");
+                if !self.rotate_failed {
+                    tracing::warn!(dir = %self.dir.display(), error = %e, "cannot start a new log file; appending to the current one (logged once until it works)");
+                }
+                self.rotate_failed = true;
                 false
             }
         }

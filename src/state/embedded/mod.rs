@@ -29,8 +29,8 @@ pub use files::OpenError;
 
 use super::memory::{MemoryStore, Slot, label_code, label_of};
 use super::{
-    Commit, DiskStats, Key, List, Observation, Observed, PaymentRecord, Store, StoreError,
-    StoreLimits, StoreStats, StoredMethod,
+    Commit, DiskStats, Key, Labelled, List, Observation, Observed, PaymentRecord, Store,
+    StoreError, StoreLimits, StoreStats, StoredMethod,
 };
 use crate::domain::FeedbackKind;
 use files::{DirLock, LOG_MAGIC, SNAPSHOT_MAGIC, io_err, listing, log_path, snapshot_path};
@@ -101,10 +101,14 @@ pub struct Restored {
 
 /// The durable store. Closing it (or dropping it) saves what is queued.
 pub struct EmbeddedStore {
+    /// Each reply waits for its sync (`--sync-interval 0`): a retried
+    /// payment's record is queued again, so that its sync covers it even
+    /// if the first one's save failed.
+    resave_retries: bool,
     memory: Arc<MemoryStore>,
     log: Log,
     counters: Arc<LogCounters>,
-    _lock: DirLock,
+    _lock: Arc<DirLock>,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -137,11 +141,13 @@ impl Locked {
             seed,
         } = self;
         let dir = &options.dir;
+        let lock = Arc::new(lock);
         let memory = Arc::new(MemoryStore::new(options.limits, seed));
         let (mut restored, start) = restore(dir, &memory)?;
         let counters = Arc::new(LogCounters::default());
         let log = Log::start(
             start,
+            Arc::clone(&lock),
             Arc::clone(&memory),
             LogOptions {
                 sync_interval: options.sync_interval,
@@ -160,6 +166,7 @@ impl Locked {
         restored.seconds = started.elapsed().as_secs_f64();
         Ok((
             EmbeddedStore {
+                resave_retries: options.sync_interval.is_zero(),
                 memory,
                 log,
                 counters,
@@ -193,71 +200,137 @@ impl EmbeddedStore {
         self.log.close();
     }
 
-    /// Queues a durable record whose change `apply` takes once it is saved.
-    fn durable(&self, record: &Record<'_>, apply: Apply) -> Result<Commit, StoreError> {
+    /// Queues durable records, saved in one batch, whose changes `applies`
+    /// take once they are saved.
+    fn durable(&self, records: &[Record<'_>], applies: Vec<Apply>) -> Result<Commit, StoreError> {
         let (commit, ack) = Commit::pending();
-        self.log.append(record, Some((ack, Some(apply))))?;
+        self.log.append(records, Some((ack, applies)))?;
         Ok(commit)
     }
 
     /// Queues a record saved within the sync interval.
-    fn lazy(&self, record: &Record<'_>) {
+    fn lazy(&self, record: Record<'_>) {
         // Refused only when the store is closed: the change is in memory.
-        let _ = self.log.append(record, None);
+        let _ = self.log.append(&[record], None);
     }
 }
 
-/// Reads `path` (a file starting with `magic`), calling `f` on each record;
-/// the records read, the bytes read and the damage that ended it early.
+/// What reading one store file found.
+enum FileRead {
+    /// Shorter than its header: created, never written (a crash while a new
+    /// log was being started).
+    Empty,
+    /// Not a store file of this version: left untouched.
+    Foreign,
+    /// Its frames (and its size).
+    Read(record::Reading, u64),
+}
+
+/// Reads `path` (a file starting with `magic`), calling `f` on each record.
 fn read_file(
     path: &Path,
     magic: &[u8; 8],
     f: impl FnMut(Record<'static>),
-) -> Result<(u64, u64, Option<record::Damage>), OpenError> {
+) -> Result<FileRead, OpenError> {
     let file = File::open(path).map_err(io_err(path))?;
     let bytes = file.metadata().map_err(io_err(path))?.len();
+    if bytes < magic.len() as u64 {
+        return Ok(FileRead::Empty);
+    }
     let mut input = BufReader::with_capacity(1 << 20, file);
     let mut head = [0u8; 8];
     if input.read_exact(&mut head).is_err() || &head != magic {
-        let damage = record::Damage {
-            offset: 0,
-            what: "not a riskstream store file",
-        };
-        return Ok((0, bytes, Some(damage)));
+        return Ok(FileRead::Foreign);
     }
-    match record::read_frames(&mut input, magic.len() as u64, f) {
-        Ok(n) => Ok((n, bytes, None)),
-        Err(d) => Ok((0, bytes, Some(d))),
+    let reading = record::read_frames(&mut input, magic.len() as u64, f);
+    Ok(FileRead::Read(reading, bytes))
+}
+
+/// Reports what was damaged in a file read back; the damaged tail to cut
+/// off, if any (no sound frame follows it).
+fn report(path: &Path, read: &FileRead, restored: &mut Restored) -> Option<record::Damage> {
+    match read {
+        FileRead::Empty => None,
+        FileRead::Foreign => {
+            restored.damaged_files += 1;
+            tracing::error!(
+                file = %path.display(),
+                "not a riskstream store file of this version: left as it is and not read"
+            );
+            None
+        }
+        FileRead::Read(reading, _) => {
+            if let Some(d) = reading.first_skip {
+                tracing::warn!(
+                    file = %path.display(),
+                    offset = d.offset,
+                    found = d.what,
+                    damaged = reading.skipped,
+                    "store file damaged: its damaged records are skipped, the records after them read"
+                );
+            }
+            if let Some(d) = reading.tail {
+                tracing::warn!(
+                    file = %path.display(),
+                    offset = d.offset,
+                    found = d.what,
+                    "store file damaged (a torn or corrupt tail): the rest of the file is skipped"
+                );
+            }
+            if reading.first_skip.is_some() || reading.tail.is_some() {
+                restored.damaged_files += 1;
+            }
+            restored.records += reading.records;
+            reading.tail
+        }
     }
 }
 
-/// Applies a record read back to `memory`; true for a snapshot's end.
-fn restore_record(memory: &MemoryStore, record: Record<'static>) -> bool {
-    match record {
-        Record::Method(m) => {
-            let m = StoredMethod::of(m.into_owned(), |v| memory.key(v));
-            memory.put_method(Arc::new(m));
-        }
-        Record::Payment { key, payment } => memory.restore_payment(key, payment),
-        Record::Ratio {
-            key,
-            check,
-            ratio,
-            spike,
-        } => memory.restore_ratio(key, check, ratio, spike),
-        Record::Label { key, check, label } => {
-            if let Some(kind) = label_of(label) {
-                memory.label_slot(key, check, kind, false);
+/// Applies the records read back to the memory store.
+struct Restorer<'a> {
+    memory: &'a MemoryStore,
+    /// Labels read before their payment's record (a fraud report racing the
+    /// payment's own record into the log): applied when it comes.
+    early_labels: std::collections::HashMap<(u64, u32), FeedbackKind>,
+}
+
+impl Restorer<'_> {
+    /// Applies `record`; true for a snapshot's end.
+    fn apply(&mut self, record: Record<'static>) -> bool {
+        let memory = self.memory;
+        match record {
+            Record::Method(m) => {
+                let m = StoredMethod::of(m.into_owned(), |v| memory.key(v));
+                memory.put_method(Arc::new(m));
             }
-        }
-        Record::ListAdd { list, key } => {
-            if let Some(list) = List::ALL.get(usize::from(list)) {
-                memory.put_list_entry(*list, key);
+            Record::Payment { key, payment } => {
+                memory.restore_payment(key, payment);
+                if let Some(kind) = self.early_labels.remove(&(key, payment.check)) {
+                    memory.label_slot(key, payment.check, kind, false);
+                }
             }
+            Record::Ratio {
+                key,
+                check,
+                ratio,
+                spike,
+            } => memory.restore_ratio(key, check, ratio, spike),
+            Record::Label { key, check, label } => {
+                if let Some(kind) = label_of(label)
+                    && !memory.label_slot(key, check, kind, false)
+                {
+                    self.early_labels.insert((key, check), kind);
+                }
+            }
+            Record::ListAdd { list, key } => {
+                if let Some(list) = List::ALL.get(usize::from(list)) {
+                    memory.put_list_entry(*list, key);
+                }
+            }
+            Record::End { .. } => return true,
         }
-        Record::End { .. } => return true,
+        false
     }
-    false
 }
 
 /// Reads the newest snapshot and the logs after it into `memory`, then
@@ -266,40 +339,59 @@ fn restore(dir: &Path, memory: &MemoryStore) -> Result<(Restored, Start), OpenEr
     let (logs, snapshots) = listing(dir)?;
     remove_leftovers(dir);
     let mut restored = Restored::default();
+    let mut restorer = Restorer {
+        memory,
+        early_labels: Default::default(),
+    };
     let base = snapshots.last().copied();
     let mut snapshot_bytes = 0;
     if let Some(n) = base {
         let path = snapshot_path(dir, n);
         let mut ended = false;
-        let (records, bytes, damage) = read_file(&path, SNAPSHOT_MAGIC, |r| {
-            ended |= restore_record(memory, r);
+        let read = read_file(&path, SNAPSHOT_MAGIC, |r| {
+            ended |= restorer.apply(r);
         })?;
-        restored.records += records;
-        snapshot_bytes = bytes;
-        if let Some(d) = damage {
-            restored.damaged_files += 1;
-            warn_damage(&path, d, "the rest of the snapshot is skipped");
-        } else if !ended {
-            restored.damaged_files += 1;
-            tracing::warn!(file = %path.display(), offset = bytes, "the snapshot ends early; what it holds is used");
+        let tail = report(&path, &read, &mut restored);
+        if let FileRead::Read(_, bytes) = read {
+            snapshot_bytes = bytes;
+            if !ended && tail.is_none() {
+                restored.damaged_files += 1;
+                tracing::warn!(file = %path.display(), offset = bytes, "the snapshot ends early; what it holds is used");
+            }
         }
     }
     let mut log_bytes = 0;
+    let mut expected = base;
     for n in logs.iter().copied().filter(|n| *n >= base.unwrap_or(0)) {
+        if let Some(e) = expected
+            && n != e
+        {
+            tracing::error!(
+                dir = %dir.display(),
+                missing_from = e,
+                missing_to = n - 1,
+                "store logs are missing: the changes they held are lost"
+            );
+        }
+        expected = Some(n + 1);
         let path = log_path(dir, n);
-        let (records, bytes, damage) = read_file(&path, LOG_MAGIC, |r| {
-            restore_record(memory, r);
+        let read = read_file(&path, LOG_MAGIC, |r| {
+            restorer.apply(r);
         })?;
-        restored.records += records;
-        log_bytes += bytes;
-        if let Some(d) = damage {
-            restored.damaged_files += 1;
-            warn_damage(&path, d, "the rest of the file is skipped and cut off");
-            // Cut it there, so that the next start reads a whole file.
-            let cut = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .and_then(|f| f.set_len(d.offset.max(LOG_MAGIC.len() as u64)));
+        if let FileRead::Read(_, bytes) = read {
+            log_bytes += bytes;
+        }
+        if matches!(read, FileRead::Empty) {
+            // Never written: nothing to keep.
+            let _ = std::fs::remove_file(&path);
+        }
+        if let Some(tail) = report(&path, &read, &mut restored) {
+            // Cut it there (no sound frame follows), so that the next start
+            // reads a whole file.
+            let cut = OpenOptions::new().write(true).open(&path).and_then(|f| {
+                f.set_len(tail.offset.max(LOG_MAGIC.len() as u64))?;
+                f.sync_all()
+            });
             if let Err(e) = cut {
                 tracing::warn!(file = %path.display(), error = %e, "cannot cut the damaged log");
             }
@@ -318,15 +410,6 @@ fn restore(dir: &Path, memory: &MemoryStore) -> Result<(Restored, Start), OpenEr
             log_bytes,
         },
     ))
-}
-
-fn warn_damage(path: &Path, d: record::Damage, then: &str) {
-    tracing::warn!(
-        file = %path.display(),
-        offset = d.offset,
-        found = d.what,
-        "store file damaged (a torn or corrupt tail): {then}"
-    );
 }
 
 /// Deletes the temporary files of snapshots that did not finish.
@@ -353,7 +436,7 @@ impl Store for EmbeddedStore {
         self.memory.has_room_for(&method.method.id)?;
         let method = Arc::new(method);
         let record = Record::Method(Cow::Borrowed(&method.method));
-        self.durable(&record, Apply::Method(Arc::clone(&method)))
+        self.durable(&[record], vec![Apply::Method(Arc::clone(&method))])
     }
 
     fn payment_method(&self, id: &str) -> Option<Arc<StoredMethod>> {
@@ -362,12 +445,16 @@ impl Store for EmbeddedStore {
 
     fn observe(&self, obs: &Observation<'_>) -> Observed {
         let observed = self.memory.observe(obs);
-        if observed.first {
-            let (key, check) = self.memory.payment_key(obs.payment_id);
-            self.lazy(&Record::Payment {
-                key,
-                payment: Slot::of(obs, check),
-            });
+        let (key, check) = self.memory.payment_key(obs.payment_id);
+        let payment = if observed.first {
+            Some(Slot::of(obs, check))
+        } else if self.resave_retries {
+            self.memory.payment_slot(key).filter(|s| s.check == check)
+        } else {
+            None
+        };
+        if let Some(payment) = payment {
+            self.lazy(Record::Payment { key, payment });
         }
         observed
     }
@@ -375,7 +462,7 @@ impl Store for EmbeddedStore {
     fn record_amount_ratio(&self, obs: &Observation<'_>, ratio: u32, spike: bool) {
         self.memory.record_amount_ratio(obs, ratio, spike);
         let (key, check) = self.memory.payment_key(obs.payment_id);
-        self.lazy(&Record::Ratio {
+        self.lazy(Record::Ratio {
             key,
             check,
             ratio,
@@ -387,18 +474,41 @@ impl Store for EmbeddedStore {
         self.memory.payment(payment_id)
     }
 
-    fn label(&self, payment_id: &str, kind: FeedbackKind) -> Result<Option<Commit>, StoreError> {
+    fn label(
+        &self,
+        payment_id: &str,
+        kind: FeedbackKind,
+        block: &[(List, Key)],
+    ) -> Result<Option<Labelled>, StoreError> {
         if self.memory.payment(payment_id).is_none() {
             return Ok(None);
         }
         let (key, check) = self.memory.payment_key(payment_id);
-        let record = Record::Label {
+        let mut records = vec![Record::Label {
             key,
             check,
             label: label_code(Some(kind)),
-        };
-        self.durable(&record, Apply::Label { key, check, kind })
-            .map(Some)
+        }];
+        let mut applies = vec![Apply::Label { key, check, kind }];
+        let mut lists_added = Vec::new();
+        for (list, k) in block {
+            if !self.memory.list_contains(*list, *k) {
+                records.push(Record::ListAdd {
+                    list: *list as u8,
+                    key: k.0,
+                });
+                applies.push(Apply::List {
+                    list: *list,
+                    key: k.0,
+                });
+                lists_added.push(*list);
+            }
+        }
+        let commit = self.durable(&records, applies)?;
+        Ok(Some(Labelled {
+            lists_added,
+            commit,
+        }))
     }
 
     fn list_contains(&self, list: List, key: Key) -> bool {
@@ -417,7 +527,7 @@ impl Store for EmbeddedStore {
             list: list as u8,
             key: key.0,
         };
-        self.durable(&record, Apply::List { list, key: key.0 })
+        self.durable(&[record], vec![Apply::List { list, key: key.0 }])
             .map(Some)
     }
 

@@ -91,45 +91,114 @@ pub(super) struct Damage {
     pub what: &'static str,
 }
 
+/// What reading a file of frames found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(super) struct Reading {
+    /// Records read.
+    pub records: u64,
+    /// The first damaged stretch followed by readable frames (skipped).
+    pub first_skip: Option<Damage>,
+    /// Damaged stretches skipped before readable frames.
+    pub skipped: u64,
+    /// Where the file stops holding frames: a torn or corrupt tail, with
+    /// no readable frame after it.
+    pub tail: Option<Damage>,
+}
+
+/// The frame at the start of `bytes`, if it is whole and sound: its record
+/// and its length on disk; else what is wrong with it.
+fn frame_at(bytes: &[u8]) -> Result<(Record<'static>, usize), &'static str> {
+    let Some(head) = bytes.get(..HEADER) else {
+        return Err("a torn frame header");
+    };
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    if len > MAX_RECORD {
+        return Err("an impossible record length");
+    }
+    let Some(payload) = bytes.get(HEADER..HEADER + len) else {
+        return Err("a torn record");
+    };
+    if crc32fast::hash(payload) != crc {
+        return Err("a checksum mismatch");
+    }
+    let record: Record<'_> = postcard::from_bytes(payload).map_err(|_| "an undecodable record")?;
+    Ok((into_owned(record), HEADER + len))
+}
+
+/// Reads the frames of `bytes` (which start at offset `base` of their file)
+/// into `reading`: a damaged frame is skipped up to the next sound one, so
+/// one bad record costs only itself; with no sound frame after it, it is
+/// the tail.
+fn scan(bytes: &[u8], base: u64, reading: &mut Reading, f: &mut impl FnMut(Record<'static>)) {
+    let mut at = 0;
+    while at < bytes.len() {
+        match frame_at(&bytes[at..]) {
+            Ok((record, len)) => {
+                f(record);
+                reading.records += 1;
+                at += len;
+            }
+            Err(what) => {
+                let damage = Damage {
+                    offset: base + at as u64,
+                    what,
+                };
+                match (at + 1..bytes.len()).find(|&j| frame_at(&bytes[j..]).is_ok()) {
+                    Some(next) => {
+                        reading.skipped += 1;
+                        reading.first_skip.get_or_insert(damage);
+                        at = next;
+                    }
+                    None => {
+                        reading.tail = Some(damage);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Reads frames from `input` (positioned `start` bytes into its file),
-/// calling `f` on each record, until the end or the first damaged frame;
-/// returns how many were read.
+/// calling `f` on each record. Whole files stream; from the first damaged
+/// frame on, the rest of the file is read into memory and scanned for the
+/// next sound frame.
 pub(super) fn read_frames(
     input: &mut impl Read,
     start: u64,
     mut f: impl FnMut(Record<'static>),
-) -> Result<u64, Damage> {
+) -> Reading {
+    let mut reading = Reading::default();
     let mut at = start;
-    let mut n = 0u64;
     let mut payload = Vec::new();
     loop {
-        let damage = |what| Damage { offset: at, what };
         let mut head = [0u8; HEADER];
-        match read_full(input, &mut head) {
-            Ok(0) => return Ok(n),
-            Ok(HEADER) => {}
-            Ok(_) => return Err(damage("a torn frame header")),
-            Err(_) => return Err(damage("an unreadable frame")),
+        let got = read_full(input, &mut head).unwrap_or(0);
+        if got == 0 {
+            return reading;
         }
-        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-        if len > MAX_RECORD {
-            return Err(damage("an impossible record length"));
+        let mut rest = head[..got].to_vec();
+        if got == HEADER {
+            let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+            if len <= MAX_RECORD {
+                payload.resize(len, 0);
+                let read = read_full(input, &mut payload).unwrap_or(0);
+                rest.extend_from_slice(&payload[..read]);
+                if read == len
+                    && let Ok((record, n)) = frame_at(&rest)
+                {
+                    f(record);
+                    reading.records += 1;
+                    at += n as u64;
+                    continue;
+                }
+            }
         }
-        payload.resize(len, 0);
-        match read_full(input, &mut payload) {
-            Ok(got) if got == len => {}
-            Ok(_) => return Err(damage("a torn record")),
-            Err(_) => return Err(damage("an unreadable record")),
-        }
-        if crc32fast::hash(&payload) != crc {
-            return Err(damage("a checksum mismatch"));
-        }
-        let record: Record<'_> =
-            postcard::from_bytes(&payload).map_err(|_| damage("an undecodable record"))?;
-        f(into_owned(record));
-        n += 1;
-        at += (HEADER + len) as u64;
+        // Damaged at `at`: the rest of the file, in memory.
+        let _ = input.read_to_end(&mut rest);
+        scan(&rest, at, &mut reading, &mut f);
+        return reading;
     }
 }
 
@@ -237,7 +306,7 @@ mod tests {
     }
 
     #[test]
-    fn frames_round_trip_and_damage_is_found_where_it_starts() {
+    fn frames_round_trip_and_only_damaged_ones_are_lost() {
         let mut buf = Vec::new();
         let mut ends = Vec::new();
         for r in records() {
@@ -245,22 +314,44 @@ mod tests {
             ends.push(buf.len());
         }
         let mut back = Vec::new();
-        assert_eq!(read_frames(&mut &buf[..], 0, |r| back.push(r)), Ok(6));
+        let whole = read_frames(&mut &buf[..], 0, |r| back.push(r));
+        assert_eq!((whole.records, whole.tail, whole.skipped), (6, None, 0));
         assert_eq!(back, records());
-        // Torn in the middle of the fourth frame: three read, damage at the
-        // start of the fourth.
+        // Torn in the middle of the fourth frame: three read, the tail at
+        // the start of the fourth.
         let cut = ends[2] + 5;
-        let mut n = 0;
-        let err = read_frames(&mut &buf[..cut], 0, |_| n += 1).expect_err("torn");
-        assert_eq!((n, err.offset), (3, ends[2] as u64));
-        // A flipped bit in the second payload.
+        let torn = read_frames(&mut &buf[..cut], 0, |_| ());
+        assert_eq!(torn.records, 3);
+        assert_eq!(torn.tail.map(|d| d.offset), Some(ends[2] as u64));
+        // A flipped bit in the second payload: that record alone is lost.
         let mut bad = buf.clone();
         bad[ends[0] + HEADER + 3] ^= 0x10;
-        let err = read_frames(&mut &bad[..], 0, |_| ()).expect_err("corrupt");
+        let mut back = Vec::new();
+        let flipped = read_frames(&mut &bad[..], 0, |r| back.push(r));
         assert_eq!(
-            (err.offset, err.what),
+            (flipped.records, flipped.skipped, flipped.tail),
+            (5, 1, None)
+        );
+        let first = flipped.first_skip.expect("the damage is reported");
+        assert_eq!(
+            (first.offset, first.what),
             (ends[0] as u64, "a checksum mismatch")
         );
+        assert_eq!(back[1], records()[2], "reading goes on after it");
+        // A wrecked length field in the middle: the frames after it are found.
+        let mut bad = buf.clone();
+        bad[ends[1]..ends[1] + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        let wrecked = read_frames(&mut &bad[..], 0, |_| ());
+        assert_eq!(
+            (wrecked.records, wrecked.skipped, wrecked.tail),
+            (5, 1, None)
+        );
+        // Garbage at the end: the tail.
+        let mut bad = buf.clone();
+        bad.extend_from_slice(&[9; 20]);
+        let tail = read_frames(&mut &bad[..], 0, |_| ());
+        assert_eq!(tail.records, 6);
+        assert_eq!(tail.tail.map(|d| d.offset), Some(buf.len() as u64));
     }
 
     /// The bytes on disk of every record kind: a change of a saved type that

@@ -9,7 +9,9 @@
 //! whatever it caught. Methods, payments and list entries are copied out of
 //! the maps before they are written: no map lock is held during I/O.
 
-use super::files::{SNAPSHOT_MAGIC, io_err, listing, log_path, snapshot_path, sync_dir};
+use super::files::{
+    SNAPSHOT_MAGIC, io_err, listing, log_path, private_file, snapshot_path, sync_dir,
+};
 use super::log::LogCounters;
 use super::record::{Record, frame};
 use crate::state::List;
@@ -111,7 +113,7 @@ pub(super) fn write(
         ))
     };
     let tmp = tmp_path(dir, before);
-    let file = File::create(&tmp).map_err(io_err(&tmp))?;
+    let file = private_file().open(&tmp).map_err(io_err(&tmp))?;
     let mut out = Out {
         out: BufWriter::with_capacity(1 << 20, file),
         path: tmp.clone(),
