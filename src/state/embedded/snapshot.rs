@@ -24,8 +24,35 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-/// Payments copied out of the map at a time.
-const CHUNK: usize = 4096;
+/// Records read out of memory at a time.
+const CHUNK: usize = 1024;
+
+/// How long a snapshot rests after each chunk, per unit of time the chunk
+/// took: at most a third of a core goes to it. A snapshot is never urgent;
+/// the scoring it shares the cores with is.
+const REST_PER_WORK: u32 = 2;
+
+/// Paces a snapshot and tells it when to give up.
+struct Pace<'a> {
+    stop: &'a AtomicBool,
+    since: Instant,
+}
+
+impl Pace<'_> {
+    /// Between two chunks: rests in proportion to the last one, or gives up
+    /// when the store closes.
+    fn next(&mut self, dir: &std::path::Path) -> Result<(), super::OpenError> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(io_err(dir)(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "the store is closing",
+            )));
+        }
+        std::thread::sleep(self.since.elapsed() * REST_PER_WORK);
+        self.since = Instant::now();
+        Ok(())
+    }
+}
 
 /// One snapshot to write.
 pub(super) struct Job {
@@ -106,11 +133,9 @@ pub(super) fn write(
     memory: &MemoryStore,
     stop: &AtomicBool,
 ) -> Result<(u64, u64), super::OpenError> {
-    let given_up = || {
-        io_err(dir)(std::io::Error::new(
-            std::io::ErrorKind::Interrupted,
-            "the store is closing",
-        ))
+    let mut pace = Pace {
+        stop,
+        since: Instant::now(),
     };
     let tmp = tmp_path(dir, before);
     let file = private_file().open(&tmp).map_err(io_err(&tmp))?;
@@ -121,16 +146,14 @@ pub(super) fn write(
         records: 0,
     };
     out.out.write_all(SNAPSHOT_MAGIC).map_err(io_err(&tmp))?;
-    for (i, m) in memory.methods().iter().enumerate() {
-        if i % CHUNK == 0 && stop.load(Ordering::Relaxed) {
-            return Err(given_up());
+    for methods in memory.methods().chunks(CHUNK) {
+        pace.next(dir)?;
+        for m in methods {
+            out.put(&Record::Method(Cow::Borrowed(&m.method)))?;
         }
-        out.put(&Record::Method(Cow::Borrowed(&m.method)))?;
     }
     for keys in memory.payment_keys().chunks(CHUNK) {
-        if stop.load(Ordering::Relaxed) {
-            return Err(given_up());
-        }
+        pace.next(dir)?;
         let slots: Vec<_> = keys
             .iter()
             .filter_map(|k| memory.payment_slot(*k).map(|s| (*k, s)))
