@@ -149,10 +149,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let fds = protox::compile([PROTO, TRAFFIC_PROTO], ["proto"])?;
     fs::write(out.join("riskstream_descriptor.bin"), fds.encode_to_vec())?;
-    // The server comes from the manual definition below.
+    // RiskScorer's server comes from the manual definition below; RiskAdmin's
+    // is generated (its requests are small and rare: no raw-bytes codec).
     tonic_prost_build::configure()
         .build_client(true)
-        .build_server(false)
+        .build_server(true)
         .compile_fds(fds)?;
 
     let wire_root = out.join("wire-proto");

@@ -144,7 +144,18 @@ fn bench(c: &mut Criterion) {
         })
     });
     store
-        .list_add(List::BlockEmail, k.email[1])
+        .list_add(
+            List::BlockEmail,
+            k.email[1],
+            riskstream::state::ListEntry {
+                value: "customer@1".into(),
+                added_at_ms: T0,
+                reason: String::new(),
+                expires_at_ms: 0,
+                source: riskstream::state::ListSource::Admin,
+                payment_id: String::new(),
+            },
+        )
         .expect("listed")
         .map(riskstream::state::Commit::wait);
     g.bench_function("list_contains", |b| {

@@ -244,6 +244,14 @@ pub struct ServeArgs {
         default_value = "127.0.0.1:9464"
     )]
     pub metrics_listen: String,
+    /// RiskAdmin's address (list management, for operators), with health
+    /// and reflection; `off` disables it.
+    #[arg(
+        long,
+        env = "RISKSTREAM_ADMIN_LISTEN",
+        default_value = "127.0.0.1:50052"
+    )]
+    pub admin_listen: String,
     /// Model file to load.
     #[arg(long, env = "RISKSTREAM_MODEL", default_value = "models/default.json")]
     pub model: PathBuf,

@@ -50,6 +50,8 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// Prometheus address, or `None` when disabled.
     pub metrics_listen: Option<SocketAddr>,
+    /// RiskAdmin's address, or `None` when disabled.
+    pub admin_listen: Option<SocketAddr>,
     /// Model file.
     pub model: PathBuf,
     /// How often the model file is checked for changes (`None`: SIGHUP only).
@@ -169,6 +171,15 @@ impl ServeConfig {
                 )
             })?),
         };
+        let admin_listen = match a.admin_listen.as_str() {
+            "" | "off" => None,
+            s => Some(s.parse().map_err(|_| {
+                invalid(
+                    "admin-listen",
+                    format!("{s:?} is not an address like 127.0.0.1:50052 (or \"off\")"),
+                )
+            })?),
+        };
         for (flag, v) in [
             ("elevated-threshold", a.elevated_threshold),
             ("highest-threshold", a.highest_threshold),
@@ -258,6 +269,7 @@ impl ServeConfig {
         Ok(ServeConfig {
             listen,
             metrics_listen,
+            admin_listen,
             model: a.model.clone(),
             model_poll,
             engine: EngineConfig {

@@ -54,6 +54,15 @@ impl FeedbackKind {
     pub fn is_fraud(self) -> bool {
         matches!(self, FeedbackKind::Fraudulent | FeedbackKind::DisputeFraud)
     }
+
+    /// Its name in logs and list entries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeedbackKind::Fraudulent => "fraudulent",
+            FeedbackKind::DisputeFraud => "dispute_fraud",
+            FeedbackKind::Legitimate => "legitimate",
+        }
+    }
 }
 
 /// A validated device/browser session snapshot. On the scoring path its

@@ -13,8 +13,8 @@ use crate::fingerprint::Facts;
 use crate::metrics::{EventKind, Metrics};
 use crate::model::{ModelHandle, score_map::sigmoid};
 use crate::proto::{self, wire};
-use crate::state::{Commit, Key, List, Observation, Store, StoredMethod};
-use crate::validate::{self, Clock, FieldError};
+use crate::state::{Commit, Key, List, ListEntry, ListSource, Observation, Store, StoredMethod};
+use crate::validate::{self, Clock};
 use crate::view;
 use bytes::Bytes;
 use prost::Message;
@@ -79,7 +79,7 @@ fn text_key(store: &dyn Store, v: &str) -> Option<Key> {
 }
 
 /// The store key of an IP address: its octets, IPv4-mapped addresses as IPv4.
-fn ip_key(store: &dyn Store, ip: IpAddr) -> Key {
+pub(crate) fn ip_key(store: &dyn Store, ip: IpAddr) -> Key {
     match ip.to_canonical() {
         IpAddr::V4(v4) => store.key(&v4.octets()),
         IpAddr::V6(v6) => store.key(&v6.octets()),
@@ -372,13 +372,21 @@ impl Engine {
                 message: "no recent payment has this id".into(),
             });
         };
-        let block: Vec<(List, Key)> = if fb.kind.is_fraud() {
+        let block: Vec<(List, Key, ListEntry)> = if fb.kind.is_fraud() {
+            let entry = ListEntry {
+                value: String::new(),
+                added_at_ms: clock.now_ms,
+                reason: format!("{} reported", fb.kind.as_str()),
+                expires_at_ms: 0,
+                source: ListSource::Feedback,
+                payment_id: fb.payment_id.to_owned(),
+            };
             [
                 (List::BlockCardFingerprint, rec.card),
                 (List::BlockEmail, rec.email),
             ]
             .into_iter()
-            .filter_map(|(list, key)| Some((list, key?)))
+            .filter_map(|(list, key)| Some((list, key?, entry.clone())))
             .collect()
         } else {
             Vec::new()
@@ -490,32 +498,6 @@ impl Engine {
             self.inner.metrics.unknown_payment_method();
         }
         registered
-    }
-
-    /// The store key `list` holds for `value` (emails lower-cased, IP
-    /// addresses parsed), the same key the scoring path looks up.
-    pub fn list_key(&self, list: List, value: &str) -> Result<Key, FieldError> {
-        let store = &self.inner.store;
-        match list {
-            List::BlockEmail | List::AllowEmail => Ok(store.key(value.to_lowercase().as_bytes())),
-            List::BlockIp | List::AllowIp => {
-                let ip: IpAddr = value.parse().map_err(|_| {
-                    FieldError::new(list.name(), format!("{value:?} is not an IP address"))
-                })?;
-                Ok(ip_key(&**store, ip))
-            }
-            _ => Ok(store.key(value.as_bytes())),
-        }
-    }
-
-    /// Adds `value` to `list`; the commit to await when it was not there yet.
-    pub fn list_add(&self, list: List, value: &str) -> Result<Option<Commit>, ServiceError> {
-        let key = self.list_key(list, value)?;
-        let added = self.inner.store.list_add(list, key)?;
-        if added.is_some() {
-            self.inner.metrics.list_addition(list);
-        }
-        Ok(added)
     }
 
     /// Resolves the payment method, records the payment in the store and

@@ -19,6 +19,7 @@
 //! - [`model`]: model file, inference and per-feature contributions.
 //! - [`decision`]: levels, actions, lists, holdout and propensity.
 //! - [`engine`]: the synchronous scoring path tying them together.
+//! - [`lists`]: the default lists as operators manage them.
 //! - [`decision_log`]: the line-delimited record of every decision.
 //! - [`metrics`]: every exported metric.
 //! - [`server`]: the tonic service, health, reflection, `/metrics`, shutdown.
@@ -40,6 +41,7 @@ pub mod error;
 pub mod facts;
 pub mod features;
 pub mod fingerprint;
+pub mod lists;
 pub mod metrics;
 pub mod model;
 pub mod proto;

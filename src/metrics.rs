@@ -35,6 +35,8 @@ pub const MODEL_RELOAD_ERRORS_TOTAL: &str = "riskstream_model_reload_errors_tota
 pub const FEEDBACK_TOTAL: &str = "riskstream_feedback_total";
 /// `riskstream_list_additions_total{list}`: entries added to lists.
 pub const LIST_ADDITIONS_TOTAL: &str = "riskstream_list_additions_total";
+/// `riskstream_list_removals_total{list}`: entries taken off lists.
+pub const LIST_REMOVALS_TOTAL: &str = "riskstream_list_removals_total";
 /// `riskstream_store_entries{kind}`: what the store holds.
 pub const STORE_ENTRIES: &str = "riskstream_store_entries";
 /// `riskstream_store_disk_bytes`: bytes of the embedded store's files.
@@ -114,6 +116,7 @@ struct Inner {
     model_reload_errors: Counter,
     feedback: [Counter; 3],
     list_additions: [Counter; List::ALL.len()],
+    list_removals: [Counter; List::ALL.len()],
     store: [Gauge; 4],
     disk_bytes: Gauge,
     disk: [Counter; 4],
@@ -211,6 +214,11 @@ impl Metrics {
             LIST_ADDITIONS_TOTAL,
             None,
             "Entries added to block and allow lists.",
+        );
+        describe(
+            LIST_REMOVALS_TOTAL,
+            None,
+            "Entries taken off block and allow lists.",
         );
         describe(
             DECISION_LOG_RECORDS_TOTAL,
@@ -313,6 +321,7 @@ impl Metrics {
         let feedback = FEEDBACK_KINDS.map(|k| counter(FEEDBACK_TOTAL, &[("kind", k)]));
         let list_additions =
             List::ALL.map(|l| counter(LIST_ADDITIONS_TOTAL, &[("list", l.name())]));
+        let list_removals = List::ALL.map(|l| counter(LIST_REMOVALS_TOTAL, &[("list", l.name())]));
         let store =
             STORE_KINDS.map(|k| r.register_gauge(&key(STORE_ENTRIES, &[("kind", k)]), &META));
         let inner = Inner {
@@ -327,6 +336,7 @@ impl Metrics {
             model_reload_errors: counter(MODEL_RELOAD_ERRORS_TOTAL, &[]),
             feedback,
             list_additions,
+            list_removals,
             store,
             disk_bytes: r.register_gauge(&key(STORE_DISK_BYTES, &[]), &META),
             disk: [
@@ -406,6 +416,11 @@ impl Metrics {
     /// One entry added to `list`.
     pub fn list_addition(&self, list: List) {
         self.inner.list_additions[list as usize].increment(1);
+    }
+
+    /// One entry taken off `list`.
+    pub fn list_removal(&self, list: List) {
+        self.inner.list_removals[list as usize].increment(1);
     }
 
     /// Current store sizes.

@@ -140,9 +140,27 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             let lists_error =
                 |e: &dyn std::fmt::Display| format!("--lists {}: {e}", lists_path.display());
             let mut commits = Vec::new();
-            for (list, value) in &lists {
-                let added = engine.list_add(*list, value).map_err(|e| lists_error(&e))?;
-                commits.extend(added);
+            let now = crate::engine::system_now_ms();
+            for list in crate::state::List::ALL {
+                let values: Vec<&str> = lists
+                    .iter()
+                    .filter(|(l, _)| *l == list)
+                    .map(|(_, v)| v.as_str())
+                    .collect();
+                if values.is_empty() {
+                    continue;
+                }
+                let (_, commit) = engine
+                    .add_list_items(
+                        list,
+                        &values,
+                        "lists file",
+                        0,
+                        crate::state::ListSource::File,
+                        now,
+                    )
+                    .map_err(|e| lists_error(&e))?;
+                commits.push(commit);
             }
             crate::state::Commit::all(commits)
                 .wait()
@@ -187,7 +205,18 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
                 let _ = reload_stopped.await;
             },
         ));
-        let res = server::serve_starting(starting, listener, config.server, termination()).await;
+        let admin = match config.admin_listen {
+            Some(addr) => {
+                let l = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (--admin-listen)"))?;
+                tracing::info!(addr = %l.local_addr()?, "admin listening");
+                Some(l)
+            }
+            None => None,
+        };
+        let res =
+            server::serve_starting(starting, listener, admin, config.server, termination()).await;
         let _ = stop_reload.send(());
         let _ = reloader.await;
         let _ = stop_metrics.send(());

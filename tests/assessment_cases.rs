@@ -112,9 +112,18 @@ async fn recurring_payments_after_the_first_are_not_assessed() {
 async fn rules_still_run_on_payments_not_assessed() {
     let mut srv = TestServer::start().await;
     register_home_card(&mut srv.client).await;
-    srv.engine
-        .list_add(riskstream::state::List::BlockCardFingerprint, "fp_1")
+    let (_, commit) = srv
+        .engine
+        .add_list_items(
+            riskstream::state::List::BlockCardFingerprint,
+            &["fp_1"],
+            "test",
+            0,
+            riskstream::state::ListSource::Admin,
+            0,
+        )
         .expect("valid entry");
+    commit.durable().await.expect("saved");
     let mut ev = payment("p_opt", "pm_1", 1000, Some(home_session("s1")), customer(1));
     ev.risk_assessment_opt_out = true;
     let out = score_ok(&mut srv.client, ev).await;

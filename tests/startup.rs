@@ -50,6 +50,7 @@ async fn nothing_is_served_until_the_state_is_restored() {
     let task = tokio::spawn(server::serve_starting(
         starting,
         listener,
+        None,
         ServerOptions::default(),
         async {
             let _ = stopped.await;

@@ -7,8 +7,8 @@
 
 use riskstream::domain::{Customer, FeedbackKind, MethodKind, RegisteredMethod};
 use riskstream::state::{
-    Commit, EmbeddedOptions, EmbeddedStore, List, MemoryStore, Observation, Observed, Store,
-    StoreError, StoreLimits, StoredMethod,
+    Commit, EmbeddedOptions, EmbeddedStore, List, ListEntry, ListSource, MemoryStore, Observation,
+    Observed, Store, StoreError, StoreLimits, StoredMethod,
 };
 use std::sync::Arc;
 
@@ -297,30 +297,96 @@ fn merchant_windows_see_only_labels_that_have_arrived(h: &dyn Harness) {
     );
 }
 
-fn lists_hold_keys(h: &dyn Harness) {
+/// An entry an operator adds, expiring at `expires_at_ms` (0: never).
+fn entry(value: &str, expires_at_ms: i64) -> ListEntry {
+    ListEntry {
+        value: value.into(),
+        added_at_ms: T0,
+        reason: "ticket 1".into(),
+        expires_at_ms,
+        source: ListSource::Admin,
+        payment_id: String::new(),
+    }
+}
+
+/// Adds `value` to `list`; true when it was not there.
+fn list_add(s: &dyn Store, list: List, value: &str, expires_at_ms: i64) -> bool {
+    let added = s
+        .list_add(list, s.key(value.as_bytes()), entry(value, expires_at_ms))
+        .expect("accepted");
+    added.map(saved).is_some()
+}
+
+fn lists_hold_entries_until_removed_or_expired(h: &dyn Harness) {
     let s = &**h.store();
     let k = s.key(b"a@example.com");
     assert!(s.lists_empty());
-    saved(
-        s.list_add(List::BlockEmail, k)
-            .expect("accepted")
-            .expect("new entry"),
+    assert!(list_add(s, List::BlockEmail, "a@example.com", 0));
+    assert!(
+        !list_add(s, List::BlockEmail, "a@example.com", 0),
+        "listed once"
     );
-    assert!(s.list_add(List::BlockEmail, k).expect("accepted").is_none());
     assert!(s.list_contains(List::BlockEmail, k));
     assert!(!s.lists_empty());
     assert!(!s.list_contains(List::AllowEmail, k));
     assert!(!s.list_contains(List::BlockEmail, s.key(b"b@example.com")));
     assert_eq!(s.stats().list_entries, 1);
+    // What was said of it is listed back.
+    let items = s.list_items(List::BlockEmail, None, 10);
+    assert_eq!(items, [(k, entry("a@example.com", 0))]);
+    // Taken off, it no longer applies; taking it off again does nothing.
+    saved(
+        s.list_remove(List::BlockEmail, k)
+            .expect("accepted")
+            .expect("was there"),
+    );
+    assert!(
+        s.list_remove(List::BlockEmail, k)
+            .expect("accepted")
+            .is_none()
+    );
+    assert!(!s.list_contains(List::BlockEmail, k));
+    assert!(s.lists_empty());
+    // An entry whose expiry has passed does not apply, and a sweep forgets it.
+    assert!(list_add(s, List::BlockIp, "203.0.113.9", 1_000));
+    assert!(!s.list_contains(List::BlockIp, s.key(b"203.0.113.9")));
+    s.sweep();
+    assert!(s.list_items(List::BlockIp, None, 10).is_empty());
+}
+
+fn list_items_come_a_page_at_a_time(h: &dyn Harness) {
+    let s = &**h.store();
+    for i in 0..25 {
+        assert!(list_add(s, List::AllowCustomerId, &format!("cus_{i}"), 0));
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s.list_items(List::AllowCustomerId, after, 10);
+        assert!(page.len() <= 10);
+        let Some(last) = page.last() else { break };
+        after = Some(last.0);
+        seen.extend(page.into_iter().map(|(_, e)| e.value));
+    }
+    seen.sort_unstable();
+    let mut all: Vec<String> = (0..25).map(|i| format!("cus_{i}")).collect();
+    all.sort_unstable();
+    assert_eq!(seen, all, "every entry once, in three pages");
+    assert!(s.list_items(List::AllowEmail, None, 10).is_empty());
 }
 
 fn a_fraud_label_adds_its_block_entries_once(h: &dyn Harness) {
     let s = &**h.store();
     observe(s, &pay(s, "p1", T0, "fp_1", "d1"));
     observe(s, &pay(s, "p2", T0 + MIN, "fp_1", "d1"));
+    let reported = ListEntry {
+        source: ListSource::Feedback,
+        payment_id: "p1".into(),
+        ..entry("", 0)
+    };
     let block = [
-        (List::BlockCardFingerprint, s.key(b"fp_1")),
-        (List::BlockEmail, s.key(b"a@example.com")),
+        (List::BlockCardFingerprint, s.key(b"fp_1"), reported.clone()),
+        (List::BlockEmail, s.key(b"a@example.com"), reported.clone()),
     ];
     let first = s
         .label("p1", FeedbackKind::Fraudulent, &block)
@@ -331,7 +397,9 @@ fn a_fraud_label_adds_its_block_entries_once(h: &dyn Harness) {
         [List::BlockCardFingerprint, List::BlockEmail]
     );
     saved(first.commit);
-    assert!(block.iter().all(|(l, k)| s.list_contains(*l, *k)));
+    assert!(block.iter().all(|(l, k, _)| s.list_contains(*l, *k)));
+    let listed = s.list_items(List::BlockEmail, None, 10);
+    assert_eq!(listed.first().map(|(_, e)| e), Some(&reported));
     let again = s
         .label("p2", FeedbackKind::DisputeFraud, &block)
         .expect("accepted")
@@ -436,8 +504,18 @@ macro_rules! conformance {
             );
         }
         #[test]
-        fn lists_hold_keys() {
-            run(StoreLimits::default(), super::lists_hold_keys);
+        fn lists_hold_entries_until_removed_or_expired() {
+            run(
+                StoreLimits::default(),
+                super::lists_hold_entries_until_removed_or_expired,
+            );
+        }
+        #[test]
+        fn list_items_come_a_page_at_a_time() {
+            run(
+                StoreLimits::default(),
+                super::list_items_come_a_page_at_a_time,
+            );
         }
         #[test]
         fn a_fraud_label_adds_its_block_entries_once() {
@@ -509,10 +587,12 @@ fn everything_acknowledged_and_every_window_survives_a_reopen() {
             s.record_amount_ratio(&o, 1_000 + i as u32, i == 3);
         }
         label(s, "p1", FeedbackKind::Fraudulent);
+        assert!(list_add(s, List::BlockEmail, "bad@example.com", 0));
+        assert!(list_add(s, List::BlockEmail, "gone@example.com", 0));
         saved(
-            s.list_add(List::BlockEmail, s.key(b"bad@example.com"))
-                .expect("listed")
-                .expect("new"),
+            s.list_remove(List::BlockEmail, s.key(b"gone@example.com"))
+                .expect("accepted")
+                .expect("was there"),
         );
         saved(s.sync());
     }
@@ -539,6 +619,15 @@ fn everything_acknowledged_and_every_window_survives_a_reopen() {
         Some(FeedbackKind::Fraudulent)
     );
     assert!(s.list_contains(List::BlockEmail, s.key(b"bad@example.com")));
+    assert!(!s.list_contains(List::BlockEmail, s.key(b"gone@example.com")));
+    assert_eq!(
+        s.list_items(List::BlockEmail, None, 10)
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect::<Vec<_>>(),
+        [entry("bad@example.com", 0)],
+        "entries come back with what was said of them"
+    );
     let after = probe(s, "p3", T0 + 8 * DAY, "fp_1", "d1");
     assert_eq!(after, before.0, "windows rebuilt as they were");
     assert_eq!(after.velocity.card_days[2].count, 4);

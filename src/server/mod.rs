@@ -1,7 +1,8 @@
 //! The gRPC edge: serves `RiskScorer` with health and reflection beside it,
 //! the Prometheus endpoint, periodic store sweeps, and graceful shutdown.
 //!
-//! - [`service`] implements the tonic trait.
+//! - [`service`] implements the tonic trait of `RiskScorer`.
+//! - [`admin`] implements `RiskAdmin`, served on its own address.
 //! - [`codec`] hands requests to it as raw bytes.
 //! - [`status`] maps service errors to gRPC statuses.
 //! - [`metrics_http`] serves `/metrics`.
@@ -9,6 +10,7 @@
 //! - [`fixed`] a do-nothing server with the same contract (the transport
 //!   ceiling of benchmarks).
 
+pub mod admin;
 pub mod codec;
 pub mod fixed;
 pub mod metrics_http;
@@ -36,11 +38,12 @@ pub mod manual {
 use crate::decision_log::LogError;
 use crate::engine::Engine;
 use crate::proto::FILE_DESCRIPTOR_SET;
+use crate::proto::risk_admin_server::RiskAdminServer;
 use generated::risk_scorer_server::RiskScorerServer;
 use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
@@ -104,7 +107,7 @@ pub async fn serve(
     options: ServerOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    serve_starting(async { Ok(engine) }, listener, options, shutdown).await
+    serve_starting(async { Ok(engine) }, listener, None, options, shutdown).await
 }
 
 /// Serves on `listener` while `starting` restores the state and builds the
@@ -119,6 +122,7 @@ pub async fn serve(
 pub async fn serve_starting(
     starting: impl Future<Output = Result<Engine, String>>,
     listener: TcpListener,
+    admin_listener: Option<TcpListener>,
     options: ServerOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
@@ -143,15 +147,30 @@ pub async fn serve_starting(
     ))
     .max_decoding_message_size(options.max_message_bytes);
 
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    // RiskAdmin on its own address, with health and reflection beside it.
+    let admin_server = match admin_listener {
+        Some(l) => {
+            let admin = RiskAdminServer::new(admin::Admin::new(ready.clone()));
+            let server = tonic::transport::Server::builder()
+                .add_service(health_service.clone())
+                .add_service(reflection().build_v1()?)
+                .add_service(reflection().build_v1alpha()?)
+                .add_service(admin)
+                .serve_with_incoming_shutdown(incoming(l), stopped(stop_rx.clone()));
+            Some(tokio::spawn(server))
+        }
+        None => None,
+    };
     let server = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(scorer)
-        .serve_with_incoming_shutdown(incoming(listener), async {
-            let _ = stop_rx.await;
-        });
+        .serve_with_incoming_shutdown(incoming(listener), stopped(stop_rx));
     tokio::pin!(server);
     tokio::pin!(shutdown);
 
@@ -159,14 +178,14 @@ pub async fn serve_starting(
         res = &mut server => return res.map_err(ServerError::from),
         () = &mut shutdown => {
             tracing::info!("shutting down before the state was restored");
-            let _ = stop_tx.send(());
+            let _ = stop_tx.send(true);
             let _ = tokio::time::timeout(options.shutdown_grace, &mut server).await;
             return Ok(());
         }
         started = starting => match started {
             Ok(engine) => engine,
             Err(message) => {
-                let _ = stop_tx.send(());
+                let _ = stop_tx.send(true);
                 let _ = tokio::time::timeout(options.shutdown_grace, &mut server).await;
                 return Err(ServerError::Start(message));
             }
@@ -191,7 +210,7 @@ pub async fn serve_starting(
             tracing::info!(grace = ?options.shutdown_grace, "shutting down");
             set_health(&health, ServingStatus::NotServing).await;
             let _ = drain_tx.send(true);
-            let _ = stop_tx.send(());
+            let _ = stop_tx.send(true);
             match tokio::time::timeout(options.shutdown_grace, &mut server).await {
                 Ok(res) => res.map_err(ServerError::from),
                 Err(_) => {
@@ -203,6 +222,14 @@ pub async fn serve_starting(
     };
     sweeper.abort();
     stats.abort();
+    let _ = stop_tx.send(true);
+    if let Some(task) = admin_server {
+        match tokio::time::timeout(MIN_LOG_FLUSH, task).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the admin server stopped with an error"),
+            Err(_) => tracing::warn!("the admin server did not stop in time"),
+            _ => {}
+        }
+    }
     // What is left of the grace period, and never less than a second.
     let budget = || {
         stopping_since
@@ -264,6 +291,12 @@ async fn set_health(health: &tonic_health::server::HealthReporter, status: Servi
     health
         .set_service_status(
             <RiskScorerServer<service::Service> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+    health
+        .set_service_status(
+            <RiskAdminServer<admin::Admin> as tonic::server::NamedService>::NAME,
             status,
         )
         .await;

@@ -41,7 +41,7 @@ pub struct Service {
 pub const SAVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Waits for `commit`; a failed or late save answers `UNAVAILABLE`.
-async fn saved(commit: Commit) -> Result<(), Status> {
+pub(super) async fn saved(commit: Commit) -> Result<(), Status> {
     match tokio::time::timeout(SAVE_TIMEOUT, commit.durable()).await {
         Ok(done) => done.map_err(|e| to_status(e.into())),
         Err(_) => Err(Status::unavailable(format!(

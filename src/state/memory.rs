@@ -8,16 +8,17 @@
 use super::long_window::{DelayedWindow, HOUR_MS, LongWindow};
 use super::window::{DAY_MS, Window};
 use super::{
-    Commit, Key, Labelled, List, Observation, Observed, PaymentRecord, Store, StoreError,
-    StoreStats, StoredMethod, Velocity,
+    Commit, Key, Labelled, List, ListEntry, Observation, Observed, PaymentRecord, Store,
+    StoreError, StoreStats, StoredMethod, Velocity,
 };
 use super::{LABEL_DELAY_DAYS, LONG_WINDOW_DAYS};
 use crate::domain::FeedbackKind;
 use dashmap::mapref::{entry::Entry, one::RefMut};
 use dashmap::{DashMap, DashSet};
+use std::collections::BTreeMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Bounds on what the in-process store holds.
 #[derive(Debug, Clone, Copy)]
@@ -45,6 +46,14 @@ impl Default for StoreLimits {
             payment_retention_ms: 120 * DAY_MS,
         }
     }
+}
+
+/// Milliseconds since the Unix epoch by the system clock (list entries
+/// expire by the wall clock their expiry was given in).
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Hasher for keys that already are well-mixed 64-bit hashes.
@@ -180,7 +189,10 @@ pub struct MemoryStore {
     device: Windows,
     /// Keyed by a 64-bit keyed hash of the payment id (32 more bits in the slot).
     payments: DashMap<u64, Slot, PreHashedState>,
+    /// The keys of each list (the scoring path's lookups).
     lists: [DashSet<u64, PreHashedState>; List::ALL.len()],
+    /// The entries of each list, by key (what is listed back; rare writes).
+    entries: [RwLock<BTreeMap<u64, ListEntry>>; List::ALL.len()],
     list_entries: AtomicUsize,
     watermark: AtomicI64,
     keys: foldhash::quality::FixedState,
@@ -200,6 +212,7 @@ impl MemoryStore {
             device: Windows::default(),
             payments: DashMap::default(),
             lists: std::array::from_fn(|_| DashSet::default()),
+            entries: std::array::from_fn(|_| RwLock::default()),
             list_entries: AtomicUsize::new(0),
             watermark: AtomicI64::new(i64::MIN),
             keys: foldhash::quality::FixedState::with_seed(hash_seed),
@@ -299,13 +312,66 @@ impl MemoryStore {
         true
     }
 
-    /// Adds `key` to `list`; true when it was not there yet.
-    pub(super) fn put_list_entry(&self, list: List, key: u64) -> bool {
-        let added = self.list(list).insert(key);
-        if added {
-            self.list_entries.fetch_add(1, Ordering::Relaxed);
+    /// The entries of `list`, locked for reading.
+    fn entries(&self, list: List) -> RwLockReadGuard<'_, BTreeMap<u64, ListEntry>> {
+        self.entries[list as usize]
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The entries of `list`, locked for writing.
+    fn entries_mut(&self, list: List) -> RwLockWriteGuard<'_, BTreeMap<u64, ListEntry>> {
+        self.entries[list as usize]
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds `key` to `list` with `entry`; true when it was not there yet
+    /// (an entry already there stays as it was).
+    pub(super) fn put_list_entry(&self, list: List, key: u64, entry: ListEntry) -> bool {
+        let mut entries = self.entries_mut(list);
+        if entries.contains_key(&key) {
+            return false;
         }
-        added
+        entries.insert(key, entry);
+        self.list(list).insert(key);
+        self.list_entries.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Takes `key` off `list`; true when it was there.
+    pub(super) fn remove_list_entry(&self, list: List, key: u64) -> bool {
+        let mut entries = self.entries_mut(list);
+        if entries.remove(&key).is_none() {
+            return false;
+        }
+        self.list(list).remove(&key);
+        self.list_entries.fetch_sub(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Forgets the list entries whose expiry has passed (by the wall clock,
+    /// so a store reopened later forgets them too); how many went.
+    pub(super) fn sweep_expired_entries(&self) -> usize {
+        let now = wall_clock_ms();
+        let mut dropped = 0;
+        for list in List::ALL {
+            let expired: Vec<u64> = self
+                .entries(list)
+                .iter()
+                .filter(|(_, e)| e.expired(now))
+                .map(|(k, _)| *k)
+                .collect();
+            for key in expired {
+                dropped += usize::from(self.remove_list_entry(list, key));
+            }
+        }
+        dropped
+    }
+
+    /// Whether `list` holds `key` (expired entries included).
+    pub(super) fn has_list_entry(&self, list: List, key: u64) -> bool {
+        self.list(list).contains(&key)
     }
 
     /// Remembers a payment as it was saved, without counting it in any
@@ -411,9 +477,12 @@ impl MemoryStore {
         self.payments.get(&key).map(|s| *s)
     }
 
-    /// The keys `list` holds.
-    pub(super) fn list_keys(&self, list: List) -> Vec<u64> {
-        self.list(list).iter().map(|k| *k).collect()
+    /// The entries `list` holds.
+    pub(super) fn list_entries_of(&self, list: List) -> Vec<(u64, ListEntry)> {
+        self.entries(list)
+            .iter()
+            .map(|(k, e)| (*k, e.clone()))
+            .collect()
     }
 }
 
@@ -548,7 +617,7 @@ impl Store for MemoryStore {
         &self,
         payment_id: &str,
         kind: FeedbackKind,
-        block: &[(List, Key)],
+        block: &[(List, Key, ListEntry)],
     ) -> Result<Option<Labelled>, StoreError> {
         let (key, check) = self.payment_key(payment_id);
         if !self.label_slot(key, check, kind, true) {
@@ -556,8 +625,8 @@ impl Store for MemoryStore {
         }
         let lists_added = block
             .iter()
-            .filter(|(list, k)| self.put_list_entry(*list, k.0))
-            .map(|(list, _)| *list)
+            .filter(|(list, k, entry)| self.put_list_entry(*list, k.0, entry.clone()))
+            .map(|(list, _, _)| *list)
             .collect();
         Ok(Some(Labelled {
             lists_added,
@@ -566,15 +635,41 @@ impl Store for MemoryStore {
     }
 
     fn list_contains(&self, list: List, key: Key) -> bool {
+        // Hits are rare: only then is the entry read for its expiry.
         self.list(list).contains(&key.0)
+            && !self
+                .entries(list)
+                .get(&key.0)
+                .is_some_and(|e| e.expired(wall_clock_ms()))
     }
 
     fn lists_empty(&self) -> bool {
         self.list_entries.load(Ordering::Relaxed) == 0
     }
 
-    fn list_add(&self, list: List, key: Key) -> Result<Option<Commit>, StoreError> {
-        Ok(self.put_list_entry(list, key.0).then(Commit::done))
+    fn list_add(
+        &self,
+        list: List,
+        key: Key,
+        entry: ListEntry,
+    ) -> Result<Option<Commit>, StoreError> {
+        Ok(self.put_list_entry(list, key.0, entry).then(Commit::done))
+    }
+
+    fn list_remove(&self, list: List, key: Key) -> Result<Option<Commit>, StoreError> {
+        Ok(self.remove_list_entry(list, key.0).then(Commit::done))
+    }
+
+    fn list_items(&self, list: List, after: Option<Key>, limit: usize) -> Vec<(Key, ListEntry)> {
+        let entries = self.entries(list);
+        let from = after.map_or(std::ops::Bound::Unbounded, |k| {
+            std::ops::Bound::Excluded(k.0)
+        });
+        entries
+            .range((from, std::ops::Bound::Unbounded))
+            .take(limit)
+            .map(|(k, e)| (Key(*k), e.clone()))
+            .collect()
     }
 
     fn sync(&self) -> Commit {
@@ -582,9 +677,10 @@ impl Store for MemoryStore {
     }
 
     fn sweep(&self) -> usize {
+        let expired = self.sweep_expired_entries();
         let now = self.watermark.load(Ordering::Relaxed);
         if now == i64::MIN {
-            return 0;
+            return expired;
         }
         let max = self.limits.max_window_keys;
         let mut dropped = 0;
@@ -611,7 +707,7 @@ impl Store for MemoryStore {
             horizon = (horizon / 2).max(MIN_PAYMENT_RETENTION_MS);
             self.payments.retain(|_, s| alive(s, horizon));
         }
-        dropped + (before - self.payments.len())
+        dropped + (before - self.payments.len()) + expired
     }
 
     fn stats(&self) -> StoreStats {

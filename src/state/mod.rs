@@ -241,6 +241,53 @@ impl List {
     }
 }
 
+/// Who put an entry on a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ListSource {
+    /// An operator, through `RiskAdmin`.
+    Admin,
+    /// A fraud report (`ReportFeedback`).
+    Feedback,
+    /// The `--lists` file given at start.
+    File,
+}
+
+impl ListSource {
+    /// Its name in `ListItems`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ListSource::Admin => "admin",
+            ListSource::Feedback => "feedback",
+            ListSource::File => "lists_file",
+        }
+    }
+}
+
+/// A list entry as the store keeps it, for listing it back.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ListEntry {
+    /// The value as it was added; empty when it was not given (a fraud
+    /// report names the payment, whose values the store keeps only hashed).
+    pub value: String,
+    /// When it was added (ms since the epoch).
+    pub added_at_ms: i64,
+    /// Why.
+    pub reason: String,
+    /// When it stops applying (ms since the epoch; 0: never).
+    pub expires_at_ms: i64,
+    /// Who added it.
+    pub source: ListSource,
+    /// The payment a fraud report named (empty otherwise).
+    pub payment_id: String,
+}
+
+impl ListEntry {
+    /// Whether it no longer applies at `now_ms`.
+    pub fn expired(&self, now_ms: i64) -> bool {
+        self.expires_at_ms != 0 && self.expires_at_ms <= now_ms
+    }
+}
+
 /// Why the store refused a write.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -310,20 +357,32 @@ pub trait Store: Send + Sync + 'static {
     /// The recent payment `payment_id`, if remembered.
     fn payment(&self, payment_id: &str) -> Option<PaymentRecord>;
     /// Records a label on a remembered payment (its merchant's fraud counts
-    /// follow) and adds the `block` entries to their lists, all saved
-    /// together or not at all; `Ok(None)` when the payment is unknown.
+    /// follow) and adds the `block` entries to their lists (those not there
+    /// yet), all saved together or not at all; `Ok(None)` when the payment
+    /// is unknown.
     fn label(
         &self,
         payment_id: &str,
         kind: FeedbackKind,
-        block: &[(List, Key)],
+        block: &[(List, Key, ListEntry)],
     ) -> Result<Option<Labelled>, StoreError>;
-    /// Whether `list` holds `key`.
+    /// Whether `list` holds `key` in an entry that has not expired.
     fn list_contains(&self, list: List, key: Key) -> bool;
     /// Whether every list is empty (lets the scoring path skip lookups).
     fn lists_empty(&self) -> bool;
-    /// Adds `key` to `list`; `None` when it was there already.
-    fn list_add(&self, list: List, key: Key) -> Result<Option<Commit>, StoreError>;
+    /// Adds `key` to `list` with `entry`; `None` when it was there already
+    /// (its entry stays as it was).
+    fn list_add(
+        &self,
+        list: List,
+        key: Key,
+        entry: ListEntry,
+    ) -> Result<Option<Commit>, StoreError>;
+    /// Takes `key` off `list`; `None` when it was not there.
+    fn list_remove(&self, list: List, key: Key) -> Result<Option<Commit>, StoreError>;
+    /// Up to `limit` entries of `list` after the key `after`, in key order
+    /// (a stable order for paging).
+    fn list_items(&self, list: List, after: Option<Key>, limit: usize) -> Vec<(Key, ListEntry)>;
     /// A commit that completes once everything written before this call is
     /// durable (scored payments included).
     fn sync(&self) -> Commit;

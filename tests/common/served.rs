@@ -21,6 +21,8 @@ pub struct Served {
     pub grpc: String,
     /// Prometheus address, unless `--metrics-listen off`.
     pub metrics: Option<String>,
+    /// RiskAdmin's address, unless `--admin-listen off`.
+    pub admin: Option<String>,
     stderr: Arc<Mutex<Vec<String>>>,
     /// The data directory it was given.
     pub data_dir: Option<PathBuf>,
@@ -32,7 +34,8 @@ pub struct Served {
 pub struct Launch<'a> {
     /// Shell run before `exec`-ing the binary (limits, ignored signals).
     pub prelude: Option<&'a str>,
-    /// Flags after `serve --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0`.
+    /// Flags after `serve --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0`
+    /// (and `--admin-listen 127.0.0.1:0` unless they name one).
     pub args: Vec<String>,
     /// The data directory (a temporary one when `None` and no `--state`
     /// or `--data-dir` is among `args`).
@@ -90,6 +93,9 @@ impl Served {
         if let Some(d) = &data_dir {
             cmd.arg("--data-dir").arg(d);
         }
+        if !l.args.iter().any(|a| a == "--admin-listen") {
+            cmd.args(["--admin-listen", "127.0.0.1:0"]);
+        }
         let mut child = cmd
             .args(&l.args)
             .env_remove("RUST_LOG")
@@ -108,13 +114,15 @@ impl Served {
                 let _ = tx.send(line);
             }
         });
-        let metrics_off = l
-            .args
-            .windows(2)
-            .any(|w| w[0] == "--metrics-listen" && w[1] == "off");
-        let (mut grpc, mut metrics, mut serving) = (None, None, false);
+        let off = |flag: &str| l.args.windows(2).any(|w| w[0] == flag && w[1] == "off");
+        let (metrics_off, admin_off) = (off("--metrics-listen"), off("--admin-listen"));
+        let (mut grpc, mut metrics, mut admin, mut serving) = (None, None, None, false);
         let deadline = Instant::now() + STARTUP;
-        while grpc.is_none() || (metrics.is_none() && !metrics_off) || !(serving || l.no_wait) {
+        while grpc.is_none()
+            || (metrics.is_none() && !metrics_off)
+            || (admin.is_none() && !admin_off)
+            || !(serving || l.no_wait)
+        {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = rx
                 .recv_timeout(left)
@@ -124,6 +132,8 @@ impl Served {
                 grpc = addr();
             } else if line.contains("metrics listening") {
                 metrics = addr();
+            } else if line.contains("admin listening") {
+                admin = addr();
             } else if line.ends_with(" serving") {
                 serving = true;
             }
@@ -132,6 +142,7 @@ impl Served {
             child,
             grpc: grpc.expect("grpc addr"),
             metrics,
+            admin,
             stderr: lines,
             data_dir,
             _temp: temp,
@@ -141,6 +152,19 @@ impl Served {
     /// A client of its RiskScorer service.
     pub async fn client(&self) -> RiskScorerClient<tonic::transport::Channel> {
         RiskScorerClient::new(self.channel().await)
+    }
+
+    /// A client of its RiskAdmin service.
+    pub async fn admin_client(
+        &self,
+    ) -> riskstream::proto::risk_admin_client::RiskAdminClient<tonic::transport::Channel> {
+        let addr = self.admin.as_deref().expect("RiskAdmin is served");
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .expect("url")
+            .connect()
+            .await
+            .expect("connects");
+        riskstream::proto::risk_admin_client::RiskAdminClient::new(channel)
     }
 
     /// A channel to its gRPC address.
@@ -265,6 +289,8 @@ pub fn serve_and_fail(dir: &Path, extra: &[&str]) -> (ExitStatus, String) {
             "--listen",
             "127.0.0.1:0",
             "--metrics-listen",
+            "off",
+            "--admin-listen",
             "off",
             "--data-dir",
         ])

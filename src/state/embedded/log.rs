@@ -11,7 +11,7 @@ use super::record::{Record, frame};
 use super::snapshot;
 use crate::domain::FeedbackKind;
 use crate::state::memory::MemoryStore;
-use crate::state::{CommitSender, List, StoreError, StoredMethod};
+use crate::state::{CommitSender, List, ListEntry, StoreError, StoredMethod};
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -47,6 +47,15 @@ pub(super) enum Apply {
         list: List,
         /// The key.
         key: u64,
+        /// The entry.
+        entry: ListEntry,
+    },
+    /// A key taken off a list.
+    Unlist {
+        /// Which list.
+        list: List,
+        /// The key.
+        key: u64,
     },
 }
 
@@ -57,8 +66,11 @@ impl Apply {
             Apply::Label { key, check, kind } => {
                 memory.label_slot(key, check, kind, true);
             }
-            Apply::List { list, key } => {
-                memory.put_list_entry(list, key);
+            Apply::List { list, key, entry } => {
+                memory.put_list_entry(list, key, entry);
+            }
+            Apply::Unlist { list, key } => {
+                memory.remove_list_entry(list, key);
             }
         }
     }

@@ -29,8 +29,8 @@ pub use files::OpenError;
 
 use super::memory::{MemoryStore, Slot, label_code, label_of};
 use super::{
-    Commit, DiskStats, Key, Labelled, List, Observation, Observed, PaymentRecord, Store,
-    StoreError, StoreLimits, StoreStats, StoredMethod,
+    Commit, DiskStats, Key, Labelled, List, ListEntry, ListSource, Observation, Observed,
+    PaymentRecord, Store, StoreError, StoreLimits, StoreStats, StoredMethod,
 };
 use crate::domain::FeedbackKind;
 use files::{DirLock, LOG_MAGIC, SNAPSHOT_MAGIC, io_err, listing, log_path, snapshot_path};
@@ -323,8 +323,27 @@ impl Restorer<'_> {
                 }
             }
             Record::ListAdd { list, key } => {
+                // The first format's entries, without what was said of them.
                 if let Some(list) = List::ALL.get(usize::from(list)) {
-                    memory.put_list_entry(*list, key);
+                    let entry = ListEntry {
+                        value: String::new(),
+                        added_at_ms: 0,
+                        reason: String::new(),
+                        expires_at_ms: 0,
+                        source: ListSource::Feedback,
+                        payment_id: String::new(),
+                    };
+                    memory.put_list_entry(*list, key, entry);
+                }
+            }
+            Record::ListEntry { list, key, entry } => {
+                if let Some(list) = List::ALL.get(usize::from(list)) {
+                    memory.put_list_entry(*list, key, entry.into_owned());
+                }
+            }
+            Record::ListRemove { list, key } => {
+                if let Some(list) = List::ALL.get(usize::from(list)) {
+                    memory.remove_list_entry(*list, key);
                 }
             }
             Record::End { .. } => return true,
@@ -398,6 +417,7 @@ fn restore(dir: &Path, memory: &MemoryStore) -> Result<(Restored, Start), OpenEr
         }
     }
     restored.bytes = snapshot_bytes + log_bytes;
+    memory.sweep_expired_entries();
     memory.rebuild_windows();
     memory.sweep();
     let next_file = logs.last().copied().max(base).map_or(1, |n| n + 1);
@@ -478,7 +498,7 @@ impl Store for EmbeddedStore {
         &self,
         payment_id: &str,
         kind: FeedbackKind,
-        block: &[(List, Key)],
+        block: &[(List, Key, ListEntry)],
     ) -> Result<Option<Labelled>, StoreError> {
         if self.memory.payment(payment_id).is_none() {
             return Ok(None);
@@ -491,15 +511,17 @@ impl Store for EmbeddedStore {
         }];
         let mut applies = vec![Apply::Label { key, check, kind }];
         let mut lists_added = Vec::new();
-        for (list, k) in block {
-            if !self.memory.list_contains(*list, *k) {
-                records.push(Record::ListAdd {
+        for (list, k, entry) in block {
+            if !self.memory.has_list_entry(*list, k.0) {
+                records.push(Record::ListEntry {
                     list: *list as u8,
                     key: k.0,
+                    entry: Cow::Borrowed(entry),
                 });
                 applies.push(Apply::List {
                     list: *list,
                     key: k.0,
+                    entry: entry.clone(),
                 });
                 lists_added.push(*list);
             }
@@ -519,16 +541,42 @@ impl Store for EmbeddedStore {
         self.memory.lists_empty()
     }
 
-    fn list_add(&self, list: List, key: Key) -> Result<Option<Commit>, StoreError> {
-        if self.memory.list_contains(list, key) {
+    fn list_add(
+        &self,
+        list: List,
+        key: Key,
+        entry: ListEntry,
+    ) -> Result<Option<Commit>, StoreError> {
+        if self.memory.has_list_entry(list, key.0) {
             return Ok(None);
         }
-        let record = Record::ListAdd {
+        let record = Record::ListEntry {
+            list: list as u8,
+            key: key.0,
+            entry: Cow::Borrowed(&entry),
+        };
+        let apply = Apply::List {
+            list,
+            key: key.0,
+            entry: entry.clone(),
+        };
+        self.durable(&[record], vec![apply]).map(Some)
+    }
+
+    fn list_remove(&self, list: List, key: Key) -> Result<Option<Commit>, StoreError> {
+        if !self.memory.has_list_entry(list, key.0) {
+            return Ok(None);
+        }
+        let record = Record::ListRemove {
             list: list as u8,
             key: key.0,
         };
-        self.durable(&[record], vec![Apply::List { list, key: key.0 }])
+        self.durable(&[record], vec![Apply::Unlist { list, key: key.0 }])
             .map(Some)
+    }
+
+    fn list_items(&self, list: List, after: Option<Key>, limit: usize) -> Vec<(Key, ListEntry)> {
+        self.memory.list_items(list, after, limit)
     }
 
     fn sync(&self) -> Commit {

@@ -8,6 +8,7 @@
 //! be replayed over a snapshot taken while the store kept changing.
 
 use crate::domain::RegisteredMethod;
+use crate::state::ListEntry;
 use crate::state::memory::Slot;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -67,6 +68,24 @@ pub(super) enum Record<'a> {
     End {
         /// Records before this one.
         records: u64,
+    },
+    /// A key added to a list with its entry.
+    ListEntry {
+        /// Which list (its index in `List::ALL`).
+        list: u8,
+        /// The key.
+        #[serde(with = "postcard::fixint::le")]
+        key: u64,
+        /// The entry.
+        entry: Cow<'a, ListEntry>,
+    },
+    /// A key taken off a list.
+    ListRemove {
+        /// Which list.
+        list: u8,
+        /// The key.
+        #[serde(with = "postcard::fixint::le")]
+        key: u64,
     },
 }
 
@@ -234,6 +253,12 @@ fn into_owned(r: Record<'_>) -> Record<'static> {
         Record::Label { key, check, label } => Record::Label { key, check, label },
         Record::ListAdd { list, key } => Record::ListAdd { list, key },
         Record::End { records } => Record::End { records },
+        Record::ListEntry { list, key, entry } => Record::ListEntry {
+            list,
+            key,
+            entry: Cow::Owned(entry.into_owned()),
+        },
+        Record::ListRemove { list, key } => Record::ListRemove { list, key },
     }
 }
 
@@ -302,6 +327,19 @@ mod tests {
             },
             Record::ListAdd { list: 2, key: 77 },
             Record::End { records: 5 },
+            Record::ListEntry {
+                list: 6,
+                key: 78,
+                entry: Cow::Owned(ListEntry {
+                    value: "a@example.com".into(),
+                    added_at_ms: 1_763_000_000_000,
+                    reason: "chargeback".into(),
+                    expires_at_ms: 0,
+                    source: crate::state::ListSource::Admin,
+                    payment_id: String::new(),
+                }),
+            },
+            Record::ListRemove { list: 6, key: 78 },
         ]
     }
 
@@ -315,7 +353,7 @@ mod tests {
         }
         let mut back = Vec::new();
         let whole = read_frames(&mut &buf[..], 0, |r| back.push(r));
-        assert_eq!((whole.records, whole.tail, whole.skipped), (6, None, 0));
+        assert_eq!((whole.records, whole.tail, whole.skipped), (8, None, 0));
         assert_eq!(back, records());
         // Torn in the middle of the fourth frame: three read, the tail at
         // the start of the fourth.
@@ -330,7 +368,7 @@ mod tests {
         let flipped = read_frames(&mut &bad[..], 0, |r| back.push(r));
         assert_eq!(
             (flipped.records, flipped.skipped, flipped.tail),
-            (5, 1, None)
+            (7, 1, None)
         );
         let first = flipped.first_skip.expect("the damage is reported");
         assert_eq!(
@@ -344,13 +382,13 @@ mod tests {
         let wrecked = read_frames(&mut &bad[..], 0, |_| ());
         assert_eq!(
             (wrecked.records, wrecked.skipped, wrecked.tail),
-            (5, 1, None)
+            (7, 1, None)
         );
         // Garbage at the end: the tail.
         let mut bad = buf.clone();
         bad.extend_from_slice(&[9; 20]);
         let tail = read_frames(&mut &bad[..], 0, |_| ());
-        assert_eq!(tail.records, 6);
+        assert_eq!(tail.records, 8);
         assert_eq!(tail.tail.map(|d| d.offset), Some(buf.len() as u64));
     }
 
@@ -366,5 +404,5 @@ mod tests {
         assert_eq!(crc32fast::hash(hex.as_bytes()), GOLDEN, "{hex}");
     }
 
-    const GOLDEN: u32 = 3_925_889_372;
+    const GOLDEN: u32 = 3_663_538_582;
 }

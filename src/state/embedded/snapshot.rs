@@ -163,8 +163,12 @@ pub(super) fn write(
         }
     }
     for (i, list) in List::ALL.into_iter().enumerate() {
-        for key in memory.list_keys(list) {
-            out.put(&Record::ListAdd { list: i as u8, key })?;
+        for (key, entry) in memory.list_entries_of(list) {
+            out.put(&Record::ListEntry {
+                list: i as u8,
+                key,
+                entry: Cow::Owned(entry),
+            })?;
         }
     }
     let n = out.records;
