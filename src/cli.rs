@@ -120,6 +120,10 @@ pub struct ReplayArgs {
     /// Answers in this first stretch are checked but not measured.
     #[arg(long, env = "RISKSTREAM_WARMUP", default_value = "0s")]
     pub warmup: String,
+    /// A file whose first line is the token calls carry
+    /// (`authorization: Bearer <token>`).
+    #[arg(long, env = "RISKSTREAM_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     /// HTTP/2 connections to open.
     #[arg(long, env = "RISKSTREAM_CONNECTIONS", default_value_t = 1)]
     pub connections: usize,
@@ -244,6 +248,17 @@ pub struct ServeArgs {
         default_value = "127.0.0.1:9464"
     )]
     pub metrics_listen: String,
+    /// Scoring tokens (one per line): RiskScorer calls must carry one
+    /// (`authorization: Bearer <token>`). Read again when the file changes.
+    #[arg(long, env = "RISKSTREAM_SCORING_TOKENS_FILE")]
+    pub scoring_tokens_file: Option<PathBuf>,
+    /// Admin tokens (one per line): RiskAdmin calls must carry one.
+    #[arg(long, env = "RISKSTREAM_ADMIN_TOKENS_FILE")]
+    pub admin_tokens_file: Option<PathBuf>,
+    /// Listen on a non-loopback address without token files (anyone who
+    /// reaches the port may call).
+    #[arg(long, env = "RISKSTREAM_INSECURE")]
+    pub insecure: bool,
     /// RiskAdmin's address (list management, for operators), with health
     /// and reflection; `off` disables it.
     #[arg(

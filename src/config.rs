@@ -180,6 +180,50 @@ impl ServeConfig {
                 )
             })?),
         };
+        let auth = crate::server::auth::Auth::load(
+            a.scoring_tokens_file.as_deref(),
+            a.admin_tokens_file.as_deref(),
+        )
+        .map_err(|e| {
+            let flag = match &e {
+                crate::server::auth::TokenError::Read { path, .. }
+                | crate::server::auth::TokenError::Empty(path)
+                | crate::server::auth::TokenError::Short { path, .. }
+                    if Some(path) == a.admin_tokens_file.as_ref() =>
+                {
+                    "admin-tokens-file"
+                }
+                _ => "scoring-tokens-file",
+            };
+            invalid(flag, e.to_string())
+        })?;
+        for (flag, addr, role, tokens) in [
+            (
+                "listen",
+                Some(listen),
+                crate::server::auth::Role::Scoring,
+                "scoring-tokens-file",
+            ),
+            (
+                "admin-listen",
+                admin_listen,
+                crate::server::auth::Role::Admin,
+                "admin-tokens-file",
+            ),
+        ] {
+            if let Some(addr) = addr
+                && !addr.ip().is_loopback()
+                && !auth.guards(role)
+                && !a.insecure
+            {
+                return Err(invalid(
+                    flag,
+                    format!(
+                        "{addr} is not a loopback address and no --{tokens} is given: anyone who reaches it could call the service; give --{tokens} (and TLS), or --insecure"
+                    ),
+                ));
+            }
+        }
         for (flag, v) in [
             ("elevated-threshold", a.elevated_threshold),
             ("highest-threshold", a.highest_threshold),
@@ -292,6 +336,7 @@ impl ServeConfig {
                 // Opened by `serve` (it is a file handle, not a setting).
                 recorder: None,
                 sync_each: sync_interval.is_zero() && a.state == "embedded",
+                auth: std::sync::Arc::new(auth),
             },
             state: match a.state.as_str() {
                 "memory" => StateConfig::Memory(limits),
@@ -359,7 +404,14 @@ pub fn replay(a: &ReplayArgs) -> Result<crate::replay::ReplayConfig, ConfigError
         ProgressArg::Lines | ProgressArg::Auto => lines()?,
     };
     use crate::traffic::Kind;
+    let bearer = match &a.token_file {
+        Some(path) => {
+            crate::replay::client::Bearer::from_file(path).map_err(|e| invalid("token-file", e))?
+        }
+        None => crate::replay::client::Bearer::default(),
+    };
     Ok(ReplayConfig {
+        bearer,
         file: a.file.clone(),
         kinds: a
             .kinds

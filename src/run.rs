@@ -215,10 +215,16 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             }
             None => None,
         };
+        let (stop_tokens, tokens_stopped) = tokio::sync::oneshot::channel::<()>();
+        let token_watch = tokio::spawn(config.server.auth.clone().watch(async {
+            let _ = tokens_stopped.await;
+        }));
         let res =
             server::serve_starting(starting, listener, admin, config.server, termination()).await;
         let _ = stop_reload.send(());
         let _ = reloader.await;
+        let _ = stop_tokens.send(());
+        let _ = token_watch.await;
         let _ = stop_metrics.send(());
         if let Some(t) = metrics_task {
             let _ = t.await;
@@ -589,7 +595,7 @@ fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
         let mut clients = Vec::with_capacity(cfg.connections);
         for _ in 0..cfg.connections {
             clients.push(
-                replay::client::connect(&cfg.target)
+                replay::client::connect(&cfg.target, cfg.bearer.clone())
                     .await
                     .map_err(|source| replay::ReplayError::Connect {
                         target: cfg.target.clone(),

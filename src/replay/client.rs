@@ -80,16 +80,51 @@ impl Codec for BytesCodec {
     }
 }
 
-/// A connection to the target: one HTTP/2 connection, cheap to clone.
-pub type Client = tonic::client::Grpc<Channel>;
+/// Puts a bearer token on every call (or nothing, without one).
+#[derive(Debug, Clone, Default)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
 
-/// Opens one connection to `target` (`http://host:port`).
-pub async fn connect(target: &str) -> Result<Client, tonic::transport::Error> {
+impl Bearer {
+    /// The first token of the file at `path` (one token per line, lines
+    /// starting with `#` skipped).
+    pub fn from_file(path: &std::path::Path) -> Result<Bearer, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let token = text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'))
+            .ok_or_else(|| format!("{} holds no token", path.display()))?;
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| format!("{}: the token is not printable ASCII", path.display()))?;
+        Ok(Bearer(Some(value)))
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(v) = &self.0 {
+            request.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A connection to the target: one HTTP/2 connection, cheap to clone.
+pub type Client =
+    tonic::client::Grpc<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
+
+/// Opens one connection to `target` (`http://host:port`), its calls
+/// carrying `bearer`.
+pub async fn connect(target: &str, bearer: Bearer) -> Result<Client, tonic::transport::Error> {
     let channel = Endpoint::from_shared(target.to_owned())?
         .tcp_nodelay(true)
         .connect()
         .await?;
-    Ok(tonic::client::Grpc::new(channel))
+    Ok(tonic::client::Grpc::new(
+        tonic::service::interceptor::InterceptedService::new(channel, bearer),
+    ))
 }
 
 /// One unary call with a pre-encoded request; the answer's raw bytes.

@@ -90,6 +90,8 @@ pub struct ReplayConfig {
     pub warmup: Duration,
     /// HTTP/2 connections the streams or callers share.
     pub connections: usize,
+    /// The token its calls carry.
+    pub bearer: client::Bearer,
     /// Streams (stream mode) or callers (unary mode).
     pub concurrency: usize,
     /// Unanswered events allowed per stream.

@@ -3,6 +3,7 @@
 //!
 //! - [`service`] implements the tonic trait of `RiskScorer`.
 //! - [`admin`] implements `RiskAdmin`, served on its own address.
+//! - [`auth`] checks every call's bearer token.
 //! - [`codec`] hands requests to it as raw bytes.
 //! - [`status`] maps service errors to gRPC statuses.
 //! - [`metrics_http`] serves `/metrics`.
@@ -11,6 +12,7 @@
 //!   ceiling of benchmarks).
 
 pub mod admin;
+pub mod auth;
 pub mod codec;
 pub mod fixed;
 pub mod metrics_http;
@@ -44,6 +46,7 @@ use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
@@ -65,6 +68,8 @@ pub struct ServerOptions {
     /// Each scored payment is answered once its record is saved
     /// (`--sync-interval 0` with a durable store).
     pub sync_each: bool,
+    /// Who may call what (no token files: every service open).
+    pub auth: std::sync::Arc<auth::Auth>,
 }
 
 impl Default for ServerOptions {
@@ -75,6 +80,7 @@ impl Default for ServerOptions {
             sweep_interval: Duration::from_secs(60),
             recorder: None,
             sync_each: false,
+            auth: std::sync::Arc::default(),
         }
     }
 }
@@ -154,7 +160,10 @@ pub async fn serve_starting(
     // RiskAdmin on its own address, with health and reflection beside it.
     let admin_server = match admin_listener {
         Some(l) => {
-            let admin = RiskAdminServer::new(admin::Admin::new(ready.clone()));
+            let admin = InterceptedService::new(
+                RiskAdminServer::new(admin::Admin::new(ready.clone())),
+                auth::Guard::new(options.auth.clone(), auth::Role::Admin),
+            );
             let server = tonic::transport::Server::builder()
                 .add_service(health_service.clone())
                 .add_service(reflection().build_v1()?)
@@ -169,7 +178,10 @@ pub async fn serve_starting(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(scorer)
+        .add_service(InterceptedService::new(
+            scorer,
+            auth::Guard::new(options.auth.clone(), auth::Role::Scoring),
+        ))
         .serve_with_incoming_shutdown(incoming(listener), stopped(stop_rx));
     tokio::pin!(server);
     tokio::pin!(shutdown);
