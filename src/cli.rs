@@ -124,6 +124,17 @@ pub struct ReplayArgs {
     /// (`authorization: Bearer <token>`).
     #[arg(long, env = "RISKSTREAM_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// CA (PEM) that signed the server's certificate: connect with TLS
+    /// (the target's scheme becomes https).
+    #[arg(long, env = "RISKSTREAM_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for a server that asks for one (mutual
+    /// TLS); with --tls-client-key.
+    #[arg(long, env = "RISKSTREAM_TLS_CLIENT_CERT", requires_all = ["tls_client_key", "tls_ca"])]
+    pub tls_client_cert: Option<PathBuf>,
+    /// Client private key (PEM).
+    #[arg(long, env = "RISKSTREAM_TLS_CLIENT_KEY", requires = "tls_client_cert")]
+    pub tls_client_key: Option<PathBuf>,
     /// HTTP/2 connections to open.
     #[arg(long, env = "RISKSTREAM_CONNECTIONS", default_value_t = 1)]
     pub connections: usize,
@@ -248,6 +259,16 @@ pub struct ServeArgs {
         default_value = "127.0.0.1:9464"
     )]
     pub metrics_listen: String,
+    /// TLS certificate chain (PEM) of both gRPC addresses; with --tls-key.
+    /// Read again on SIGHUP.
+    #[arg(long, env = "RISKSTREAM_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "RISKSTREAM_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA (PEM) whose certificates clients must present: mutual TLS.
+    #[arg(long, env = "RISKSTREAM_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Scoring tokens (one per line): RiskScorer calls must carry one
     /// (`authorization: Bearer <token>`). Read again when the file changes.
     #[arg(long, env = "RISKSTREAM_SCORING_TOKENS_FILE")]

@@ -180,6 +180,17 @@ impl ServeConfig {
                 )
             })?),
         };
+        let tls = match (&a.tls_cert, &a.tls_key) {
+            (Some(cert), Some(key)) => Some(std::sync::Arc::new(
+                crate::server::tls::Tls::load(crate::server::tls::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: a.tls_client_ca.clone(),
+                })
+                .map_err(|e| invalid("tls-cert", e.to_string()))?,
+            )),
+            _ => None,
+        };
         let auth = crate::server::auth::Auth::load(
             a.scoring_tokens_file.as_deref(),
             a.admin_tokens_file.as_deref(),
@@ -337,6 +348,7 @@ impl ServeConfig {
                 recorder: None,
                 sync_each: sync_interval.is_zero() && a.state == "embedded",
                 auth: std::sync::Arc::new(auth),
+                tls,
             },
             state: match a.state.as_str() {
                 "memory" => StateConfig::Memory(limits),
@@ -410,8 +422,31 @@ pub fn replay(a: &ReplayArgs) -> Result<crate::replay::ReplayConfig, ConfigError
         }
         None => crate::replay::client::Bearer::default(),
     };
+    let read = |flag: &'static str, path: &PathBuf| {
+        std::fs::read(path)
+            .map_err(|e| invalid(flag, format!("cannot read {}: {e}", path.display())))
+    };
+    let tls = match &a.tls_ca {
+        Some(ca) => {
+            let mut tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(read("tls-ca", ca)?));
+            if let (Some(cert), Some(key)) = (&a.tls_client_cert, &a.tls_client_key) {
+                tls = tls.identity(tonic::transport::Identity::from_pem(
+                    read("tls-client-cert", cert)?,
+                    read("tls-client-key", key)?,
+                ));
+            }
+            Some(tls)
+        }
+        None => None,
+    };
+    let target = match (&tls, target.strip_prefix("http://")) {
+        (Some(_), Some(rest)) => format!("https://{rest}"),
+        _ => target,
+    };
     Ok(ReplayConfig {
         bearer,
+        tls,
         file: a.file.clone(),
         kinds: a
             .kinds

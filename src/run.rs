@@ -215,6 +215,12 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             }
             None => None,
         };
+        let (stop_tls, tls_stopped) = tokio::sync::oneshot::channel::<()>();
+        let tls_reload = config.server.tls.clone().map(|tls| {
+            tokio::spawn(tls.reload_on_hangup(async {
+                let _ = tls_stopped.await;
+            }))
+        });
         let (stop_tokens, tokens_stopped) = tokio::sync::oneshot::channel::<()>();
         let token_watch = tokio::spawn(config.server.auth.clone().watch(async {
             let _ = tokens_stopped.await;
@@ -225,6 +231,10 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         let _ = reloader.await;
         let _ = stop_tokens.send(());
         let _ = token_watch.await;
+        let _ = stop_tls.send(());
+        if let Some(t) = tls_reload {
+            let _ = t.await;
+        }
         let _ = stop_metrics.send(());
         if let Some(t) = metrics_task {
             let _ = t.await;
@@ -595,7 +605,7 @@ fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
         let mut clients = Vec::with_capacity(cfg.connections);
         for _ in 0..cfg.connections {
             clients.push(
-                replay::client::connect(&cfg.target, cfg.bearer.clone())
+                replay::client::connect(&cfg.target, cfg.bearer.clone(), cfg.tls.clone())
                     .await
                     .map_err(|source| replay::ReplayError::Connect {
                         target: cfg.target.clone(),

@@ -115,13 +115,18 @@ impl tonic::service::Interceptor for Bearer {
 pub type Client =
     tonic::client::Grpc<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
 
-/// Opens one connection to `target` (`http://host:port`), its calls
-/// carrying `bearer`.
-pub async fn connect(target: &str, bearer: Bearer) -> Result<Client, tonic::transport::Error> {
-    let channel = Endpoint::from_shared(target.to_owned())?
-        .tcp_nodelay(true)
-        .connect()
-        .await?;
+/// Opens one connection to `target` (`http://host:port`, or `https://`
+/// with `tls`), its calls carrying `bearer`.
+pub async fn connect(
+    target: &str,
+    bearer: Bearer,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+) -> Result<Client, tonic::transport::Error> {
+    let mut endpoint = Endpoint::from_shared(target.to_owned())?.tcp_nodelay(true);
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls)?;
+    }
+    let channel = endpoint.connect().await?;
     Ok(tonic::client::Grpc::new(
         tonic::service::interceptor::InterceptedService::new(channel, bearer),
     ))

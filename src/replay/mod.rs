@@ -92,6 +92,8 @@ pub struct ReplayConfig {
     pub connections: usize,
     /// The token its calls carry.
     pub bearer: client::Bearer,
+    /// TLS towards the target, if any.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
     /// Streams (stream mode) or callers (unary mode).
     pub concurrency: usize,
     /// Unanswered events allowed per stream.

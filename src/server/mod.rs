@@ -4,6 +4,7 @@
 //! - [`service`] implements the tonic trait of `RiskScorer`.
 //! - [`admin`] implements `RiskAdmin`, served on its own address.
 //! - [`auth`] checks every call's bearer token.
+//! - [`tls`] TLS and mutual TLS, reloaded on SIGHUP.
 //! - [`codec`] hands requests to it as raw bytes.
 //! - [`status`] maps service errors to gRPC statuses.
 //! - [`metrics_http`] serves `/metrics`.
@@ -19,6 +20,7 @@ pub mod metrics_http;
 pub mod reload;
 pub mod service;
 pub mod status;
+pub mod tls;
 
 /// The generated `RiskScorer` server (requests as raw bytes, see [`codec`]).
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -70,6 +72,8 @@ pub struct ServerOptions {
     pub sync_each: bool,
     /// Who may call what (no token files: every service open).
     pub auth: std::sync::Arc<auth::Auth>,
+    /// TLS for both gRPC addresses (none: plaintext).
+    pub tls: Option<std::sync::Arc<tls::Tls>>,
 }
 
 impl Default for ServerOptions {
@@ -81,6 +85,7 @@ impl Default for ServerOptions {
             recorder: None,
             sync_each: false,
             auth: std::sync::Arc::default(),
+            tls: None,
         }
     }
 }
@@ -164,25 +169,29 @@ pub async fn serve_starting(
                 RiskAdminServer::new(admin::Admin::new(ready.clone())),
                 auth::Guard::new(options.auth.clone(), auth::Role::Admin),
             );
-            let server = tonic::transport::Server::builder()
+            let router = tonic::transport::Server::builder()
                 .add_service(health_service.clone())
                 .add_service(reflection().build_v1()?)
                 .add_service(reflection().build_v1alpha()?)
-                .add_service(admin)
-                .serve_with_incoming_shutdown(incoming(l), stopped(stop_rx.clone()));
-            Some(tokio::spawn(server))
+                .add_service(admin);
+            Some(tokio::spawn(run(
+                router,
+                l,
+                options.tls.clone(),
+                stopped(stop_rx.clone()),
+            )))
         }
         None => None,
     };
-    let server = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(InterceptedService::new(
             scorer,
             auth::Guard::new(options.auth.clone(), auth::Role::Scoring),
-        ))
-        .serve_with_incoming_shutdown(incoming(listener), stopped(stop_rx));
+        ));
+    let server = run(router, listener, options.tls.clone(), stopped(stop_rx));
     tokio::pin!(server);
     tokio::pin!(shutdown);
 
@@ -327,6 +336,20 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     }
     .enable_all()
     .build()
+}
+
+/// Serves `router` on `listener` (through TLS when there is `tls`) until
+/// `signal`.
+fn run(
+    router: tonic::transport::server::Router,
+    listener: TcpListener,
+    tls: Option<std::sync::Arc<tls::Tls>>,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> {
+    match tls {
+        Some(tls) => Box::pin(router.serve_with_incoming_shutdown(tls.incoming(listener), signal)),
+        None => Box::pin(router.serve_with_incoming_shutdown(incoming(listener), signal)),
+    }
 }
 
 /// The connections `listener` accepts, with Nagle's algorithm off: an
