@@ -218,4 +218,5 @@ async fn lists_are_managed_through_risk_admin_and_survive_a_kill() {
         (o.decision(), o.rule.as_str()),
         (Decision::Block, "block_card_fingerprint")
     );
+    srv.assert_no_customer_data_logged();
 }

@@ -222,6 +222,7 @@ async fn tokens_open_their_own_service_and_nothing_else() {
     for t in [SCORING, ADMIN, NEXT_SCORING, "guessed-token-000000000000"] {
         assert_eq!(srv.logged(t), 0, "a token was logged");
     }
+    srv.assert_no_customer_data_logged();
 }
 
 #[test]

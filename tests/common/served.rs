@@ -254,6 +254,28 @@ impl Served {
             .collect()
     }
 
+    /// Fails if customer data (emails, IP addresses, card fingerprints,
+    /// device ids of the test sessions) or payment ids reached standard
+    /// error.
+    pub fn assert_no_customer_data_logged(&self) {
+        let lines = self.stderr.lock().expect("lock");
+        for l in lines.iter() {
+            for needle in [
+                "@example.com",
+                "37.164.20.41",
+                "114.122.7.200",
+                "fp_",
+                "dev_",
+                "pay_",
+            ] {
+                assert!(
+                    !l.contains(needle),
+                    "customer data ({needle}) was logged: {l}"
+                );
+            }
+        }
+    }
+
     /// Fails if payment ids reached standard error.
     pub fn assert_no_payment_ids_logged(&self) {
         let lines = self.stderr.lock().expect("lock");
