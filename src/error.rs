@@ -26,6 +26,15 @@ pub enum ServiceError {
     /// The store refused the write.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A request message is longer than the server accepts
+    /// (`--max-message-bytes`); it was refused before it was read.
+    #[error("the request message is {bytes} bytes; at most {max} are accepted")]
+    TooLarge {
+        /// The length the message announced.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 /// The class of a failure, shared by unary statuses and stream outcomes.
@@ -60,7 +69,8 @@ impl ServiceError {
         match self {
             ServiceError::Invalid(_) | ServiceError::Malformed(_) => ErrorCode::InvalidArgument,
             ServiceError::NotFound { .. } => ErrorCode::NotFound,
-            ServiceError::Store(StoreError::PaymentMethodsFull(_)) => ErrorCode::ResourceExhausted,
+            ServiceError::Store(StoreError::PaymentMethodsFull(_))
+            | ServiceError::TooLarge { .. } => ErrorCode::ResourceExhausted,
             ServiceError::Store(StoreError::Unavailable(_)) => ErrorCode::Unavailable,
         }
     }

@@ -4,8 +4,10 @@
 mod common;
 
 use common::*;
+use prost::Message;
 use riskstream::engine::system_now_ms;
 use riskstream::proto::{self, RiskLevel};
+use riskstream::server::ServerOptions;
 use tokio_stream::StreamExt;
 
 fn valid(id: &str) -> proto::PaymentEvent {
@@ -142,8 +144,11 @@ async fn stream_answers_an_error_outcome_and_goes_on() {
     }
 }
 
+/// The series counting refused payment events.
+const INVALID_PAYMENTS: &str = "riskstream_invalid_events_total{kind=\"payment\"}";
+
 #[tokio::test]
-async fn oversized_messages_are_refused_without_harm() {
+async fn oversized_messages_get_resource_exhausted_and_are_counted() {
     let mut srv = setup().await;
     let mut e = valid("ten_mb");
     if let Some(s) = e.session.as_mut() {
@@ -154,13 +159,13 @@ async fn oversized_messages_are_refused_without_harm() {
         .score(e.clone())
         .await
         .expect_err("10 MB message");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
     assert!(
-        matches!(
-            err.code(),
-            tonic::Code::ResourceExhausted | tonic::Code::OutOfRange
-        ),
-        "{err:?}"
+        err.message().contains("at most 262144 are accepted"),
+        "{}",
+        err.message()
     );
+    assert_eq!(srv.metric(INVALID_PAYMENTS), 1.0);
     // On a stream the transport ends the stream with that status after the
     // outcomes of the events before it.
     let mut outcomes = srv
@@ -171,8 +176,14 @@ async fn oversized_messages_are_refused_without_harm() {
         .into_inner();
     let first = outcomes.next().await.expect("first outcome").expect("ok");
     assert_eq!(first.payment_id, "before");
-    let end = outcomes.next().await.expect("an end status");
-    assert!(end.is_err(), "{end:?}");
+    let end = outcomes
+        .next()
+        .await
+        .expect("an end status")
+        .expect_err("the stream ends");
+    assert_eq!(end.code(), tonic::Code::ResourceExhausted, "{end:?}");
+    assert!(outcomes.next().await.is_none(), "nothing after the status");
+    assert_eq!(srv.metric(INVALID_PAYMENTS), 2.0);
     // The server still serves.
     let ok = srv
         .client
@@ -183,8 +194,77 @@ async fn oversized_messages_are_refused_without_harm() {
 }
 
 #[tokio::test]
+async fn the_size_limit_is_exact_and_holds_for_every_method() {
+    const LIMIT: usize = 2048;
+    let mut srv = TestServer::with(Setup {
+        options: ServerOptions {
+            max_message_bytes: LIMIT,
+            ..ServerOptions::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    register_home_card(&mut srv.client).await;
+    // A payment of exactly `len` bytes (its user agent makes the size).
+    let sized = |len: usize| {
+        let mut e = valid("sized");
+        let mut ua = 0;
+        loop {
+            if let Some(s) = e.session.as_mut() {
+                s.user_agent = "A".repeat(ua);
+            }
+            match e.encoded_len() {
+                n if n == len => return e,
+                n if n > len => panic!("cannot make a {len}-byte event"),
+                _ => ua += 1,
+            }
+        }
+    };
+    // At the limit the transport hands it on (validation refuses the user
+    // agent); one byte over, it is refused unread.
+    let err = srv
+        .client
+        .score(sized(LIMIT))
+        .await
+        .expect_err("too long a UA");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().starts_with("session.user_agent:"), "{err:?}");
+    let err = srv.client.score(sized(LIMIT + 1)).await.expect_err("over");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert_eq!(srv.metric(INVALID_PAYMENTS), 2.0);
+
+    let mut reg = registration("pm_big", "fp_big", 0, Some(home_session("s")), customer(3));
+    if let Some(s) = reg
+        .payment_method
+        .as_mut()
+        .and_then(|pm| pm.creation_session.as_mut())
+    {
+        s.user_agent = "A".repeat(LIMIT);
+    }
+    let err = srv
+        .client
+        .register_payment_method(reg)
+        .await
+        .expect_err("over");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert_eq!(
+        srv.metric("riskstream_invalid_events_total{kind=\"register\"}"),
+        1.0
+    );
+    let err = srv
+        .client
+        .report_feedback(proto::FeedbackEvent {
+            payment_id: "p".repeat(LIMIT),
+            kind: proto::FeedbackKind::Fraudulent as i32,
+            reported_at_ms: 0,
+        })
+        .await
+        .expect_err("over");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+}
+
+#[tokio::test]
 async fn malformed_protobuf_on_a_stream_gets_an_error_outcome_and_the_stream_goes_on() {
-    use prost::Message;
     let srv = setup().await;
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", srv.addr))
         .expect("url")
