@@ -213,6 +213,7 @@ pub fn action_proto(a: Action) -> wire::Decision {
 pub fn error_outcome(payment_id: Bytes, err: &ServiceError) -> wire::Outcome {
     let message = match err {
         ServiceError::Invalid(e) => e.message.clone(),
+        ServiceError::Malformed(e) => e.reason(),
         ServiceError::NotFound { message, .. } => message.clone(),
         other => other.to_string(),
     };

@@ -12,7 +12,8 @@ pub enum ServiceError {
     /// A field of the request is missing or invalid.
     #[error(transparent)]
     Invalid(#[from] FieldError),
-    /// The request is not a well-formed protobuf message.
+    /// The request is not a well-formed protobuf message, or holds more
+    /// than the parser reads (`metadata`).
     #[error(transparent)]
     Malformed(#[from] DecodeError),
     /// The request names something the service does not hold.
@@ -79,6 +80,7 @@ impl ServiceError {
     pub fn field(&self) -> &str {
         match self {
             ServiceError::Invalid(e) => &e.field,
+            ServiceError::Malformed(e) => e.field(),
             ServiceError::NotFound { field, .. } => field,
             _ => "",
         }

@@ -34,12 +34,18 @@ pub const MAX_PLATFORM_LEN: usize = 64;
 pub const MAX_FINGERPRINT_LEN: usize = 128;
 /// Longest accepted email address (RFC 5321 path limit).
 pub const MAX_EMAIL_LEN: usize = 254;
-/// Most metadata entries on one payment.
+/// Most metadata entries on one payment, counted on the wire (a repeated key
+/// counts each time): the parser stops at the first entry past it.
 pub const MAX_METADATA_ENTRIES: usize = 50;
 /// Longest metadata key.
 pub const MAX_METADATA_KEY_LEN: usize = 40;
 /// Longest metadata value.
 pub const MAX_METADATA_VALUE_LEN: usize = 500;
+/// Most bytes of metadata entries on one payment (keys, values and their
+/// protobuf framing, counted on the wire): the parser stops at the first
+/// entry past it. [`MAX_METADATA_ENTRIES`] entries of the longest key and
+/// value take 27,250.
+pub const MAX_METADATA_BYTES: usize = 32 * 1024;
 /// Largest screen dimension accepted, in pixels.
 pub const MAX_SCREEN_PX: u32 = 100_000;
 /// Largest colour depth accepted, in bits.
@@ -613,15 +619,8 @@ pub fn payment<'a>(ev: &PaymentEventView<'a>, clock: &Clock) -> Result<Payment<'
         }),
         None => None,
     };
-    if ev.metadata.len() > MAX_METADATA_ENTRIES {
-        return Err(FieldError::new(
-            "metadata",
-            format!(
-                "has {} entries; at most {MAX_METADATA_ENTRIES} are accepted",
-                ev.metadata.len()
-            ),
-        ));
-    }
+    // The parser has bounded the entries (MAX_METADATA_ENTRIES) and their
+    // bytes (MAX_METADATA_BYTES).
     for (k, v) in &ev.metadata {
         if k.is_empty() {
             return Err(FieldError::new("metadata", "has an empty key"));

@@ -77,6 +77,9 @@ fn invalid_events() -> Vec<(&'static str, proto::PaymentEvent, &'static str)> {
         s.session_id.clear();
     }
     out.push(("session without id", e, "session.session_id"));
+    let mut e = valid("too_much_metadata");
+    e.metadata = (0..51).map(|i| (format!("k{i}"), "v".into())).collect();
+    out.push(("too many metadata entries", e, "metadata"));
     out
 }
 
@@ -261,6 +264,51 @@ async fn the_size_limit_is_exact_and_holds_for_every_method() {
         .await
         .expect_err("over");
     assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+}
+
+#[tokio::test]
+async fn twenty_thousand_metadata_keys_are_refused_naming_metadata() {
+    let mut srv = setup().await;
+    let mut e = valid("many_keys");
+    e.metadata = (0..20_000)
+        .map(|i| (format!("k{i}"), String::new()))
+        .collect();
+    let size = e.encoded_len();
+    assert!(
+        size > 150_000 && size < ServerOptions::default().max_message_bytes,
+        "{size} bytes: within the transport's limit, so the parser is what refuses it"
+    );
+    let err = srv.client.score(e.clone()).await.expect_err("refused");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message()
+            .starts_with("metadata: has more than 50 entries"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(srv.metric(INVALID_PAYMENTS), 1.0);
+    // On a stream: an error outcome naming the field, and the stream goes on.
+    let outcomes: Vec<proto::Outcome> = srv
+        .client
+        .score_stream(tokio_stream::iter(vec![e, valid("after")]))
+        .await
+        .expect("stream opens")
+        .into_inner()
+        .map(|o| o.expect("outcome"))
+        .collect()
+        .await;
+    assert_eq!(outcomes.len(), 2);
+    assert_eq!(outcomes[0].payment_id, "many_keys");
+    let err = outcomes[0].error.as_ref().expect("error outcome");
+    assert_eq!(err.code, "invalid_argument");
+    assert_eq!(err.field, "metadata");
+    assert!(
+        err.message.starts_with("has more than 50 entries"),
+        "{}",
+        err.message
+    );
+    assert_eq!(outcomes[1].payment_id, "after");
+    assert!(outcomes[1].error.is_none());
 }
 
 #[tokio::test]
