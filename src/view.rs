@@ -10,7 +10,7 @@
 //! that `tests/protocol_facts.rs` checks against the compiled descriptor.
 
 use crate::facts::{MessageFacts, message_facts};
-use crate::validate::{MAX_METADATA_BYTES, MAX_METADATA_ENTRIES};
+use crate::validate::{MAX_ID_LEN, MAX_METADATA_BYTES, MAX_METADATA_ENTRIES};
 
 message_facts! {
     /// `riskstream.v1.Session`, as [`SessionView`] reads it.
@@ -685,7 +685,9 @@ pub fn get(buf: &[u8]) -> Result<GetView<'_>, DecodeError> {
 
 /// The `payment_id` of a `PaymentEvent` that may not parse as a whole (the
 /// last one read before the bytes go bad), so that an error outcome can
-/// still name its payment.
+/// still name its payment; empty unless it is valid UTF-8 of at most
+/// [`MAX_ID_LEN`] bytes (an outcome echoing anything else could not be
+/// decoded by a standard client, or would carry an absurd id back).
 pub fn salvage_payment_id(buf: &[u8]) -> &[u8] {
     let mut r = Reader::new(buf);
     let mut id: &[u8] = &[];
@@ -694,7 +696,11 @@ pub fn salvage_payment_id(buf: &[u8]) -> &[u8] {
             id = b;
         }
     }
-    id
+    if id.len() <= MAX_ID_LEN && std::str::from_utf8(id).is_ok() {
+        id
+    } else {
+        &[]
+    }
 }
 
 #[cfg(test)]
@@ -1275,6 +1281,27 @@ mod tests {
         prost::encoding::encode_varint(id.len() as u64, &mut b);
         b.extend_from_slice(id);
         b
+    }
+
+    #[test]
+    fn a_salvaged_payment_id_is_echoed_only_when_a_client_can_decode_it() {
+        assert_eq!(
+            salvage_payment_id(&id_field(b"pay_\xc3\xa9")),
+            "pay_é".as_bytes()
+        );
+        // Invalid UTF-8 (a lone continuation byte, a truncated sequence).
+        assert_eq!(salvage_payment_id(&id_field(b"pay_\x80")), b"");
+        assert_eq!(salvage_payment_id(&id_field(b"\xff\xfe")), b"");
+        assert_eq!(salvage_payment_id(&id_field(b"pay_\xc3")), b"");
+        // Longer than any accepted id.
+        let long = vec![b'p'; MAX_ID_LEN + 1];
+        assert_eq!(salvage_payment_id(&id_field(&long)), b"");
+        let longest = vec![b'p'; MAX_ID_LEN];
+        assert_eq!(salvage_payment_id(&id_field(&longest)), &longest[..]);
+        // The last id read wins, as in a message: a bad one after a good one
+        // is what the event carries.
+        let both = [id_field(b"pay_1"), id_field(b"\xff")].concat();
+        assert_eq!(salvage_payment_id(&both), b"");
     }
 
     /// One `metadata` entry (`key`, `value`), as a field on the wire.

@@ -360,6 +360,80 @@ async fn malformed_protobuf_on_a_stream_gets_an_error_outcome_and_the_stream_goe
     assert!(outcomes[2].error.is_none());
 }
 
+/// The bytes of a valid event whose `payment_id` is `id`, whatever it holds.
+fn event_with_raw_id(id: &[u8]) -> bytes::Bytes {
+    let ev = valid("");
+    let mut b = vec![0x0a];
+    prost::encoding::encode_varint(id.len() as u64, &mut b);
+    b.extend_from_slice(id);
+    b.extend(ev.encode_to_vec());
+    bytes::Bytes::from(b)
+}
+
+#[tokio::test]
+async fn every_outcome_of_a_stream_decodes_whatever_payment_ids_were_sent() {
+    let srv = setup().await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", srv.addr))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connects");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let good = |id: &str| bytes::Bytes::from(valid(id).encode_to_vec());
+    // Invalid UTF-8 in a message that otherwise parses, and in one that
+    // does not (the id is salvaged from it).
+    let mut broken = event_with_raw_id(b"pay_\xc3").to_vec();
+    broken.extend_from_slice(&[0x22, 0x7f]);
+    let events = vec![
+        good("a"),
+        event_with_raw_id(b"pay_\xff\xfe"),
+        good("b"),
+        bytes::Bytes::from(broken),
+        good("c"),
+        event_with_raw_id(&[b'p'; 300]),
+        good("d"),
+        event_with_raw_id("pay é".as_bytes()),
+        good("e"),
+    ];
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/riskstream.v1.RiskScorer/ScoreStream",
+    );
+    // The client decodes outcomes as the generated client does (prost,
+    // which refuses a string that is not UTF-8).
+    let outcomes: Vec<proto::Outcome> = grpc
+        .streaming(
+            tonic::Request::new(tokio_stream::iter(events.clone())),
+            path,
+            RawClientCodec,
+        )
+        .await
+        .expect("stream opens")
+        .into_inner()
+        .map(|o| o.expect("every outcome decodes"))
+        .collect()
+        .await;
+    assert_eq!(outcomes.len(), events.len(), "one outcome per event");
+    for (i, id) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+        let o = &outcomes[2 * i];
+        assert_eq!(o.payment_id, *id);
+        assert!(o.error.is_none(), "{o:?}");
+    }
+    let error = |i: usize| outcomes[i].error.clone().expect("error outcome");
+    // Not UTF-8: not echoed, and the field is named.
+    assert_eq!(outcomes[1].payment_id, "");
+    assert_eq!(error(1).field, "payment_id");
+    assert_eq!(error(1).message, "is not valid UTF-8");
+    assert_eq!(outcomes[3].payment_id, "");
+    assert!(error(3).message.contains("malformed protobuf"));
+    // Longer than any accepted id: not echoed.
+    assert_eq!(outcomes[5].payment_id, "");
+    assert_eq!(error(5).field, "payment_id");
+    // Valid UTF-8, though refused: echoed.
+    assert_eq!(outcomes[7].payment_id, "pay é");
+    assert_eq!(error(7).field, "payment_id");
+}
+
 #[tokio::test]
 async fn registration_and_feedback_validate_too() {
     let mut srv = setup().await;
