@@ -77,6 +77,10 @@ fn invalid_events() -> Vec<(&'static str, proto::PaymentEvent, &'static str)> {
         s.session_id.clear();
     }
     out.push(("session without id", e, "session.session_id"));
+    let mut e = valid("pan_in_metadata");
+    e.metadata
+        .insert("note".into(), "card 4242 4242 4242 4242 exp 12/28".into());
+    out.push(("card number in a metadata value", e, "metadata.note"));
     let mut e = valid("too_much_metadata");
     e.metadata = (0..51).map(|i| (format!("k{i}"), "v".into())).collect();
     out.push(("too many metadata entries", e, "metadata"));
