@@ -213,6 +213,7 @@ pub fn action_proto(a: Action) -> wire::Decision {
 pub fn error_outcome(payment_id: Bytes, err: &ServiceError) -> wire::Outcome {
     let message = match err {
         ServiceError::Invalid(e) => e.message.clone(),
+        ServiceError::Malformed(e) => e.reason(),
         ServiceError::NotFound { message, .. } => message.clone(),
         other => other.to_string(),
     };
@@ -422,7 +423,9 @@ impl Engine {
     }
 
     /// Like [`Engine::score`], but a rejected event yields an outcome with
-    /// `error` set (the stream form).
+    /// `error` set (the stream form), naming the event's `payment_id` when
+    /// it is valid UTF-8 of at most [`validate::MAX_ID_LEN`] bytes (empty
+    /// otherwise: every client must be able to decode the outcome).
     pub fn score_or_error(&self, raw: &Bytes, clock: &Clock) -> wire::Outcome {
         match self.score(raw, clock) {
             Ok(o) => o,

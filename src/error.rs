@@ -12,7 +12,8 @@ pub enum ServiceError {
     /// A field of the request is missing or invalid.
     #[error(transparent)]
     Invalid(#[from] FieldError),
-    /// The request is not a well-formed protobuf message.
+    /// The request is not a well-formed protobuf message, or holds more
+    /// than the parser reads (`metadata`).
     #[error(transparent)]
     Malformed(#[from] DecodeError),
     /// The request names something the service does not hold.
@@ -26,6 +27,15 @@ pub enum ServiceError {
     /// The store refused the write.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A request message is longer than the server accepts
+    /// (`--max-message-bytes`); it was refused before it was read.
+    #[error("the request message is {bytes} bytes; at most {max} are accepted")]
+    TooLarge {
+        /// The length the message announced.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 /// The class of a failure, shared by unary statuses and stream outcomes.
@@ -60,7 +70,8 @@ impl ServiceError {
         match self {
             ServiceError::Invalid(_) | ServiceError::Malformed(_) => ErrorCode::InvalidArgument,
             ServiceError::NotFound { .. } => ErrorCode::NotFound,
-            ServiceError::Store(StoreError::PaymentMethodsFull(_)) => ErrorCode::ResourceExhausted,
+            ServiceError::Store(StoreError::PaymentMethodsFull(_))
+            | ServiceError::TooLarge { .. } => ErrorCode::ResourceExhausted,
             ServiceError::Store(StoreError::Unavailable(_)) => ErrorCode::Unavailable,
         }
     }
@@ -69,6 +80,7 @@ impl ServiceError {
     pub fn field(&self) -> &str {
         match self {
             ServiceError::Invalid(e) => &e.field,
+            ServiceError::Malformed(e) => e.field(),
             ServiceError::NotFound { field, .. } => field,
             _ => "",
         }

@@ -34,12 +34,18 @@ pub const MAX_PLATFORM_LEN: usize = 64;
 pub const MAX_FINGERPRINT_LEN: usize = 128;
 /// Longest accepted email address (RFC 5321 path limit).
 pub const MAX_EMAIL_LEN: usize = 254;
-/// Most metadata entries on one payment.
+/// Most metadata entries on one payment, counted on the wire (a repeated key
+/// counts each time): the parser stops at the first entry past it.
 pub const MAX_METADATA_ENTRIES: usize = 50;
 /// Longest metadata key.
 pub const MAX_METADATA_KEY_LEN: usize = 40;
 /// Longest metadata value.
 pub const MAX_METADATA_VALUE_LEN: usize = 500;
+/// Most bytes of metadata entries on one payment (keys, values and their
+/// protobuf framing, counted on the wire): the parser stops at the first
+/// entry past it. [`MAX_METADATA_ENTRIES`] entries of the longest key and
+/// value take 27,250.
+pub const MAX_METADATA_BYTES: usize = 32 * 1024;
 /// Largest screen dimension accepted, in pixels.
 pub const MAX_SCREEN_PX: u32 = 100_000;
 /// Largest colour depth accepted, in bits.
@@ -265,6 +271,59 @@ pub fn looks_like_pan(s: &str) -> bool {
         }
     }
     (13..=19).contains(&digits) && sum.is_multiple_of(10)
+}
+
+/// Whether free text holds a card number: 13–19 digits, written together or
+/// in groups separated by one space or one dash (`4242 4242 4242 4242`,
+/// `3782-822463-10005`), with no digit right before or after, starting
+/// with 2–6 (the major industry identifiers of the payment card brands:
+/// Mastercard, Amex, Diners, JCB, Visa, Discover, UnionPay) and passing the
+/// Luhn check. A candidate starts and ends at group boundaries, so a card
+/// number followed by more digit groups (an expiry date) is found, while a
+/// longer number written without separators (an order id) is not split.
+/// Numbers starting with 0, 1 or 7–9 (millisecond timestamps start with 1)
+/// are not taken for card numbers.
+pub fn contains_card_number(text: &[u8]) -> bool {
+    (0..text.len()).any(|i| {
+        text[i].is_ascii_digit()
+            && (i == 0 || !text[i - 1].is_ascii_digit())
+            && card_number_at(text, i)
+    })
+}
+
+/// Whether a card number (see [`contains_card_number`]) starts with the
+/// digit group at `start`: at most 19 digits and their separators are read.
+fn card_number_at(text: &[u8], start: usize) -> bool {
+    if !(b'2'..=b'6').contains(&text[start]) {
+        return false;
+    }
+    // Luhn sums with the digits at even (left-to-right) positions doubled,
+    // and with those at odd positions doubled: which one applies depends
+    // on the length, known only at the end.
+    let (mut n, mut sums) = (0usize, [0u32; 2]);
+    let mut i = start;
+    loop {
+        while let Some(c) = text.get(i).filter(|c| c.is_ascii_digit()) {
+            let d = u32::from(c - b'0');
+            let twice = if d >= 5 { 2 * d - 9 } else { 2 * d };
+            sums[n % 2] += twice;
+            sums[1 - n % 2] += d;
+            n += 1;
+            i += 1;
+            if n > 19 {
+                return false;
+            }
+        }
+        // The last digit is never doubled: with n digits, the doubled ones
+        // are those whose position has the parity of n.
+        if n >= 13 && sums[n % 2].is_multiple_of(10) {
+            return true;
+        }
+        match (text.get(i), text.get(i + 1)) {
+            (Some(b' ' | b'-'), Some(d)) if d.is_ascii_digit() => i += 1,
+            _ => return false,
+        }
+    }
 }
 
 fn fingerprint(field: impl Fn() -> String, value: &[u8]) -> Result<&str, FieldError> {
@@ -541,6 +600,10 @@ fn method_ref<'a>(pm: &PaymentMethodView<'a>, clock: &Clock) -> Result<MethodRef
     })
 }
 
+/// Why a metadata key or value holding a card number is refused.
+const CARD_NUMBER_IN_METADATA: &str =
+    "holds what looks like a card number (PAN); metadata must never carry card numbers";
+
 /// Validates a `PaymentEvent`.
 pub fn payment<'a>(ev: &PaymentEventView<'a>, clock: &Clock) -> Result<Payment<'a>, FieldError> {
     let payment_id = id(|| "payment_id".into(), ev.payment_id, true)?;
@@ -613,26 +676,28 @@ pub fn payment<'a>(ev: &PaymentEventView<'a>, clock: &Clock) -> Result<Payment<'
         }),
         None => None,
     };
-    if ev.metadata.len() > MAX_METADATA_ENTRIES {
-        return Err(FieldError::new(
-            "metadata",
-            format!(
-                "has {} entries; at most {MAX_METADATA_ENTRIES} are accepted",
-                ev.metadata.len()
-            ),
-        ));
-    }
+    // The parser has bounded the entries (MAX_METADATA_ENTRIES) and their
+    // bytes (MAX_METADATA_BYTES).
     for (k, v) in &ev.metadata {
         if k.is_empty() {
             return Err(FieldError::new("metadata", "has an empty key"));
         }
         let k = text(|| "metadata".into(), k, MAX_METADATA_KEY_LEN)?;
+        if contains_card_number(k.as_bytes()) {
+            return Err(FieldError::new("metadata", CARD_NUMBER_IN_METADATA));
+        }
         if v.len() > MAX_METADATA_VALUE_LEN || utf8(String::new, v).map_or(true, has_control) {
             return Err(FieldError::new(
                 format!("metadata.{k}"),
                 format!(
                     "is more than {MAX_METADATA_VALUE_LEN} bytes or contains control characters"
                 ),
+            ));
+        }
+        if contains_card_number(v) {
+            return Err(FieldError::new(
+                format!("metadata.{k}"),
+                CARD_NUMBER_IN_METADATA,
             ));
         }
     }
@@ -737,6 +802,85 @@ mod tests {
         assert!(!looks_like_pan("4242424242424241"), "fails Luhn");
         assert!(!looks_like_pan("424242424242"), "too short");
         assert!(!looks_like_pan("fp_4242424242424242"));
+    }
+
+    #[test]
+    fn card_numbers_are_found_in_free_text_as_people_type_them() {
+        let found = |t: &str| contains_card_number(t.as_bytes());
+        for card in [
+            "4242424242424242",
+            "4242 4242 4242 4242",
+            "4242-4242-4242-4242",
+            "4242 4242-4242 4242",
+            "3782 822463 10005",
+            "3782-822463-10005",
+            "5555555555554444",
+            "6011111111111117",
+            "2223003122003222",
+            "4000056655665556",
+            // Visa's 13 and 19 digits.
+            "4222222222222",
+            "4000 0000 0000 0000 006",
+            // Inside text.
+            "card 4242 4242 4242 4242 exp 12/28",
+            "pan:4242424242424242;",
+            "x4242424242424242y",
+            // Followed by more digit groups (an expiry, a CVC).
+            "4242 4242 4242 4242 1228",
+            "4242424242424242 1228 123",
+            "order 77 4242 4242 4242 4242",
+        ] {
+            assert!(found(card), "{card:?}");
+        }
+        for not_card in [
+            "4242424242424241",            // fails Luhn
+            "4242 4242 4242 4241",         // fails Luhn
+            "424242424242",                // 12 digits
+            "42424242424242424242",        // 20 digits in one number
+            "order 123456789012345678901", // a long id, not split
+            "4242  4242  4242  4242",      // two spaces: separate numbers
+            "4242--4242--4242--4242",
+            "4242.4242.4242.4242", // dots are not card separators
+            "1763000000000",       // a millisecond timestamp (starts with 1)
+            "1234 5678 9012 3452",
+            "0000000000000000",
+            "9999999999999995",
+            "",
+            "no digits at all",
+        ] {
+            assert!(!found(not_card), "{not_card:?}");
+        }
+        // A digit right before a card number makes another number (17
+        // digits, failing Luhn): a number is never split inside.
+        assert!(!found("34242424242424242"));
+    }
+
+    #[test]
+    fn card_numbers_in_metadata_are_refused_naming_the_entry() {
+        let with = |k: &str, v: &str| {
+            let mut e = event();
+            e.metadata.insert("order".into(), "ord_7".into());
+            e.metadata.insert(k.into(), v.into());
+            let bytes = e.encode_to_vec();
+            let view = crate::view::payment_event(&bytes).expect("parses");
+            payment(&view, &clock()).map(|_| ())
+        };
+        assert_eq!(with("note", "thanks!"), Ok(()));
+        assert_eq!(with("ts", "1763000000000"), Ok(()));
+        for pan in [
+            "4242424242424242",
+            "4242 4242 4242 4242",
+            "card 4242-4242-4242-4242 exp 12/28",
+        ] {
+            let err = with("note", pan).expect_err(pan);
+            assert_eq!(err.field, "metadata.note", "{pan}");
+            assert!(err.message.contains("card number"), "{}", err.message);
+            assert!(!err.message.contains("4242"), "the number is not echoed");
+        }
+        // In a key: the key is not echoed in the field.
+        let err = with("4242424242424242", "x").expect_err("key");
+        assert_eq!(err.field, "metadata");
+        assert!(!err.message.contains("4242"));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! that `tests/protocol_facts.rs` checks against the compiled descriptor.
 
 use crate::facts::{MessageFacts, message_facts};
+use crate::validate::{MAX_ID_LEN, MAX_METADATA_BYTES, MAX_METADATA_ENTRIES};
 
 message_facts! {
     /// `riskstream.v1.Session`, as [`SessionView`] reads it.
@@ -148,10 +149,54 @@ pub const FACTS: &[MessageFacts] = &[
     event_error::FACTS,
 ];
 
-/// The request bytes are not a well-formed protobuf message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("malformed protobuf message: {0}")]
-pub struct DecodeError(pub &'static str);
+/// Why the bytes of a request were not read: they are not a well-formed
+/// protobuf message, or a repeated field holds more than is accepted
+/// (reading stops there, before any work that grows with it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The bytes are not a well-formed protobuf message.
+    Malformed(&'static str),
+    /// `metadata` has more than [`MAX_METADATA_ENTRIES`] entries on the wire
+    /// (a repeated key counts each time).
+    MetadataEntries,
+    /// `metadata`'s entries take more than [`MAX_METADATA_BYTES`] bytes.
+    MetadataBytes,
+}
+
+impl DecodeError {
+    /// The field at fault: `metadata` for a bound, empty for a malformed
+    /// message.
+    pub fn field(&self) -> &'static str {
+        match self {
+            DecodeError::Malformed(_) => "",
+            DecodeError::MetadataEntries | DecodeError::MetadataBytes => "metadata",
+        }
+    }
+
+    /// What is wrong, without the field.
+    pub fn reason(&self) -> String {
+        match self {
+            DecodeError::Malformed(what) => format!("malformed protobuf message: {what}"),
+            DecodeError::MetadataEntries => format!(
+                "has more than {MAX_METADATA_ENTRIES} entries; at most {MAX_METADATA_ENTRIES} are accepted"
+            ),
+            DecodeError::MetadataBytes => format!(
+                "has more than {MAX_METADATA_BYTES} bytes of keys and values; at most {MAX_METADATA_BYTES} are accepted"
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.field() {
+            "" => f.write_str(&self.reason()),
+            field => write!(f, "{field}: {}", self.reason()),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
 
 /// One field value as the wire carries it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,7 +234,7 @@ impl<'a> Reader<'a> {
         let mut v: u64 = 0;
         for (i, &b) in rest.iter().take(10).enumerate() {
             if i == 9 && b > 1 {
-                return Err(DecodeError("varint overflows 64 bits"));
+                return Err(DecodeError::Malformed("varint overflows 64 bits"));
             }
             v |= u64::from(b & 0x7f) << (7 * i);
             if b < 0x80 {
@@ -198,9 +243,9 @@ impl<'a> Reader<'a> {
             }
         }
         if rest.len() < 10 {
-            Err(DecodeError("truncated varint"))
+            Err(DecodeError::Malformed("truncated varint"))
         } else {
-            Err(DecodeError("varint longer than 10 bytes"))
+            Err(DecodeError::Malformed("varint longer than 10 bytes"))
         }
     }
 
@@ -210,7 +255,7 @@ impl<'a> Reader<'a> {
             .pos
             .checked_add(n)
             .filter(|e| *e <= self.buf.len())
-            .ok_or(DecodeError("field length runs past the end"))?;
+            .ok_or(DecodeError::Malformed("field length runs past the end"))?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -223,9 +268,10 @@ impl<'a> Reader<'a> {
             return Ok(None);
         }
         let key = self.varint()?;
-        let number = u32::try_from(key >> 3).map_err(|_| DecodeError("field number too large"))?;
+        let number = u32::try_from(key >> 3)
+            .map_err(|_| DecodeError::Malformed("field number too large"))?;
         if number == 0 {
-            return Err(DecodeError("field number 0"));
+            return Err(DecodeError::Malformed("field number 0"));
         }
         let value = match key & 7 {
             0 => Value::Varint(self.varint()?),
@@ -236,8 +282,8 @@ impl<'a> Reader<'a> {
                 Value::Fixed64(u64::from_le_bytes(a))
             }
             2 => {
-                let n =
-                    usize::try_from(self.varint()?).map_err(|_| DecodeError("length too large"))?;
+                let n = usize::try_from(self.varint()?)
+                    .map_err(|_| DecodeError::Malformed("length too large"))?;
                 Value::Len(self.take(n)?)
             }
             5 => {
@@ -246,8 +292,8 @@ impl<'a> Reader<'a> {
                 a.copy_from_slice(b);
                 Value::Fixed32(u32::from_le_bytes(a))
             }
-            3 | 4 => return Err(DecodeError("groups are not supported")),
-            _ => return Err(DecodeError("invalid wire type")),
+            3 | 4 => return Err(DecodeError::Malformed("groups are not supported")),
+            _ => return Err(DecodeError::Malformed("invalid wire type")),
         };
         Ok(Some((number, value)))
     }
@@ -256,14 +302,16 @@ impl<'a> Reader<'a> {
 fn varint(v: Value<'_>) -> Result<u64, DecodeError> {
     match v {
         Value::Varint(x) => Ok(x),
-        _ => Err(DecodeError("a varint field has another wire type")),
+        _ => Err(DecodeError::Malformed(
+            "a varint field has another wire type",
+        )),
     }
 }
 
 fn len(v: Value<'_>) -> Result<&[u8], DecodeError> {
     match v {
         Value::Len(b) => Ok(b),
-        _ => Err(DecodeError(
+        _ => Err(DecodeError::Malformed(
             "a length-delimited field has another wire type",
         )),
     }
@@ -456,6 +504,9 @@ pub struct PaymentEventView<'a> {
     /// Metadata entries in wire order (a later duplicate key wins, as in a map).
     pub metadata: Vec<(&'a [u8], &'a [u8])>,
     pub risk_assessment_opt_out: bool,
+    /// Metadata entries and their bytes read so far, duplicates included:
+    /// what the bounds are checked against.
+    metadata_read: (usize, usize),
 }
 
 impl<'a> View<'a> for PaymentEventView<'a> {
@@ -474,7 +525,19 @@ impl<'a> View<'a> for PaymentEventView<'a> {
             OFF_SESSION => self.off_session = boolean(v)?,
             RECURRING => embedded(&mut self.recurring, v)?,
             METADATA => {
-                let e = EntryView::parse(len(v)?)?;
+                // Bounded before the entry is read: the key lookup below is
+                // linear in the entries kept, so it must never see many.
+                let entry = len(v)?;
+                let (entries, bytes) = self.metadata_read;
+                if entries >= MAX_METADATA_ENTRIES {
+                    return Err(DecodeError::MetadataEntries);
+                }
+                let bytes = bytes.saturating_add(entry.len());
+                if bytes > MAX_METADATA_BYTES {
+                    return Err(DecodeError::MetadataBytes);
+                }
+                self.metadata_read = (entries + 1, bytes);
+                let e = EntryView::parse(entry)?;
                 match self.metadata.iter_mut().find(|(k, _)| *k == e.key) {
                     Some(slot) => slot.1 = e.value,
                     None => self.metadata.push((e.key, e.value)),
@@ -573,7 +636,11 @@ impl<'a> View<'a> for OutcomeView<'a> {
             MODEL_VERSION => self.model_version = len(v)?,
             FRAUD_PROBABILITY => match v {
                 Value::Fixed64(x) => self.fraud_probability = f64::from_bits(x),
-                _ => return Err(DecodeError("a double field has another wire type")),
+                _ => {
+                    return Err(DecodeError::Malformed(
+                        "a double field has another wire type",
+                    ));
+                }
             },
             ERROR => {
                 let mut r = Reader::new(len(v)?);
@@ -618,7 +685,9 @@ pub fn get(buf: &[u8]) -> Result<GetView<'_>, DecodeError> {
 
 /// The `payment_id` of a `PaymentEvent` that may not parse as a whole (the
 /// last one read before the bytes go bad), so that an error outcome can
-/// still name its payment.
+/// still name its payment; empty unless it is valid UTF-8 of at most
+/// [`MAX_ID_LEN`] bytes (an outcome echoing anything else could not be
+/// decoded by a standard client, or would carry an absurd id back).
 pub fn salvage_payment_id(buf: &[u8]) -> &[u8] {
     let mut r = Reader::new(buf);
     let mut id: &[u8] = &[];
@@ -627,7 +696,11 @@ pub fn salvage_payment_id(buf: &[u8]) -> &[u8] {
             id = b;
         }
     }
-    id
+    if id.len() <= MAX_ID_LEN && std::str::from_utf8(id).is_ok() {
+        id
+    } else {
+        &[]
+    }
 }
 
 #[cfg(test)]
@@ -789,6 +862,7 @@ mod tests {
             recurring,
             metadata,
             risk_assessment_opt_out,
+            metadata_read: _,
         } = v;
         public::PaymentEvent {
             payment_id: text(payment_id),
@@ -1199,5 +1273,132 @@ mod tests {
         bytes.extend_from_slice(&[0x0b]);
         assert!(payment_event(&bytes).is_err());
         assert_eq!(salvage_payment_id(&bytes), b"pay_7");
+    }
+
+    /// A `payment_id` field holding `id`, as bytes on the wire.
+    fn id_field(id: &[u8]) -> Vec<u8> {
+        let mut b = vec![0x0a];
+        prost::encoding::encode_varint(id.len() as u64, &mut b);
+        b.extend_from_slice(id);
+        b
+    }
+
+    #[test]
+    fn a_salvaged_payment_id_is_echoed_only_when_a_client_can_decode_it() {
+        assert_eq!(
+            salvage_payment_id(&id_field(b"pay_\xc3\xa9")),
+            "pay_é".as_bytes()
+        );
+        // Invalid UTF-8 (a lone continuation byte, a truncated sequence).
+        assert_eq!(salvage_payment_id(&id_field(b"pay_\x80")), b"");
+        assert_eq!(salvage_payment_id(&id_field(b"\xff\xfe")), b"");
+        assert_eq!(salvage_payment_id(&id_field(b"pay_\xc3")), b"");
+        // Longer than any accepted id.
+        let long = vec![b'p'; MAX_ID_LEN + 1];
+        assert_eq!(salvage_payment_id(&id_field(&long)), b"");
+        let longest = vec![b'p'; MAX_ID_LEN];
+        assert_eq!(salvage_payment_id(&id_field(&longest)), &longest[..]);
+        // The last id read wins, as in a message: a bad one after a good one
+        // is what the event carries.
+        let both = [id_field(b"pay_1"), id_field(b"\xff")].concat();
+        assert_eq!(salvage_payment_id(&both), b"");
+    }
+
+    /// One `metadata` entry (`key`, `value`), as a field on the wire.
+    fn metadata_field(key: &[u8], value: &[u8]) -> Vec<u8> {
+        let mut entry = vec![0x0a];
+        prost::encoding::encode_varint(key.len() as u64, &mut entry);
+        entry.extend_from_slice(key);
+        entry.push(0x12);
+        prost::encoding::encode_varint(value.len() as u64, &mut entry);
+        entry.extend_from_slice(value);
+        let mut field = vec![0x62];
+        prost::encoding::encode_varint(entry.len() as u64, &mut field);
+        field.extend_from_slice(&entry);
+        field
+    }
+
+    /// Parses `bytes` and returns the outcome with the metadata entries and
+    /// bytes the parser had read when it stopped.
+    fn read_metadata(bytes: &[u8]) -> (Result<(), DecodeError>, (usize, usize), usize) {
+        let mut v = PaymentEventView::default();
+        let r = v.merge(bytes);
+        (r, v.metadata_read, v.metadata.len())
+    }
+
+    #[test]
+    fn metadata_is_read_up_to_its_bound_in_entries_and_no_further() {
+        // 20,000 distinct keys (what once cost a quadratic key lookup).
+        let mut bytes = id_field(b"pay_1");
+        for i in 0..20_000 {
+            bytes.extend(metadata_field(format!("k{i}").as_bytes(), b"v"));
+        }
+        let (r, (entries, _), kept) = read_metadata(&bytes);
+        assert_eq!(r, Err(DecodeError::MetadataEntries));
+        assert_eq!(
+            entries, MAX_METADATA_ENTRIES,
+            "no entry past the bound read"
+        );
+        assert_eq!(kept, MAX_METADATA_ENTRIES);
+        let e = payment_event(&bytes).expect_err("refused");
+        assert_eq!(e.field(), "metadata");
+        assert!(
+            e.to_string()
+                .starts_with("metadata: has more than 50 entries"),
+            "{e}"
+        );
+
+        // The same key 20,000 times: each counts.
+        let mut bytes = Vec::new();
+        for _ in 0..20_000 {
+            bytes.extend(metadata_field(b"k", b"v"));
+        }
+        let (r, (entries, _), kept) = read_metadata(&bytes);
+        assert_eq!(r, Err(DecodeError::MetadataEntries));
+        assert_eq!((entries, kept), (MAX_METADATA_ENTRIES, 1));
+
+        // Nothing past the bound is read: garbage right after it is never
+        // reached (a malformed tail would otherwise be the error).
+        let mut bytes = Vec::new();
+        for i in 0..=MAX_METADATA_ENTRIES {
+            bytes.extend(metadata_field(format!("k{i}").as_bytes(), b"v"));
+        }
+        let at_bound = bytes.len();
+        bytes.extend_from_slice(&[0xff; 11]);
+        assert_eq!(payment_event(&bytes), Err(DecodeError::MetadataEntries));
+        assert!(payment_event(&bytes[..at_bound - 1]).is_err());
+        // Exactly the bound is read whole.
+        let mut bytes = Vec::new();
+        for i in 0..MAX_METADATA_ENTRIES {
+            bytes.extend(metadata_field(format!("k{i}").as_bytes(), b"v"));
+        }
+        let v = payment_event(&bytes).expect("the bound is accepted");
+        assert_eq!(v.metadata.len(), MAX_METADATA_ENTRIES);
+    }
+
+    #[test]
+    fn metadata_is_read_up_to_its_bound_in_bytes_and_no_further() {
+        // Three entries of 12 KiB values: the third crosses 32 KiB.
+        let big = vec![b'v'; 12 * 1024];
+        let mut bytes = Vec::new();
+        for i in 0..3 {
+            bytes.extend(metadata_field(format!("k{i}").as_bytes(), &big));
+        }
+        let (r, (entries, read), _) = read_metadata(&bytes);
+        assert_eq!(r, Err(DecodeError::MetadataBytes));
+        assert_eq!(entries, 2, "the entry past the bound is not read");
+        assert!(read <= MAX_METADATA_BYTES);
+        let e = payment_event(&bytes).expect_err("refused");
+        assert_eq!(e.field(), "metadata");
+        assert!(
+            e.to_string()
+                .starts_with("metadata: has more than 32768 bytes"),
+            "{e}"
+        );
+        // An entry just within the bound is read (validation then refuses
+        // its value).
+        let one = metadata_field(b"k", &vec![b'v'; MAX_METADATA_BYTES - 16]);
+        let v = payment_event(&one).expect("within the bound");
+        assert_eq!(v.metadata.len(), 1);
     }
 }

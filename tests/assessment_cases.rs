@@ -159,8 +159,10 @@ async fn a_missing_model_fails_open_as_unknown() {
 }
 
 #[tokio::test]
-async fn a_model_erroring_at_run_time_fails_open_as_unknown() {
-    // Finite parameters whose product overflows: inference yields NaN.
+async fn a_model_that_would_overflow_at_run_time_is_refused_at_load() {
+    // Finite parameters whose product overflows would make every payment
+    // UNKNOWN (inference yields NaN): such a model never loads, and the
+    // scoring path's fail-open branch is the missing model's, above.
     let mut file: ModelFile = default_model().file().clone();
     let Estimator::LogisticRegression(lr) = &mut file.estimator else {
         panic!("the default model is a logistic regression");
@@ -179,11 +181,12 @@ async fn a_model_erroring_at_run_time_fails_open_as_unknown() {
     lr.scale[amount] = 1e-300;
     lr.weights[device] = -1e300;
     lr.scale[device] = 1e-300;
-    let model = Model::from_file(file).expect("loads: every value is finite");
-    let out = foreign_payment_outcome(ModelHandle::new(model)).await;
-    assert_eq!(out.risk_level(), RiskLevel::Unknown, "{out:?}");
-    assert_eq!(out.decision(), Decision::Allow);
-    assert_eq!(out.reason, "unknown_risk_level");
+    let err = Model::from_file(file).expect_err("refused");
+    assert!(err.to_string().contains("weights"), "{err}");
+    // The default model scores the same payment.
+    let out = foreign_payment_outcome(ModelHandle::new(default_model())).await;
+    assert_ne!(out.risk_level(), RiskLevel::Unknown, "{out:?}");
+    assert!(out.risk_score > 0);
 }
 
 #[tokio::test]

@@ -274,12 +274,38 @@ fn every_flag_reads_its_environment_variable() {
 /// Writes `models/default.json` to `path` under another version, atomically
 /// (a temporary file renamed over it).
 fn write_model_version(path: &std::path::Path, version: &str) {
+    write_model(path, version, |_| {});
+}
+
+/// Writes `models/default.json` to `path` under another version, changed
+/// by `edit`, atomically (a temporary file renamed over it).
+fn write_model(path: &std::path::Path, version: &str, edit: impl FnOnce(&mut serde_json::Value)) {
     let mut file: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(model_arg()).expect("model")).expect("json");
     file["version"] = serde_json::Value::String(version.into());
+    edit(&mut file);
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, file.to_string()).expect("writes");
     std::fs::rename(&tmp, path).expect("renames");
+}
+
+/// A change to a model file.
+type Edit = fn(&mut serde_json::Value);
+
+/// The default model with absurd, though finite, parameters: each would
+/// make every payment's log-odds overflow (and the payment UNKNOWN).
+fn insane_models() -> [(&'static str, Edit); 3] {
+    [
+        ("weights[0]", |f| {
+            f["estimator"]["logistic_regression"]["weights"][0] = 1e308.into()
+        }),
+        ("scale[3]", |f| {
+            f["estimator"]["logistic_regression"]["scale"][3] = 1e-300.into()
+        }),
+        ("calibration.slope", |f| {
+            f["calibration"]["slope"] = 1e300.into()
+        }),
+    ]
 }
 
 /// Streams payments until `stop` flips; returns each outcome's model
@@ -366,25 +392,45 @@ async fn a_changed_model_file_is_swapped_in_under_load_and_a_bad_one_is_refused(
     write_model_version(&model, "v-b");
     wait_for("v-b").await;
 
-    // A broken file is refused: the loaded model keeps serving.
-    std::fs::write(&model, "{ not a model").expect("writes");
-    let start = std::time::Instant::now();
-    loop {
-        let m = parse_metrics(&bin.scrape());
-        if m.get("riskstream_model_reload_errors_total")
-            .copied()
-            .unwrap_or(0.0)
-            >= 1.0
-        {
-            assert_eq!(m.get("riskstream_model_info{version=\"v-b\"}"), Some(&1.0));
-            assert_eq!(m.get("riskstream_model_info{version=\"v-a\"}"), Some(&0.0));
-            break;
+    // A broken file is refused: the loaded model keeps serving; so is a
+    // file whose parameters are finite but absurd (the load task fails on
+    // any UNKNOWN outcome).
+    let refused = |errors: f64| {
+        let bin = &bin;
+        async move {
+            let start = std::time::Instant::now();
+            loop {
+                let m = parse_metrics(&bin.scrape());
+                if m.get("riskstream_model_reload_errors_total")
+                    .copied()
+                    .unwrap_or(0.0)
+                    >= errors
+                {
+                    assert_eq!(m.get("riskstream_model_info{version=\"v-b\"}"), Some(&1.0));
+                    assert_eq!(m.get("riskstream_model_info{version=\"v-a\"}"), Some(&0.0));
+                    break;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(15),
+                    "reload error {errors} not counted"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "reload error not counted"
+    };
+    std::fs::write(&model, "{ not a model").expect("writes");
+    refused(1.0).await;
+    for (i, (param, edit)) in insane_models().into_iter().enumerate() {
+        write_model(&model, "v-insane", edit);
+        refused(2.0 + i as f64).await;
+        assert_eq!(
+            bin.lines("model reload failed")
+                .iter()
+                .filter(|l| l.contains(param))
+                .count(),
+            1,
+            "the error names {param}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let served = seen.lock().expect("lock").len();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -397,8 +443,35 @@ async fn a_changed_model_file_is_swapped_in_under_load_and_a_bad_one_is_refused(
     assert!(seen[..first_b].iter().all(|v| v == "v-a"));
     assert!(
         seen[first_b..].iter().all(|v| v == "v-b"),
-        "the bad file changed nothing"
+        "the bad files changed nothing"
     );
+}
+
+#[test]
+fn a_model_with_absurd_parameters_stops_start_up_naming_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = dir.path().join("model.json");
+    for (param, edit) in insane_models() {
+        write_model(&model, "v-insane", edit);
+        let out = Command::new(env!("CARGO_BIN_EXE_riskstream"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "off",
+                "--state",
+                "memory",
+                "--model",
+                model.to_str().expect("utf-8"),
+            ])
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(1), "{param}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(param), "{param}: {err}");
+    }
 }
 
 #[tokio::test]

@@ -4,8 +4,10 @@
 mod common;
 
 use common::*;
+use prost::Message;
 use riskstream::engine::system_now_ms;
 use riskstream::proto::{self, RiskLevel};
+use riskstream::server::ServerOptions;
 use tokio_stream::StreamExt;
 
 fn valid(id: &str) -> proto::PaymentEvent {
@@ -75,6 +77,13 @@ fn invalid_events() -> Vec<(&'static str, proto::PaymentEvent, &'static str)> {
         s.session_id.clear();
     }
     out.push(("session without id", e, "session.session_id"));
+    let mut e = valid("pan_in_metadata");
+    e.metadata
+        .insert("note".into(), "card 4242 4242 4242 4242 exp 12/28".into());
+    out.push(("card number in a metadata value", e, "metadata.note"));
+    let mut e = valid("too_much_metadata");
+    e.metadata = (0..51).map(|i| (format!("k{i}"), "v".into())).collect();
+    out.push(("too many metadata entries", e, "metadata"));
     out
 }
 
@@ -142,8 +151,11 @@ async fn stream_answers_an_error_outcome_and_goes_on() {
     }
 }
 
+/// The series counting refused payment events.
+const INVALID_PAYMENTS: &str = "riskstream_invalid_events_total{kind=\"payment\"}";
+
 #[tokio::test]
-async fn oversized_messages_are_refused_without_harm() {
+async fn oversized_messages_get_resource_exhausted_and_are_counted() {
     let mut srv = setup().await;
     let mut e = valid("ten_mb");
     if let Some(s) = e.session.as_mut() {
@@ -154,13 +166,13 @@ async fn oversized_messages_are_refused_without_harm() {
         .score(e.clone())
         .await
         .expect_err("10 MB message");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
     assert!(
-        matches!(
-            err.code(),
-            tonic::Code::ResourceExhausted | tonic::Code::OutOfRange
-        ),
-        "{err:?}"
+        err.message().contains("at most 262144 are accepted"),
+        "{}",
+        err.message()
     );
+    assert_eq!(srv.metric(INVALID_PAYMENTS), 1.0);
     // On a stream the transport ends the stream with that status after the
     // outcomes of the events before it.
     let mut outcomes = srv
@@ -171,8 +183,14 @@ async fn oversized_messages_are_refused_without_harm() {
         .into_inner();
     let first = outcomes.next().await.expect("first outcome").expect("ok");
     assert_eq!(first.payment_id, "before");
-    let end = outcomes.next().await.expect("an end status");
-    assert!(end.is_err(), "{end:?}");
+    let end = outcomes
+        .next()
+        .await
+        .expect("an end status")
+        .expect_err("the stream ends");
+    assert_eq!(end.code(), tonic::Code::ResourceExhausted, "{end:?}");
+    assert!(outcomes.next().await.is_none(), "nothing after the status");
+    assert_eq!(srv.metric(INVALID_PAYMENTS), 2.0);
     // The server still serves.
     let ok = srv
         .client
@@ -183,8 +201,122 @@ async fn oversized_messages_are_refused_without_harm() {
 }
 
 #[tokio::test]
+async fn the_size_limit_is_exact_and_holds_for_every_method() {
+    const LIMIT: usize = 2048;
+    let mut srv = TestServer::with(Setup {
+        options: ServerOptions {
+            max_message_bytes: LIMIT,
+            ..ServerOptions::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    register_home_card(&mut srv.client).await;
+    // A payment of exactly `len` bytes (its user agent makes the size).
+    let sized = |len: usize| {
+        let mut e = valid("sized");
+        let mut ua = 0;
+        loop {
+            if let Some(s) = e.session.as_mut() {
+                s.user_agent = "A".repeat(ua);
+            }
+            match e.encoded_len() {
+                n if n == len => return e,
+                n if n > len => panic!("cannot make a {len}-byte event"),
+                _ => ua += 1,
+            }
+        }
+    };
+    // At the limit the transport hands it on (validation refuses the user
+    // agent); one byte over, it is refused unread.
+    let err = srv
+        .client
+        .score(sized(LIMIT))
+        .await
+        .expect_err("too long a UA");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().starts_with("session.user_agent:"), "{err:?}");
+    let err = srv.client.score(sized(LIMIT + 1)).await.expect_err("over");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert_eq!(srv.metric(INVALID_PAYMENTS), 2.0);
+
+    let mut reg = registration("pm_big", "fp_big", 0, Some(home_session("s")), customer(3));
+    if let Some(s) = reg
+        .payment_method
+        .as_mut()
+        .and_then(|pm| pm.creation_session.as_mut())
+    {
+        s.user_agent = "A".repeat(LIMIT);
+    }
+    let err = srv
+        .client
+        .register_payment_method(reg)
+        .await
+        .expect_err("over");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert_eq!(
+        srv.metric("riskstream_invalid_events_total{kind=\"register\"}"),
+        1.0
+    );
+    let err = srv
+        .client
+        .report_feedback(proto::FeedbackEvent {
+            payment_id: "p".repeat(LIMIT),
+            kind: proto::FeedbackKind::Fraudulent as i32,
+            reported_at_ms: 0,
+        })
+        .await
+        .expect_err("over");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+}
+
+#[tokio::test]
+async fn twenty_thousand_metadata_keys_are_refused_naming_metadata() {
+    let mut srv = setup().await;
+    let mut e = valid("many_keys");
+    e.metadata = (0..20_000)
+        .map(|i| (format!("k{i}"), String::new()))
+        .collect();
+    let size = e.encoded_len();
+    assert!(
+        size > 150_000 && size < ServerOptions::default().max_message_bytes,
+        "{size} bytes: within the transport's limit, so the parser is what refuses it"
+    );
+    let err = srv.client.score(e.clone()).await.expect_err("refused");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message()
+            .starts_with("metadata: has more than 50 entries"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(srv.metric(INVALID_PAYMENTS), 1.0);
+    // On a stream: an error outcome naming the field, and the stream goes on.
+    let outcomes: Vec<proto::Outcome> = srv
+        .client
+        .score_stream(tokio_stream::iter(vec![e, valid("after")]))
+        .await
+        .expect("stream opens")
+        .into_inner()
+        .map(|o| o.expect("outcome"))
+        .collect()
+        .await;
+    assert_eq!(outcomes.len(), 2);
+    assert_eq!(outcomes[0].payment_id, "many_keys");
+    let err = outcomes[0].error.as_ref().expect("error outcome");
+    assert_eq!(err.code, "invalid_argument");
+    assert_eq!(err.field, "metadata");
+    assert!(
+        err.message.starts_with("has more than 50 entries"),
+        "{}",
+        err.message
+    );
+    assert_eq!(outcomes[1].payment_id, "after");
+    assert!(outcomes[1].error.is_none());
+}
+
+#[tokio::test]
 async fn malformed_protobuf_on_a_stream_gets_an_error_outcome_and_the_stream_goes_on() {
-    use prost::Message;
     let srv = setup().await;
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", srv.addr))
         .expect("url")
@@ -230,6 +362,80 @@ async fn malformed_protobuf_on_a_stream_gets_an_error_outcome_and_the_stream_goe
     );
     assert_eq!(outcomes[2].payment_id, "b");
     assert!(outcomes[2].error.is_none());
+}
+
+/// The bytes of a valid event whose `payment_id` is `id`, whatever it holds.
+fn event_with_raw_id(id: &[u8]) -> bytes::Bytes {
+    let ev = valid("");
+    let mut b = vec![0x0a];
+    prost::encoding::encode_varint(id.len() as u64, &mut b);
+    b.extend_from_slice(id);
+    b.extend(ev.encode_to_vec());
+    bytes::Bytes::from(b)
+}
+
+#[tokio::test]
+async fn every_outcome_of_a_stream_decodes_whatever_payment_ids_were_sent() {
+    let srv = setup().await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", srv.addr))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connects");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let good = |id: &str| bytes::Bytes::from(valid(id).encode_to_vec());
+    // Invalid UTF-8 in a message that otherwise parses, and in one that
+    // does not (the id is salvaged from it).
+    let mut broken = event_with_raw_id(b"pay_\xc3").to_vec();
+    broken.extend_from_slice(&[0x22, 0x7f]);
+    let events = vec![
+        good("a"),
+        event_with_raw_id(b"pay_\xff\xfe"),
+        good("b"),
+        bytes::Bytes::from(broken),
+        good("c"),
+        event_with_raw_id(&[b'p'; 300]),
+        good("d"),
+        event_with_raw_id("pay é".as_bytes()),
+        good("e"),
+    ];
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/riskstream.v1.RiskScorer/ScoreStream",
+    );
+    // The client decodes outcomes as the generated client does (prost,
+    // which refuses a string that is not UTF-8).
+    let outcomes: Vec<proto::Outcome> = grpc
+        .streaming(
+            tonic::Request::new(tokio_stream::iter(events.clone())),
+            path,
+            RawClientCodec,
+        )
+        .await
+        .expect("stream opens")
+        .into_inner()
+        .map(|o| o.expect("every outcome decodes"))
+        .collect()
+        .await;
+    assert_eq!(outcomes.len(), events.len(), "one outcome per event");
+    for (i, id) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+        let o = &outcomes[2 * i];
+        assert_eq!(o.payment_id, *id);
+        assert!(o.error.is_none(), "{o:?}");
+    }
+    let error = |i: usize| outcomes[i].error.clone().expect("error outcome");
+    // Not UTF-8: not echoed, and the field is named.
+    assert_eq!(outcomes[1].payment_id, "");
+    assert_eq!(error(1).field, "payment_id");
+    assert_eq!(error(1).message, "is not valid UTF-8");
+    assert_eq!(outcomes[3].payment_id, "");
+    assert!(error(3).message.contains("malformed protobuf"));
+    // Longer than any accepted id: not echoed.
+    assert_eq!(outcomes[5].payment_id, "");
+    assert_eq!(error(5).field, "payment_id");
+    // Valid UTF-8, though refused: echoed.
+    assert_eq!(outcomes[7].payment_id, "pay é");
+    assert_eq!(error(7).field, "payment_id");
 }
 
 #[tokio::test]

@@ -15,6 +15,27 @@ use score_map::ScoreMap;
 use std::path::Path;
 use std::sync::Arc;
 
+/// Largest magnitude of a parameter in log-odds units: a logistic
+/// regression's weights and intercept, a tree ensemble's base and node
+/// values, the calibration's slope and intercept. A log-odds of 10,000 is a
+/// probability within e^-10000 of 0 or 1: no trained model comes near it
+/// (the shipped ones stay under 10), and within these bounds the log-odds
+/// of every payment stay finite (see [`MIN_SCALE`]).
+pub const MAX_LOG_ODDS_PARAMETER: f64 = 1e4;
+
+/// Smallest standardisation scale of a logistic regression. With it,
+/// [`MAX_LOG_ODDS_PARAMETER`] and [`MAX_FEATURE_PARAMETER`], a term
+/// `weight · (x − mean) / scale` is at most 10^10 · (|x| + 10^9), so the
+/// calibrated log-odds of at most [`NUM_FEATURES`] terms stay finite for
+/// every feature value below 10^280 in magnitude (served features stay
+/// below 10^13: amounts are capped, counts enter as logarithms); a tree
+/// ensemble's log-odds are a sum of bounded values, finite for any input.
+pub const MIN_SCALE: f64 = 1e-6;
+
+/// Largest magnitude of a logistic regression's standardisation means and
+/// scales, in feature units.
+pub const MAX_FEATURE_PARAMETER: f64 = 1e9;
+
 /// Why a model could not be loaded or could not score.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -100,7 +121,11 @@ fn compile_trees(
             "estimator.gradient_boosted_trees.trees[{t}].nodes[{i}]: {what}"
         ))
     };
-    finite("base", &[gbt.base])?;
+    within(
+        "estimator.gradient_boosted_trees.base",
+        &[gbt.base],
+        MAX_LOG_ODDS_PARAMETER,
+    )?;
     if gbt.trees.is_empty() {
         return Err(ModelError::Invalid(
             "estimator.gradient_boosted_trees.trees is empty".into(),
@@ -117,6 +142,16 @@ fn compile_trees(
         for (i, n) in tree.nodes.iter().enumerate() {
             if !n.value.is_finite() {
                 return Err(invalid(t, i, "value is not a finite number"));
+            }
+            if n.value.abs() > MAX_LOG_ODDS_PARAMETER {
+                return Err(invalid(
+                    t,
+                    i,
+                    &format!(
+                        "value {:e} is beyond ±{MAX_LOG_ODDS_PARAMETER:e} (log-odds)",
+                        n.value
+                    ),
+                ));
             }
             let node = match (n.feature, n.threshold, n.left, n.right) {
                 (None, None, None, None) => TreeNode {
@@ -185,17 +220,39 @@ pub struct Prediction {
     pub contributions: [f64; NUM_FEATURES],
 }
 
-fn finite(name: &str, v: &[f64]) -> Result<(), ModelError> {
-    match v.iter().position(|x| !x.is_finite()) {
-        Some(i) => Err(ModelError::Invalid(format!(
-            "{name}[{i}] is not a finite number"
-        ))),
-        None => Ok(()),
+/// Checks that every value of the parameter `name` is a finite number of
+/// magnitude at most `max`.
+fn within(name: &str, v: &[f64], max: f64) -> Result<(), ModelError> {
+    let at = |i: usize| {
+        if v.len() == 1 {
+            name.to_owned()
+        } else {
+            format!("{name}[{i}]")
+        }
+    };
+    for (i, x) in v.iter().enumerate() {
+        if !x.is_finite() {
+            return Err(ModelError::Invalid(format!(
+                "{} is not a finite number",
+                at(i)
+            )));
+        }
+        if x.abs() > max {
+            return Err(ModelError::Invalid(format!(
+                "{} is {x:e}, beyond ±{max:e}",
+                at(i)
+            )));
+        }
     }
+    Ok(())
 }
 
 impl Model {
-    /// Validates a parsed model file against the serving feature set.
+    /// Validates a parsed model file against the serving feature set: the
+    /// one place a model is checked, at start-up and at every reload. Every
+    /// parameter must be a finite number within its bound
+    /// ([`MAX_LOG_ODDS_PARAMETER`], [`MIN_SCALE`], [`MAX_FEATURE_PARAMETER`]),
+    /// so that no payment's log-odds can overflow.
     pub fn from_file(file: ModelFile) -> Result<Model, ModelError> {
         if file.format != file::FORMAT {
             return Err(ModelError::Invalid(format!(
@@ -225,10 +282,10 @@ impl Model {
         let n = index.len();
         let estimator = match &file.estimator {
             Estimator::LogisticRegression(lr) => {
-                for (name, v) in [
-                    ("mean", &lr.mean),
-                    ("scale", &lr.scale),
-                    ("weights", &lr.weights),
+                for (name, v, max) in [
+                    ("mean", &lr.mean, MAX_FEATURE_PARAMETER),
+                    ("scale", &lr.scale, MAX_FEATURE_PARAMETER),
+                    ("weights", &lr.weights, MAX_LOG_ODDS_PARAMETER),
                 ] {
                     if v.len() != n {
                         return Err(ModelError::Invalid(format!(
@@ -236,12 +293,19 @@ impl Model {
                             v.len()
                         )));
                     }
-                    finite(name, v)?;
+                    within(&format!("estimator.logistic_regression.{name}"), v, max)?;
                 }
-                if let Some(i) = lr.scale.iter().position(|s| *s <= 0.0) {
-                    return Err(ModelError::Invalid(format!("scale[{i}] must be positive")));
+                if let Some(i) = lr.scale.iter().position(|s| *s < MIN_SCALE) {
+                    return Err(ModelError::Invalid(format!(
+                        "estimator.logistic_regression.scale[{i}] is {:e}; a scale must be at least {MIN_SCALE:e}",
+                        lr.scale[i]
+                    )));
                 }
-                finite("intercept", &[lr.intercept])?;
+                within(
+                    "estimator.logistic_regression.intercept",
+                    &[lr.intercept],
+                    MAX_LOG_ODDS_PARAMETER,
+                )?;
                 Compiled::Linear {
                     identity: index.len() == NUM_FEATURES
                         && index.iter().enumerate().all(|(i, j)| i == *j),
@@ -253,9 +317,15 @@ impl Model {
             }
             Estimator::GradientBoostedTrees(gbt) => compile_trees(gbt, &index)?,
         };
-        finite(
-            "calibration",
-            &[file.calibration.slope, file.calibration.intercept],
+        within(
+            "calibration.slope",
+            &[file.calibration.slope],
+            MAX_LOG_ODDS_PARAMETER,
+        )?;
+        within(
+            "calibration.intercept",
+            &[file.calibration.intercept],
+            MAX_LOG_ODDS_PARAMETER,
         )?;
         if file.calibration.slope <= 0.0 {
             return Err(ModelError::Invalid(
@@ -591,6 +661,113 @@ mod tests {
         assert!(with(&|g| g.trees[0].nodes[2].value = f64::NAN).is_err());
         assert!(with(&|g| g.trees.clear()).is_err());
         assert!(with(&|g| g.trees[1].nodes.clear()).is_err());
+    }
+
+    #[test]
+    fn parameters_beyond_their_bounds_are_refused() {
+        let with_lr = |edit: &dyn Fn(&mut LogisticRegression)| {
+            let mut f = file();
+            if let Estimator::LogisticRegression(lr) = &mut f.estimator {
+                edit(lr);
+            }
+            Model::from_file(f)
+        };
+        let refused = |r: Result<Model, ModelError>, naming: &str| match r {
+            Err(ModelError::Invalid(m)) => assert!(m.contains(naming), "{m}"),
+            other => panic!("{naming}: {other:?}"),
+        };
+        assert!(with_lr(&|_| {}).is_ok());
+        // Finite but absurd: every payment's log-odds would overflow.
+        refused(with_lr(&|l| l.weights[1] = 1e308), "weights[1]");
+        refused(with_lr(&|l| l.weights[0] = -1e5), "weights[0]");
+        refused(with_lr(&|l| l.intercept = 1e300), "intercept");
+        refused(with_lr(&|l| l.scale[0] = 1e-300), "scale[0]");
+        refused(with_lr(&|l| l.scale[1] = 1e300), "scale[1]");
+        refused(with_lr(&|l| l.mean[0] = -1e200), "mean[0]");
+        refused(with_lr(&|l| l.weights[0] = f64::INFINITY), "weights[0]");
+        refused(with_lr(&|l| l.mean[1] = f64::NAN), "mean[1]");
+        // At the bounds, accepted.
+        assert!(
+            with_lr(&|l| {
+                l.weights = vec![MAX_LOG_ODDS_PARAMETER, -MAX_LOG_ODDS_PARAMETER];
+                l.scale = vec![MIN_SCALE, MAX_FEATURE_PARAMETER];
+                l.mean = vec![-MAX_FEATURE_PARAMETER, MAX_FEATURE_PARAMETER];
+                l.intercept = -MAX_LOG_ODDS_PARAMETER;
+            })
+            .is_ok()
+        );
+
+        let with_calibration = |slope: f64, intercept: f64| {
+            Model::from_file(ModelFile {
+                calibration: Calibration { slope, intercept },
+                ..file()
+            })
+        };
+        refused(with_calibration(1e308, 0.0), "calibration.slope");
+        refused(with_calibration(1.0, -1e308), "calibration.intercept");
+        refused(with_calibration(f64::NAN, 0.0), "calibration.slope");
+        refused(with_calibration(0.0, 0.0), "calibration.slope");
+
+        let with_trees = |edit: &dyn Fn(&mut file::GradientBoostedTrees)| {
+            let mut f = trees_file();
+            if let Estimator::GradientBoostedTrees(g) = &mut f.estimator {
+                edit(g);
+            }
+            Model::from_file(f)
+        };
+        refused(
+            with_trees(&|g| g.trees[0].nodes[2].value = 1e308),
+            "nodes[2]",
+        );
+        refused(
+            with_trees(&|g| g.trees[1].nodes[0].value = -1e5),
+            "nodes[0]",
+        );
+        refused(with_trees(&|g| g.base = 1e308), "base");
+        refused(
+            with_trees(&|g| g.trees[0].nodes[0].threshold = Some(f64::INFINITY)),
+            "threshold",
+        );
+    }
+
+    #[test]
+    fn within_the_bounds_the_log_odds_stay_finite() {
+        // The worst a file within the bounds can do, on every serving
+        // feature, against feature values far beyond what is served.
+        let names: Vec<String> = crate::features::FEATURES
+            .iter()
+            .map(|(_, name, _)| (*name).to_owned())
+            .collect();
+        let worst = ModelFile {
+            features: names,
+            estimator: Estimator::LogisticRegression(LogisticRegression {
+                mean: vec![-MAX_FEATURE_PARAMETER; NUM_FEATURES],
+                scale: vec![MIN_SCALE; NUM_FEATURES],
+                weights: vec![MAX_LOG_ODDS_PARAMETER; NUM_FEATURES],
+                intercept: MAX_LOG_ODDS_PARAMETER,
+            }),
+            calibration: Calibration {
+                slope: MAX_LOG_ODDS_PARAMETER,
+                intercept: MAX_LOG_ODDS_PARAMETER,
+            },
+            ..file()
+        };
+        let m = Model::from_file(worst).expect("within the bounds");
+        for x in [1e13, 1e100, 1e280] {
+            let p = m
+                .predict(&FeatureVector([x; NUM_FEATURES]))
+                .expect("finite log-odds");
+            assert!(p.logit.is_finite() && p.logit > 0.0, "{x}: {}", p.logit);
+            assert_eq!(p.score, 99);
+        }
+    }
+
+    #[test]
+    fn the_shipped_models_load() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+        for name in ["default.json", "handbook.json", "handbook-gbt.json"] {
+            Model::load(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! - [`auth`] checks every call's bearer token.
 //! - [`tls`] TLS and mutual TLS, reloaded on SIGHUP.
 //! - [`codec`] hands requests to it as raw bytes.
+//! - [`limit`] refuses request messages over the size limit before they
+//!   are buffered.
 //! - [`status`] maps service errors to gRPC statuses.
 //! - [`metrics_http`] serves `/metrics`.
 //! - [`reload`] swaps in a changed model file (or on SIGHUP).
@@ -16,6 +18,7 @@ pub mod admin;
 pub mod auth;
 pub mod codec;
 pub mod fixed;
+pub mod limit;
 pub mod metrics_http;
 pub mod reload;
 pub mod service;
@@ -150,13 +153,17 @@ pub async fn serve_starting(
     let (drain_tx, drain_rx) = watch::channel(false);
     let recorder = options.recorder.clone();
     let ready = service::Ready::default();
-    let scorer = RiskScorerServer::new(service::Service::new(
+    let scorer = limit::Limited::new(
+        RiskScorerServer::new(service::Service::new(
+            ready.clone(),
+            drain_rx.clone(),
+            recorder.clone(),
+            options.sync_each,
+        ))
+        .max_decoding_message_size(options.max_message_bytes),
+        options.max_message_bytes,
         ready.clone(),
-        drain_rx.clone(),
-        recorder.clone(),
-        options.sync_each,
-    ))
-    .max_decoding_message_size(options.max_message_bytes);
+    );
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {

@@ -15,7 +15,8 @@ pub fn grpc_code(code: ErrorCode) -> Code {
 
 /// The gRPC status for `e`: `INVALID_ARGUMENT` naming the field for bad
 /// input, `NOT_FOUND` for unknown references, `RESOURCE_EXHAUSTED` when the
-/// store is full, `UNAVAILABLE` when a write could not be saved.
+/// store is full or a request message is over the size limit, `UNAVAILABLE`
+/// when a write could not be saved.
 pub fn to_status(e: ServiceError) -> Status {
     Status::new(grpc_code(e.code()), e.to_string())
 }

@@ -35,6 +35,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub client: RiskScorerClient<Channel>,
     pub engine: Engine,
+    /// Renders the engine's metrics.
+    pub prometheus: metrics_exporter_prometheus::PrometheusHandle,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), server::ServerError>>>,
 }
@@ -71,7 +73,7 @@ impl TestServer {
     }
 
     pub async fn with(setup: Setup) -> TestServer {
-        let metrics = Metrics::noop();
+        let (metrics, prometheus) = Metrics::prometheus();
         let log = setup.decision_log.as_ref().map(|p| {
             DecisionLog::open(p, LogOptions::default(), metrics.clone())
                 .expect("decision log opens")
@@ -103,9 +105,19 @@ impl TestServer {
             addr,
             client,
             engine,
+            prometheus,
             stop: Some(stop),
             task: Some(task),
         }
+    }
+
+    /// The value of the series `name` (with its labels, as Prometheus
+    /// prints them), 0 when it was never recorded.
+    pub fn metric(&self, name: &str) -> f64 {
+        parse_metrics(&self.prometheus.render())
+            .get(name)
+            .copied()
+            .unwrap_or(0.0)
     }
 
     /// Stops the server and waits for it (decision log flushed).
