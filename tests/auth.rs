@@ -179,21 +179,7 @@ async fn tokens_open_their_own_service_and_nothing_else() {
 
     // The replay tool carries its token.
     let traffic = temp.path().join("t.traffic");
-    let ok = Command::new(env!("CARGO_BIN_EXE_riskstream"))
-        .args([
-            "simulate",
-            "--seed",
-            "3",
-            "--customers",
-            "20",
-            "--days",
-            "1",
-            "--out",
-        ])
-        .arg(&traffic)
-        .status()
-        .expect("simulate runs");
-    assert!(ok.success());
+    small_traffic(&traffic, 3);
     let token_file = temp.path().join("client.token");
     write(&token_file, &format!("{NEXT_SCORING}\n"));
     let replay = |token: Option<&Path>| {

@@ -269,21 +269,7 @@ async fn mutual_tls_refuses_clients_without_a_certificate() {
 
     // The replay tool speaks (mutual) TLS too.
     let traffic = dir.join("t.traffic");
-    let ok = Command::new(env!("CARGO_BIN_EXE_riskstream"))
-        .args([
-            "simulate",
-            "--seed",
-            "4",
-            "--customers",
-            "20",
-            "--days",
-            "1",
-            "--out",
-        ])
-        .arg(&traffic)
-        .status()
-        .expect("simulate runs");
-    assert!(ok.success());
+    small_traffic(&traffic, 4);
     let replay = |client: bool| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_riskstream"));
         cmd.arg("replay")

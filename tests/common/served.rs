@@ -325,3 +325,15 @@ pub fn serve_and_fail(dir: &Path, extra: &[&str]) -> (ExitStatus, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Writes a small recorded-traffic file (20 customers, one day) to `path`,
+/// for a replay against a test server.
+pub fn small_traffic(path: &Path, seed: u32) {
+    let ok = Command::new(env!("CARGO_BIN_EXE_riskstream"))
+        .args(["simulate", "--seed", &seed.to_string()])
+        .args(["--customers", "20", "--days", "1", "--out"])
+        .arg(path)
+        .status()
+        .expect("simulate runs");
+    assert!(ok.success(), "simulate failed");
+}
