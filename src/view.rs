@@ -618,7 +618,9 @@ pub fn get(buf: &[u8]) -> Result<GetView<'_>, DecodeError> {
 
 /// The `payment_id` of a `PaymentEvent` that may not parse as a whole (the
 /// last one read before the bytes go bad), so that an error outcome can
-/// still name its payment.
+/// still name its payment. Empty when that id is not UTF-8: an outcome's
+/// `payment_id` is a protobuf string, and a client refuses a message whose
+/// string is not UTF-8 (with the whole stream it came on).
 pub fn salvage_payment_id(buf: &[u8]) -> &[u8] {
     let mut r = Reader::new(buf);
     let mut id: &[u8] = &[];
@@ -627,7 +629,11 @@ pub fn salvage_payment_id(buf: &[u8]) -> &[u8] {
             id = b;
         }
     }
-    id
+    if std::str::from_utf8(id).is_ok() {
+        id
+    } else {
+        &[]
+    }
 }
 
 #[cfg(test)]
@@ -1199,5 +1205,12 @@ mod tests {
         bytes.extend_from_slice(&[0x0b]);
         assert!(payment_event(&bytes).is_err());
         assert_eq!(salvage_payment_id(&bytes), b"pay_7");
+    }
+
+    #[test]
+    fn a_payment_id_that_is_not_utf8_is_not_salvaged() {
+        assert_eq!(salvage_payment_id(b"\x0a\x01\xff"), b"");
+        assert_eq!(salvage_payment_id(b"\x0a\x02ok\x0a\x01\xff"), b"");
+        assert_eq!(salvage_payment_id(b"\x0a\x01\xff\x0a\x02ok"), b"ok");
     }
 }
