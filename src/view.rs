@@ -222,8 +222,9 @@ impl<'a> Reader<'a> {
         if self.pos >= self.buf.len() {
             return Ok(None);
         }
-        let key = self.varint()?;
-        let number = u32::try_from(key >> 3).map_err(|_| DecodeError("field number too large"))?;
+        // A key is a uint32 varint: field numbers end at 2^29 - 1.
+        let key = u32::try_from(self.varint()?).map_err(|_| DecodeError("field key too large"))?;
+        let number = key >> 3;
         if number == 0 {
             return Err(DecodeError("field number 0"));
         }
@@ -1205,6 +1206,24 @@ mod tests {
         bytes.extend_from_slice(&[0x0b]);
         assert!(payment_event(&bytes).is_err());
         assert_eq!(salvage_payment_id(&bytes), b"pay_7");
+    }
+
+    /// Found by the `view_roundtrip` fuzz target: a key past 32 bits (here
+    /// field 671088637, past the last field number 2^29 - 1) was read as an
+    /// unknown field where prost refuses the message.
+    #[test]
+    fn a_key_past_32_bits_is_refused_as_prost_refuses_it() {
+        let bytes = [0x06, 0xed, 0xff, 0xff, 0xff, 0x13, 0xff, 0x13, 0x92, 0x03];
+        let bytes = &bytes[1..];
+        assert!(public::PaymentEvent::decode(bytes).is_err());
+        assert_eq!(
+            payment_event(bytes),
+            Err(DecodeError("field key too large"))
+        );
+        // The last field number there is, on an unknown field, is skipped.
+        let last = [0xf8, 0xff, 0xff, 0xff, 0x0f, 0x01];
+        assert!(public::PaymentEvent::decode(&last[..]).is_ok());
+        assert!(payment_event(&last).is_ok());
     }
 
     #[test]
