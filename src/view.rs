@@ -267,9 +267,10 @@ impl<'a> Reader<'a> {
         if self.pos >= self.buf.len() {
             return Ok(None);
         }
-        let key = self.varint()?;
-        let number = u32::try_from(key >> 3)
-            .map_err(|_| DecodeError::Malformed("field number too large"))?;
+        // A key is a uint32 varint: field numbers end at 2^29 - 1.
+        let key = u32::try_from(self.varint()?)
+            .map_err(|_| DecodeError::Malformed("field key too large"))?;
+        let number = key >> 3;
         if number == 0 {
             return Err(DecodeError::Malformed("field number 0"));
         }
@@ -1400,5 +1401,23 @@ mod tests {
         let one = metadata_field(b"k", &vec![b'v'; MAX_METADATA_BYTES - 16]);
         let v = payment_event(&one).expect("within the bound");
         assert_eq!(v.metadata.len(), 1);
+    }
+
+    /// Found by the `view_roundtrip` fuzz target: a key past 32 bits (here
+    /// field 671088637, past the last field number 2^29 - 1) was read as an
+    /// unknown field where prost refuses the message.
+    #[test]
+    fn a_key_past_32_bits_is_refused_as_prost_refuses_it() {
+        let bytes = [0x06, 0xed, 0xff, 0xff, 0xff, 0x13, 0xff, 0x13, 0x92, 0x03];
+        let bytes = &bytes[1..];
+        assert!(public::PaymentEvent::decode(bytes).is_err());
+        assert_eq!(
+            payment_event(bytes),
+            Err(DecodeError::Malformed("field key too large"))
+        );
+        // The last field number there is, on an unknown field, is skipped.
+        let last = [0xf8, 0xff, 0xff, 0xff, 0x0f, 0x01];
+        assert!(public::PaymentEvent::decode(&last[..]).is_ok());
+        assert!(payment_event(&last).is_ok());
     }
 }

@@ -95,3 +95,41 @@ async fn corrupted_requests_never_panic_and_events_always_get_an_outcome() {
     let ok = engine.score_or_error(&Bytes::from(good_event), &clock);
     assert!(ok.error.is_none(), "{ok:?}");
 }
+
+/// Found by the `request_path` fuzz target: an event whose `payment_id` is
+/// not UTF-8 got an error outcome carrying those bytes as its `payment_id`,
+/// which no client can decode (a protobuf string must be UTF-8), so one
+/// such event broke the client's whole stream. The id is now left empty.
+#[test]
+fn an_event_whose_payment_id_is_not_utf8_gets_an_outcome_a_client_can_decode() {
+    use riskstream::engine::{Engine, EngineConfig};
+    use riskstream::metrics::Metrics;
+    use riskstream::model::ModelHandle;
+    use riskstream::state::{MemoryStore, StoreLimits};
+    use std::sync::Arc;
+
+    let engine = Engine::new(
+        Arc::new(MemoryStore::new(StoreLimits::default(), 7)),
+        ModelHandle::new(default_model()),
+        EngineConfig::default(),
+        Metrics::noop(),
+        None,
+    );
+    let clock = engine.clock();
+    let inputs: [&[u8]; 3] = [
+        // The fuzzer's minimized input: payment_id "pa_\xffown".
+        b"\x0a\x07pa_\xffown",
+        b"\x0a\x01\xff",
+        // A valid id first, then an invalid one: the last one read counts.
+        b"\x0a\x02ok\x0a\x01\xff",
+    ];
+    for raw in inputs {
+        let outcome = engine.score_or_error(&Bytes::from_static(raw), &clock);
+        let decoded = proto::Outcome::decode(&outcome.encode_to_vec()[..])
+            .unwrap_or_else(|e| panic!("{raw:?}: the outcome does not decode: {e}"));
+        assert_eq!(decoded.payment_id, "", "{raw:?}");
+        let err = decoded.error.expect("an error outcome");
+        assert_eq!(err.code, "invalid_argument");
+        assert_eq!(err.field, "payment_id");
+    }
+}

@@ -439,6 +439,54 @@ async fn every_outcome_of_a_stream_decodes_whatever_payment_ids_were_sent() {
 }
 
 #[tokio::test]
+async fn a_payment_id_that_is_not_utf8_on_a_stream_gets_an_error_outcome_and_the_stream_goes_on() {
+    use prost::Message;
+    let srv = setup().await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", srv.addr))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connects");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let good = |id: &str| bytes::Bytes::from(valid(id).encode_to_vec());
+    // A valid event whose payment_id "pay_\xffid" is not UTF-8.
+    let mut bad = valid("pay_?id").encode_to_vec();
+    let at = bad
+        .windows(7)
+        .position(|w| w == b"pay_?id")
+        .expect("the id is in the bytes");
+    bad[at + 4] = 0xff;
+    let events = vec![good("a"), bytes::Bytes::from(bad), good("b")];
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/riskstream.v1.RiskScorer/ScoreStream",
+    );
+    let outcomes: Vec<proto::Outcome> = grpc
+        .streaming(
+            tonic::Request::new(tokio_stream::iter(events)),
+            path,
+            RawClientCodec,
+        )
+        .await
+        .expect("stream opens")
+        .into_inner()
+        .map(|o| o.expect("an outcome the client can decode"))
+        .collect()
+        .await;
+    assert_eq!(outcomes.len(), 3);
+    assert_eq!(outcomes[0].payment_id, "a");
+    assert_eq!(
+        outcomes[1].payment_id, "",
+        "an id that is not UTF-8 is not echoed"
+    );
+    let err = outcomes[1].error.as_ref().expect("error outcome");
+    assert_eq!(err.code, "invalid_argument");
+    assert_eq!(err.field, "payment_id");
+    assert_eq!(outcomes[2].payment_id, "b");
+    assert!(outcomes[2].error.is_none());
+}
+
+#[tokio::test]
 async fn registration_and_feedback_validate_too() {
     let mut srv = setup().await;
     let mut reg = registration("pm_pan", "4111111111111111", 0, None, customer(2));

@@ -351,8 +351,14 @@ impl Model {
             path: shown.clone(),
             source,
         })?;
-        let file: ModelFile = serde_json::from_str(&text).map_err(|source| ModelError::Parse {
-            path: shown,
+        Model::from_json(&text, &shown)
+    }
+
+    /// Parses and validates the text of a model file; `origin` names it in
+    /// errors. What [`Model::load`] does once the file is read.
+    pub fn from_json(text: &str, origin: &str) -> Result<Model, ModelError> {
+        let file: ModelFile = serde_json::from_str(text).map_err(|source| ModelError::Parse {
+            path: origin.to_owned(),
             source,
         })?;
         Model::from_file(file)

@@ -23,7 +23,9 @@ pub fn sigmoid(z: f64) -> f64 {
 
 impl ScoreMap {
     /// Validates `knots`: probabilities strictly increasing within (0, 1),
-    /// scores strictly increasing from 0 to 99.
+    /// scores strictly increasing from 0 to 99, and far enough apart in
+    /// log-odds that every score maps back to itself through
+    /// [`ScoreMap::logit_of_score`].
     pub fn new(knots: &[Knot]) -> Result<Self, ModelError> {
         let bad = |m: String| Err(ModelError::Invalid(format!("score_map: {m}")));
         if knots.len() < 2 {
@@ -45,10 +47,19 @@ impl ScoreMap {
                 ));
             }
         }
-        Ok(ScoreMap {
+        let map = ScoreMap {
             logits: knots.iter().map(|k| logit(k.probability)).collect(),
             scores: knots.iter().map(|k| f64::from(k.score)).collect(),
-        })
+        };
+        // Knots a few units in the last place apart in log-odds leave no
+        // room for the scores between them: the inverse the holdout reports
+        // with would name another score.
+        if let Some(s) = (0..=99).find(|&s| map.score_of_logit(map.logit_of_score(s)) != s) {
+            return bad(format!(
+                "knots too close in log-odds to tell score {s} from its neighbours"
+            ));
+        }
+        Ok(map)
     }
 
     /// The score of a calibrated log-odds value `z`.
@@ -127,6 +138,22 @@ mod tests {
         for s in 0..100 {
             assert_eq!(m.score_of_logit(m.logit_of_score(s)), s, "score {s}");
         }
+    }
+
+    #[test]
+    fn knots_too_close_to_invert_are_rejected() {
+        // One unit in the last place apart: scores 1–98 have no log-odds.
+        let close = [
+            Knot {
+                probability: 0.9,
+                score: 0,
+            },
+            Knot {
+                probability: 0.900_000_000_000_000_1,
+                score: 99,
+            },
+        ];
+        assert!(ScoreMap::new(&close).is_err());
     }
 
     #[test]
