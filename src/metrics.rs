@@ -2,7 +2,9 @@
 //! buckets, and typed helpers that the rest of the code calls. Handles are
 //! registered once, so recording costs an atomic add. No label ever carries
 //! customer data: labels are drawn from fixed sets (event kind, decision,
-//! risk level, list name, feedback kind) or the model version.
+//! risk level, list name, feedback kind) or the model version. The
+//! `process_*` series are read from `/proc` when `/metrics` is scraped
+//! ([`render_process`]).
 
 use crate::decision::{Action, RiskLevel};
 use crate::domain::FeedbackKind;
@@ -72,6 +74,20 @@ pub const RECORD_DROPPED_TOTAL: &str = "riskstream_record_dropped_total";
 /// `riskstream_unknown_payment_methods_total`: payments naming a payment
 /// method id the store does not hold (scored without a creation session).
 pub const UNKNOWN_PAYMENT_METHODS_TOTAL: &str = "riskstream_unknown_payment_methods_total";
+
+/// `process_cpu_seconds_total`: user and system CPU time of the process.
+pub const PROCESS_CPU_SECONDS_TOTAL: &str = "process_cpu_seconds_total";
+/// `process_resident_memory_bytes`: resident memory (VmRSS).
+pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "process_resident_memory_bytes";
+/// `process_virtual_memory_bytes`: virtual memory (VmSize).
+pub const PROCESS_VIRTUAL_MEMORY_BYTES: &str = "process_virtual_memory_bytes";
+/// `process_open_fds`: open file descriptors.
+pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
+/// `process_max_fds`: the limit of open file descriptors (soft `RLIMIT_NOFILE`).
+pub const PROCESS_MAX_FDS: &str = "process_max_fds";
+/// `process_start_time_seconds`: when the process started, in seconds since
+/// the Unix epoch.
+pub const PROCESS_START_TIME_SECONDS: &str = "process_start_time_seconds";
 
 /// Event kinds counted by [`EVENTS_TOTAL`] and [`INVALID_EVENTS_TOTAL`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -514,5 +530,83 @@ pub struct StreamGuard {
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.gauge.decrement(1.0);
+    }
+}
+
+/// The `process_*` series, in the Prometheus text format, for `stats` (read
+/// from `/proc` when `/metrics` is scraped). Written here rather than
+/// through the recorder because `process_cpu_seconds_total` is a counter of
+/// fractional seconds.
+pub fn render_process(stats: &crate::process::ProcessStats) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let mut series = |name: &str, kind: &str, help: &str, value: f64| {
+        // Writing to a String cannot fail.
+        let _ = write!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n\n"
+        );
+    };
+    series(
+        PROCESS_CPU_SECONDS_TOTAL,
+        "counter",
+        "Total user and system CPU time spent in seconds.",
+        stats.cpu_seconds,
+    );
+    series(
+        PROCESS_RESIDENT_MEMORY_BYTES,
+        "gauge",
+        "Resident memory size in bytes.",
+        stats.resident_bytes as f64,
+    );
+    series(
+        PROCESS_VIRTUAL_MEMORY_BYTES,
+        "gauge",
+        "Virtual memory size in bytes.",
+        stats.virtual_bytes as f64,
+    );
+    series(
+        PROCESS_OPEN_FDS,
+        "gauge",
+        "Number of open file descriptors.",
+        stats.open_fds as f64,
+    );
+    if let Some(max) = stats.max_fds {
+        series(
+            PROCESS_MAX_FDS,
+            "gauge",
+            "Maximum number of open file descriptors.",
+            max as f64,
+        );
+    }
+    series(
+        PROCESS_START_TIME_SECONDS,
+        "gauge",
+        "Start time of the process since unix epoch in seconds.",
+        stats.start_time_seconds,
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn process_series_render_with_their_types() {
+        let text = render_process(&crate::process::ProcessStats {
+            cpu_seconds: 1.25,
+            resident_bytes: 4096,
+            virtual_bytes: 8192,
+            open_fds: 7,
+            max_fds: Some(1024),
+            start_time_seconds: 1.7e9,
+        });
+        assert!(text.contains(
+            "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 1.25\n"
+        ));
+        assert!(text.contains("process_resident_memory_bytes 4096\n"));
+        assert!(text.contains("process_max_fds 1024\n"));
+        assert!(text.contains("process_start_time_seconds 1700000000\n"));
     }
 }
