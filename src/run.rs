@@ -98,6 +98,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         tracing::warn!("no --holdout-key given: holdout draws will differ after a restart");
     }
     let (metrics, prometheus) = Metrics::prometheus();
+    config.server.metrics = Some(metrics.clone());
     let log = match &config.decision_log {
         Some(path) => Some(DecisionLog::open(
             path,
