@@ -52,6 +52,13 @@ pub fn read() -> io::Result<ProcessStats> {
     })
 }
 
+/// The soft limit of open file descriptors (`Ok(None)`: unlimited).
+pub fn max_fds() -> io::Result<Option<u64>> {
+    Ok(max_open_files(&std::fs::read_to_string(
+        "/proc/self/limits",
+    )?))
+}
+
 /// From `/proc/self/stat`: user plus system time, and the start time after
 /// boot, both in clock ticks. The command name (field 2) is in parentheses
 /// and may hold spaces and parentheses itself: fields are counted after

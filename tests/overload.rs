@@ -544,6 +544,66 @@ async fn connections_past_the_cap_are_closed_and_dead_peers_time_out() {
     eventually("the silent peer is gone", || metric(&srv, open) == 0.0).await;
 }
 
+/// CPU seconds the process `pid` has used.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
+        .split_whitespace()
+        .collect();
+    let ticks: f64 =
+        fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+    ticks / 100.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_descriptors_is_warned_of_and_accepting_pauses() {
+    let srv = Served::launch(Launch {
+        prelude: Some("ulimit -n 64"),
+        args: ["--state", "memory", "--max-connections", "500"]
+            .map(String::from)
+            .to_vec(),
+        ..Launch::default()
+    });
+    assert_eq!(srv.logged("needs more file descriptors"), 1);
+    // More connections than descriptors: accepting fails (EMFILE) ...
+    let mut held = Vec::new();
+    for _ in 0..80 {
+        held.push(TcpStream::connect(&srv.grpc).await.expect("connect"));
+    }
+    eventually("the failed accept is logged", || {
+        srv.logged("accept failed") > 0
+    })
+    .await;
+    // ... and pauses rather than spinning on the error.
+    let before = cpu_seconds(&srv.pid());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let used = cpu_seconds(&srv.pid()) - before;
+    assert!(
+        used < 0.25,
+        "{used} s of CPU in a second: the accept loop spins"
+    );
+    // Once they are gone, the server serves again.
+    drop(held);
+    let start = Instant::now();
+    loop {
+        let attempt = async {
+            let mut c = srv.client().await;
+            register_home_card(&mut c).await;
+            score_ok(&mut c, pay("pay_after")).await
+        };
+        match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+            Ok(o) => {
+                assert_eq!(o.payment_id, "pay_after");
+                break;
+            }
+            Err(_) => assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "never served again"
+            ),
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_call_whose_deadline_passed_is_not_scored_nor_recorded() {
     let srv = memory(&[]);

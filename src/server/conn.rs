@@ -8,6 +8,7 @@
 //! with TLS the place is taken before the handshake.
 
 use crate::metrics::{GaugeGuard, Listener, Metrics};
+use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -15,7 +16,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_stream::{Stream, StreamExt as _};
+use tokio_stream::Stream;
 use tonic::transport::server::{Connected, TcpIncoming};
 
 /// The connections of one gRPC address.
@@ -74,21 +75,67 @@ pub struct TcpKeepalive {
 
 /// The connections `listener` accepts, with Nagle's algorithm off (an
 /// outcome is a small write that must leave at once) and TCP keepalive,
-/// each admitted by `limit` (or closed at once).
-pub fn accepted(
-    listener: TcpListener,
-    keepalive: TcpKeepalive,
+/// each admitted by `limit` (or closed at once). After a failed accept
+/// (out of descriptors: `EMFILE`) the next waits [`ACCEPT_BACKOFF`], so
+/// that the accept loop never spins; a warning says so at most once a
+/// second.
+pub fn accepted(listener: TcpListener, keepalive: TcpKeepalive, limit: ConnLimit) -> Accepted {
+    Accepted {
+        incoming: TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(keepalive.idle))
+            .with_keepalive_interval(Some(keepalive.interval))
+            .with_keepalive_retries(Some(keepalive.retries)),
+        limit,
+        backoff: None,
+        warned: None,
+    }
+}
+
+/// How long accepting pauses after it failed.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+
+/// The stream of [`accepted`] connections.
+#[derive(Debug)]
+pub struct Accepted {
+    incoming: TcpIncoming,
     limit: ConnLimit,
-) -> impl Stream<Item = std::io::Result<Counted<TcpStream>>> + Unpin + Send + 'static {
-    TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(keepalive.idle))
-        .with_keepalive_interval(Some(keepalive.interval))
-        .with_keepalive_retries(Some(keepalive.retries))
-        .filter_map(move |accepted| match accepted {
-            Ok(tcp) => limit.admit(tcp).map(Ok),
-            Err(e) => Some(Err(e)),
-        })
+    backoff: Option<Pin<Box<tokio::time::Sleep>>>,
+    warned: Option<tokio::time::Instant>,
+}
+
+impl Stream for Accepted {
+    type Item = std::io::Result<Counted<TcpStream>>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if let Some(backoff) = &mut this.backoff {
+            std::task::ready!(backoff.as_mut().poll(cx));
+            this.backoff = None;
+        }
+        loop {
+            match std::task::ready!(Pin::new(&mut this.incoming).poll_next(cx)) {
+                Some(Ok(tcp)) => {
+                    if let Some(admitted) = this.limit.admit(tcp) {
+                        return Poll::Ready(Some(Ok(admitted)));
+                    }
+                }
+                Some(Err(e)) => {
+                    let now = tokio::time::Instant::now();
+                    if this
+                        .warned
+                        .is_none_or(|w| now.duration_since(w) >= Duration::from_secs(1))
+                    {
+                        this.warned = Some(now);
+                        tracing::warn!(error = %e, "accept failed; accepting again in 10 ms");
+                    }
+                    this.backoff = Some(Box::pin(tokio::time::sleep(ACCEPT_BACKOFF)));
+                    return Poll::Ready(Some(Err(e)));
+                }
+                None => return Poll::Ready(None),
+            }
+        }
+    }
 }
 
 /// A connection's socket (or TLS stream), holding its place among
@@ -153,6 +200,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Counted<IO> {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_stream::StreamExt as _;
 
     #[tokio::test]
     async fn connections_past_the_limit_are_closed_and_places_come_back() {
