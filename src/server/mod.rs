@@ -111,7 +111,7 @@ pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 128;
 /// Default of `--max-streams-per-connection`.
 pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: u32 = 100;
 /// Default of `--max-connections`.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 1000;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 
 /// The HTTP/2 flow-control window of each stream: how much a client may
 /// send on a stream the server has not read yet (a stream whose outcomes
