@@ -327,8 +327,9 @@ async fn half_sent_messages_time_out_are_bounded_and_hold_up_nobody() {
     let addr = srv.grpc.clone();
 
     // 100 streams, on two connections, each with half a message of 1 MiB.
-    // The server's budget of bytes being received (64 MiB) holds 64 of
-    // them; the others are refused at once.
+    // The server's budget of large receive buffers (64 MiB; a message
+    // takes twice its length) holds 32 of them; the others are refused at
+    // once.
     let mut half_sent = Vec::new();
     for _ in 0..2 {
         let (mut send, _) = h2_connect(&addr).await;
@@ -362,13 +363,13 @@ async fn half_sent_messages_time_out_are_bounded_and_hold_up_nobody() {
         }
     }
     assert_eq!(
-        timed_out, 64,
-        "the budget holds 64 half-sent messages of 1 MiB"
+        timed_out, 32,
+        "the budget holds 32 half-sent messages of 1 MiB"
     );
-    assert_eq!(refused, 36);
+    assert_eq!(refused, 68);
     assert_eq!(
         metric(&srv, "riskstream_calls_timed_out_total{reason=\"message\"}"),
-        64.0
+        32.0
     );
     // A unary call whose body stalls: refused after the same timeout, and
     // its slot given back.

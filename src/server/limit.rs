@@ -18,12 +18,15 @@
 //!   `DEADLINE_EXCEEDED`, counted in `riskstream_calls_timed_out_total
 //!   {reason="message"}`: a client that stalls mid-message holds nothing
 //!   for long.
-//! - **Bytes being received** ([`receiving_budget`]): a message that does
-//!   not arrive in one piece holds its announced length against a budget
-//!   the whole server shares until its last byte arrives; one that would
-//!   go past the budget is refused at once with `RESOURCE_EXHAUSTED` and
-//!   counted as shed. Half-sent messages can therefore never hold more
-//!   memory than the budget, however many streams send them.
+//! - **Large receive buffers** ([`receiving_budget`]): tonic receives each
+//!   call's messages into one buffer, which grows to hold the largest
+//!   message (by doubling) and keeps that size until the call ends. A
+//!   message over 8 KiB (the buffer's first size) therefore holds twice its
+//!   announced length against a budget the whole server shares, from its
+//!   prefix until its call ends; one that would go past the budget is
+//!   refused where it begins with `RESOURCE_EXHAUSTED` and counted as shed.
+//!   However many streams send large or half-sent messages, their buffers
+//!   never hold more than the budget.
 
 use super::service::Ready;
 use super::status::to_status;
@@ -50,14 +53,18 @@ pub const OTHER_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// The least budget of bytes of messages being received.
 const MIN_RECEIVING_BUDGET: usize = 64 * 1024 * 1024;
 
-/// The budget of bytes of request messages being received at once, for a
-/// server whose largest message is `max_message_bytes`: 64 MiB, or four of
-/// the largest messages if that is more.
+/// Messages up to this long fit the receive buffer tonic gives every call
+/// (its default buffer size) and take no budget.
+const SMALL_MESSAGE: usize = 8 * 1024;
+
+/// The budget of large receive buffers, for a server whose largest message
+/// is `max_message_bytes`: 64 MiB, or room for four of the largest messages
+/// (of every service) if that is more.
 pub fn receiving_budget(max_message_bytes: usize) -> usize {
     MIN_RECEIVING_BUDGET.max(
         max_message_bytes
             .max(OTHER_MAX_MESSAGE_BYTES)
-            .saturating_mul(4),
+            .saturating_mul(8),
     )
 }
 
@@ -117,7 +124,7 @@ fn kind_of(rpc: usize) -> Option<EventKind> {
 }
 
 /// A request body that ends with `RESOURCE_EXHAUSTED` where a message
-/// longer than the limit (or than the receiving budget allows) begins,
+/// longer than the limit (or than the budget of large buffers allows) begins,
 /// after handing on every byte before it, and with `DEADLINE_EXCEEDED`
 /// when a message does not arrive whole in time.
 #[derive(Debug)]
@@ -131,13 +138,12 @@ pub struct FrameLimit<B> {
     /// The prefix being read, and how much of it has arrived.
     prefix: [u8; PREFIX],
     prefix_len: usize,
-    /// Bytes of the current message's body still to pass, and its length.
+    /// Bytes of the current message's body still to pass.
     body_left: usize,
-    message_len: usize,
     /// When what is being received must have arrived.
     due: Option<Instant>,
     sleep: Option<Pin<Box<Sleep>>>,
-    /// The current message's share of the receiving budget.
+    /// This call's share of the receiving budget (for its largest message).
     held: Option<OwnedSemaphorePermit>,
     /// The refusal to answer once the bytes before it are handed on.
     pending: Option<Status>,
@@ -174,7 +180,6 @@ impl<B> FrameLimit<B> {
             prefix: [0; PREFIX],
             prefix_len: 0,
             body_left: 0,
-            message_len: 0,
             sleep: None,
             held: None,
             pending: None,
@@ -182,11 +187,36 @@ impl<B> FrameLimit<B> {
         }
     }
 
-    /// A message ended: it no longer holds budget nor (on a stream) time.
+    /// A message ended: on a stream, the next may take its time.
     fn message_done(&mut self) {
-        self.held = None;
         if self.streaming {
             self.due = None;
+        }
+    }
+
+    /// Takes the budget a message of `len` bytes needs: nothing when it
+    /// fits tonic's default receive buffer; else twice its length (the
+    /// buffer grows by doubling), kept until the call ends (the buffer
+    /// keeps its size). `false` when the budget has not that much left.
+    fn reserve(&mut self, len: usize) -> bool {
+        if len <= SMALL_MESSAGE {
+            return true;
+        }
+        let needed = kib(len.saturating_mul(2));
+        let held = self.held.as_ref().map_or(0, |p| p.num_permits());
+        if needed as usize <= held {
+            return true;
+        }
+        let more = needed - held as u32;
+        match self.limits.receiving.clone().try_acquire_many_owned(more) {
+            Ok(permit) => {
+                match &mut self.held {
+                    Some(h) => h.merge(permit),
+                    None => self.held = Some(permit),
+                }
+                true
+            }
+            Err(_) => false,
         }
     }
 
@@ -194,7 +224,6 @@ impl<B> FrameLimit<B> {
     /// refused message begins, and why.
     fn scan(&mut self, data: &[u8]) -> Option<(usize, Refused)> {
         let mut i = 0;
-        let mut start = 0;
         while i < data.len() {
             if self.body_left > 0 {
                 let n = self.body_left.min(data.len() - i);
@@ -206,7 +235,7 @@ impl<B> FrameLimit<B> {
                 continue;
             }
             // A prefix begun in an earlier chunk began before this one.
-            start = if self.prefix_len == 0 { i } else { 0 };
+            let start = if self.prefix_len == 0 { i } else { 0 };
             let n = (PREFIX - self.prefix_len).min(data.len() - i);
             self.prefix[self.prefix_len..self.prefix_len + n].copy_from_slice(&data[i..i + n]);
             self.prefix_len += n;
@@ -218,29 +247,19 @@ impl<B> FrameLimit<B> {
                 if len > self.max {
                     return Some((start, Refused::TooLarge(len)));
                 }
+                if !self.reserve(len) {
+                    return Some((start, Refused::Receiving));
+                }
                 self.body_left = len;
-                self.message_len = len;
                 if len == 0 {
                     self.message_done();
                 }
             }
         }
-        // A message is under way at the end of this chunk.
-        if self.prefix_len > 0 || self.body_left > 0 {
-            if self.streaming && self.due.is_none() {
-                self.due = Some(Instant::now() + self.limits.message_timeout);
-            }
-            if self.body_left > 0 && self.held.is_none() {
-                match self
-                    .limits
-                    .receiving
-                    .clone()
-                    .try_acquire_many_owned(kib(self.message_len))
-                {
-                    Ok(permit) => self.held = Some(permit),
-                    Err(_) => return Some((start, Refused::Receiving)),
-                }
-            }
+        // A message is under way at the end of this chunk: on a stream,
+        // its time starts.
+        if self.streaming && self.due.is_none() && (self.prefix_len > 0 || self.body_left > 0) {
+            self.due = Some(Instant::now() + self.limits.message_timeout);
         }
         None
     }
@@ -550,7 +569,7 @@ mod tests {
     async fn half_sent_messages_hold_at_most_the_budget() {
         let limits = limits(256 * 1024, Duration::from_secs(10));
         let each = 256 * 1024;
-        let fit = limits.budget / each;
+        let fit = limits.budget / (2 * each);
         let half = || Bytes::from(message(each)[..1000].to_vec());
         let mut open = Vec::new();
         for _ in 0..fit {
@@ -596,7 +615,38 @@ mod tests {
     #[test]
     fn the_budget_holds_four_of_the_largest_messages_and_at_least_64_mib() {
         assert_eq!(receiving_budget(256 * 1024), 64 * 1024 * 1024);
-        assert_eq!(receiving_budget(100 << 20), 400 << 20);
+        assert_eq!(receiving_budget(100 << 20), 800 << 20);
+    }
+
+    #[tokio::test]
+    async fn a_large_message_holds_its_buffer_until_the_call_ends() {
+        let limits = limits(256 * 1024, Duration::from_secs(10));
+        let all = kib(limits.budget) as usize;
+        // Small messages take nothing.
+        let mut small = FrameLimit::new(
+            Stalling([message(100), message(8 * 1024)].map(Bytes::from).into()),
+            limits.clone(),
+            stream(),
+            Instant::now(),
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(50), drain(&mut small)).await;
+        assert_eq!(limits.receiving.available_permits(), all);
+        // A whole large message: twice its length, kept after it ended
+        // (tonic's buffer keeps its size), and not more for a smaller one.
+        let mut large = FrameLimit::new(
+            Stalling(
+                [message(100 * 1024), message(50 * 1024)]
+                    .map(Bytes::from)
+                    .into(),
+            ),
+            limits.clone(),
+            stream(),
+            Instant::now(),
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(50), drain(&mut large)).await;
+        assert_eq!(limits.receiving.available_permits(), all - 200);
+        drop(large);
+        assert_eq!(limits.receiving.available_permits(), all);
     }
 
     #[test]
