@@ -1,7 +1,8 @@
 //! Holds many `ScoreStream` streams open against a server, for measuring
-//! what they cost it (`benches/overload.sh`): idle ones (headers only), or
+//! what they cost it (`benches/overload.sh`): idle ones (headers only),
 //! half-sent ones (a message's 5-byte prefix and all of its body but the
-//! last byte). Opens `--connections` HTTP/2 connections (the `h2` crate)
+//! last byte), or ones that sent one whole message (of junk: answered with
+//! an error outcome) and then idle. Opens `--connections` HTTP/2 connections (the `h2` crate)
 //! and spreads `--streams` over them, waits `--hold`, then prints one JSON
 //! line: how many streams were opened, how many the server had answered
 //! (and with which gRPC status) by then.
@@ -19,7 +20,7 @@ use tokio::task::JoinSet;
 use tonic::codegen::http;
 
 const USAGE: &str =
-    "usage: hold_streams ADDR idle|half STREAMS CONNECTIONS HOLD_SECONDS [MESSAGE_BYTES]";
+    "usage: hold_streams ADDR idle|half|full STREAMS CONNECTIONS HOLD_SECONDS [MESSAGE_BYTES]";
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -28,20 +29,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err(USAGE.into());
     }
     let addr = args[0].clone();
-    let half = match args[1].as_str() {
-        "idle" => false,
-        "half" => true,
+    let (send_message, whole) = match args[1].as_str() {
+        "idle" => (false, false),
+        "half" => (true, false),
+        "full" => (true, true),
         _ => return Err(USAGE.into()),
     };
     let streams: usize = args[2].parse()?;
     let connections: usize = args[3].parse::<usize>()?.max(1);
     let hold = Duration::from_secs(args[4].parse()?);
     let message_len: usize = args.get(5).map_or(Ok(256 * 1024), |s| s.parse())?;
-    let first = half.then(|| {
+    let first = send_message.then(|| {
         let mut b = BytesMut::with_capacity(5 + message_len);
         b.put_u8(0);
         b.put_u32(u32::try_from(message_len).unwrap_or(u32::MAX));
-        b.put_bytes(b'x', message_len.saturating_sub(1));
+        let sent = if whole {
+            message_len
+        } else {
+            message_len.saturating_sub(1)
+        };
+        b.put_bytes(b'x', sent);
         b.freeze()
     });
 
