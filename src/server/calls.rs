@@ -15,9 +15,13 @@
 //!   (size, time, bytes being received);
 //! - load shedding: unary `RiskScorer` calls take one of
 //!   `--max-concurrent-calls` slots (tower's `GlobalConcurrencyLimit`,
-//!   shared by every connection) from their arrival until their response
-//!   is ready, and a call that finds none free is refused at once with
-//!   `RESOURCE_EXHAUSTED` (tower's `LoadShed`): nothing queues. Streams
+//!   shared by every connection) from when the server first runs them
+//!   until their response is ready, and a call that finds none free is
+//!   refused at once with `RESOURCE_EXHAUSTED` (tower's `LoadShed`):
+//!   nothing queues. An admitted call waits its turn once ([`WaitTurn`])
+//!   before its work, holding its slot, so that calls waiting for the CPU
+//!   count too: scoring is done in one go, and without that turn a server
+//!   short of CPU would only ever count the call it is running. Streams
 //!   take no slot: they are bounded by `--max-streams-per-connection` and
 //!   `--max-connections` instead, and an idle one must not starve unary
 //!   calls. Health and reflection take none either, so probes answer under
@@ -126,7 +130,38 @@ impl CallsLayer {
     }
 }
 
-type Limited<S> = LoadShed<tower::limit::ConcurrencyLimit<S>>;
+type Limited<S> = LoadShed<tower::limit::ConcurrencyLimit<WaitTurn<S>>>;
+
+/// A service whose calls, once admitted, first wait their turn: they yield
+/// to the runtime once before any work is done. Holding their slot while
+/// they do, the calls waiting for the CPU are counted against the limit,
+/// not only the one running: a server that is short of CPU (every call
+/// done in one go, the queue in front of it) sheds too.
+#[derive(Debug, Clone)]
+pub struct WaitTurn<S>(S);
+
+impl<S, R> Service<R> for WaitTurn<S>
+where
+    S: Service<R>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: R) -> Self::Future {
+        // Only makes the future: nothing runs before the turn comes.
+        let call = self.0.call(req);
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            call.await
+        })
+    }
+}
 
 impl<S: Clone> Layer<S> for CallsLayer {
     type Service = Calls<S>;
@@ -134,7 +169,8 @@ impl<S: Clone> Layer<S> for CallsLayer {
     fn layer(&self, inner: S) -> Calls<S> {
         let limited = self.shared.slots.as_ref().map(|(slots, _)| {
             LoadShed::new(
-                GlobalConcurrencyLimitLayer::with_semaphore(slots.clone()).layer(inner.clone()),
+                GlobalConcurrencyLimitLayer::with_semaphore(slots.clone())
+                    .layer(WaitTurn(inner.clone())),
             )
         });
         Calls {

@@ -21,9 +21,10 @@
 //! - **Large receive buffers** ([`receiving_budget`]): tonic receives each
 //!   call's messages into one buffer, which grows to hold the largest
 //!   message (by doubling) and keeps that size until the call ends. A
-//!   message over 8 KiB (the buffer's first size) therefore holds twice its
-//!   announced length against a budget the whole server shares, from its
-//!   prefix until its call ends; one that would go past the budget is
+//!   message over 8 KiB therefore holds twice its announced length against
+//!   a budget the whole server shares, from its prefix until its call ends
+//!   (smaller ones grow a buffer to 16 KiB at most, part of what any
+//!   stream may cost); one that would go past the budget is
 //!   refused where it begins with `RESOURCE_EXHAUSTED` and counted as shed.
 //!   However many streams send large or half-sent messages, their buffers
 //!   never hold more than the budget.
@@ -53,8 +54,8 @@ pub const OTHER_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// The least budget of bytes of messages being received.
 const MIN_RECEIVING_BUDGET: usize = 64 * 1024 * 1024;
 
-/// Messages up to this long fit the receive buffer tonic gives every call
-/// (its default buffer size) and take no budget.
+/// Messages up to this long take no budget: the buffer they grow stays
+/// within 16 KiB.
 const SMALL_MESSAGE: usize = 8 * 1024;
 
 /// The budget of large receive buffers, for a server whose largest message
