@@ -374,6 +374,35 @@ pub struct ServeArgs {
     /// How often idle velocity keys and old payments are forgotten.
     #[arg(long, env = "RISKSTREAM_SWEEP_INTERVAL", default_value = "60s")]
     pub sweep_interval: String,
+    /// Unary RiskScorer calls in progress at once; a call past it is
+    /// refused at once with RESOURCE_EXHAUSTED (nothing queues). Streams
+    /// take no slot.
+    #[arg(long, env = "RISKSTREAM_MAX_CONCURRENT_CALLS", default_value_t = crate::server::DEFAULT_MAX_CONCURRENT_CALLS)]
+    pub max_concurrent_calls: usize,
+    /// HTTP/2 streams a client may open at once on one connection
+    /// (announced in SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[arg(long, env = "RISKSTREAM_MAX_STREAMS_PER_CONNECTION", default_value_t = crate::server::DEFAULT_MAX_STREAMS_PER_CONNECTION)]
+    pub max_streams_per_connection: u32,
+    /// Open client connections per gRPC address; a connection past it is
+    /// closed as soon as it is accepted.
+    #[arg(long, env = "RISKSTREAM_MAX_CONNECTIONS", default_value_t = crate::server::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Silence on a connection before the server pings it (HTTP/2 PING,
+    /// TCP keepalive beneath).
+    #[arg(long, env = "RISKSTREAM_KEEPALIVE_INTERVAL", default_value = "60s")]
+    pub keepalive_interval: String,
+    /// How long a ping may go unanswered before the connection is closed.
+    #[arg(long, env = "RISKSTREAM_KEEPALIVE_TIMEOUT", default_value = "20s")]
+    pub keepalive_timeout: String,
+    /// How long a request message may take to arrive whole (a unary call's
+    /// request from the call's start; on a stream, each message from its
+    /// first byte); past it the call ends with DEADLINE_EXCEEDED.
+    #[arg(long, env = "RISKSTREAM_MESSAGE_TIMEOUT", default_value = "10s")]
+    pub message_timeout: String,
+    /// A ScoreStream without an event this long is ended with UNAVAILABLE
+    /// ("off": never).
+    #[arg(long, env = "RISKSTREAM_STREAM_IDLE_TIMEOUT", default_value = "5m")]
+    pub stream_idle_timeout: String,
 }
 
 /// Flags of `riskstream train`.

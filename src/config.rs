@@ -14,6 +14,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The most `--max-concurrent-calls` or `--max-connections` (a semaphore's
+/// bound, far above what any machine serves).
+const MAX_SLOTS: usize = 1 << 28;
+
 /// A flag value that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -308,6 +312,63 @@ impl ServeConfig {
             max_payments: a.max_payments,
             payment_retention_ms: retention.as_millis().min(i64::MAX as u128) as i64,
         };
+        let at_least_one = |flag: &'static str, v: usize| {
+            if v == 0 {
+                Err(invalid(flag, "must be at least 1"))
+            } else {
+                Ok(v)
+            }
+        };
+        let max_concurrent_calls = at_least_one("max-concurrent-calls", a.max_concurrent_calls)?;
+        let max_connections = at_least_one("max-connections", a.max_connections)?;
+        if a.max_concurrent_calls > MAX_SLOTS {
+            return Err(invalid(
+                "max-concurrent-calls",
+                format!("{} is more than {MAX_SLOTS}", a.max_concurrent_calls),
+            ));
+        }
+        if a.max_connections > MAX_SLOTS {
+            return Err(invalid(
+                "max-connections",
+                format!("{} is more than {MAX_SLOTS}", a.max_connections),
+            ));
+        }
+        if !(1..=i32::MAX as u32).contains(&a.max_streams_per_connection) {
+            return Err(invalid(
+                "max-streams-per-connection",
+                format!(
+                    "{} is not between 1 and {}",
+                    a.max_streams_per_connection,
+                    i32::MAX
+                ),
+            ));
+        }
+        let at_least = |flag: &'static str, s: &str, min: Duration| {
+            let d = duration(flag, s)?;
+            if d < min {
+                return Err(invalid(flag, format!("must be at least {min:?}")));
+            }
+            Ok(d)
+        };
+        let keepalive_interval = at_least(
+            "keepalive-interval",
+            &a.keepalive_interval,
+            Duration::from_secs(1),
+        )?;
+        let keepalive_timeout = at_least(
+            "keepalive-timeout",
+            &a.keepalive_timeout,
+            Duration::from_secs(1),
+        )?;
+        let message_timeout = at_least(
+            "message-timeout",
+            &a.message_timeout,
+            Duration::from_millis(100),
+        )?;
+        let stream_idle_timeout = match a.stream_idle_timeout.as_str() {
+            "off" => None,
+            s => Some(at_least("stream-idle-timeout", s, Duration::from_secs(1))?),
+        };
         let model_poll = match a.model_poll_interval.as_str() {
             "off" => None,
             s => {
@@ -349,6 +410,15 @@ impl ServeConfig {
                 sync_each: sync_interval.is_zero() && a.state == "embedded",
                 auth: std::sync::Arc::new(auth),
                 tls,
+                max_concurrent_calls,
+                max_streams_per_connection: a.max_streams_per_connection,
+                max_connections,
+                keepalive_interval,
+                keepalive_timeout,
+                message_timeout,
+                stream_idle_timeout,
+                // Set by `serve` (it is the process's registry, not a setting).
+                metrics: None,
             },
             state: match a.state.as_str() {
                 "memory" => StateConfig::Memory(limits),

@@ -5,6 +5,7 @@
 use crate::state::StoreError;
 use crate::validate::FieldError;
 use crate::view::DecodeError;
+use std::time::Duration;
 
 /// Why a request was not served.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +37,48 @@ pub enum ServiceError {
         /// The limit.
         max: usize,
     },
+    /// `--max-concurrent-calls` calls were in progress: refused at once
+    /// (load shedding), before anything was read.
+    #[error(
+        "the server is at its limit of {max} calls in progress (--max-concurrent-calls); nothing was done: retry with backoff"
+    )]
+    Overloaded {
+        /// The limit.
+        max: usize,
+    },
+    /// The messages being received at once already hold the server's
+    /// budget of bytes: a message that would add to them is refused.
+    #[error(
+        "the server is receiving {budget} bytes of messages at once, its most; nothing was done: retry with backoff"
+    )]
+    Receiving {
+        /// The budget, in bytes.
+        budget: usize,
+    },
+    /// The call's deadline (`grpc-timeout`) passed before it was served.
+    #[error("the call's deadline (grpc-timeout) passed before it was served; nothing was recorded")]
+    DeadlineExceeded,
+    /// A stream's deadline (`grpc-timeout`) passed.
+    #[error(
+        "the stream's deadline (grpc-timeout) passed; events without an outcome were not scored"
+    )]
+    StreamDeadlineExceeded,
+    /// A request message did not arrive whole in time (`--message-timeout`).
+    #[error(
+        "the request message did not arrive whole within {after:?} (--message-timeout); it was not read"
+    )]
+    MessageTimeout {
+        /// The timeout.
+        after: Duration,
+    },
+    /// A stream had no event for `--stream-idle-timeout`.
+    #[error(
+        "no event on this stream for {after:?} (--stream-idle-timeout): it is closed; open a new one"
+    )]
+    StreamIdle {
+        /// The timeout.
+        after: Duration,
+    },
 }
 
 /// The class of a failure, shared by unary statuses and stream outcomes.
@@ -49,6 +92,8 @@ pub enum ErrorCode {
     ResourceExhausted,
     /// The service cannot do it now; retrying later may work.
     Unavailable,
+    /// The call's deadline, or a server timeout, passed first.
+    DeadlineExceeded,
 }
 
 impl ErrorCode {
@@ -60,6 +105,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::ResourceExhausted => "resource_exhausted",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::DeadlineExceeded => "deadline_exceeded",
         }
     }
 }
@@ -71,8 +117,15 @@ impl ServiceError {
             ServiceError::Invalid(_) | ServiceError::Malformed(_) => ErrorCode::InvalidArgument,
             ServiceError::NotFound { .. } => ErrorCode::NotFound,
             ServiceError::Store(StoreError::PaymentMethodsFull(_))
-            | ServiceError::TooLarge { .. } => ErrorCode::ResourceExhausted,
-            ServiceError::Store(StoreError::Unavailable(_)) => ErrorCode::Unavailable,
+            | ServiceError::TooLarge { .. }
+            | ServiceError::Overloaded { .. }
+            | ServiceError::Receiving { .. } => ErrorCode::ResourceExhausted,
+            ServiceError::Store(StoreError::Unavailable(_)) | ServiceError::StreamIdle { .. } => {
+                ErrorCode::Unavailable
+            }
+            ServiceError::DeadlineExceeded
+            | ServiceError::StreamDeadlineExceeded
+            | ServiceError::MessageTimeout { .. } => ErrorCode::DeadlineExceeded,
         }
     }
 

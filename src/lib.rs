@@ -22,6 +22,7 @@
 //! - [`lists`]: the default lists as operators manage them.
 //! - [`decision_log`]: the line-delimited record of every decision.
 //! - [`metrics`]: every exported metric.
+//! - [`process`]: the process's CPU, memory and descriptors from `/proc`.
 //! - [`server`]: the tonic service, health, reflection, `/metrics`, shutdown.
 //! - [`traffic`], [`convert`]: the recorded-traffic file format; public datasets converted to it.
 //! - [`sim`], [`train`]: synthetic traffic and model training.
@@ -44,6 +45,7 @@ pub mod fingerprint;
 pub mod lists;
 pub mod metrics;
 pub mod model;
+pub mod process;
 pub mod proto;
 pub mod replay;
 pub mod run;

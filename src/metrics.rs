@@ -2,7 +2,10 @@
 //! buckets, and typed helpers that the rest of the code calls. Handles are
 //! registered once, so recording costs an atomic add. No label ever carries
 //! customer data: labels are drawn from fixed sets (event kind, decision,
-//! risk level, list name, feedback kind) or the model version.
+//! risk level, list name, feedback kind, the RPCs the servers serve and
+//! gRPC's status codes, timeout reason, listener) or the model version.
+//! The `process_*` series are read from `/proc` when `/metrics` is
+//! scraped ([`render_process`]).
 
 use crate::decision::{Action, RiskLevel};
 use crate::domain::FeedbackKind;
@@ -73,6 +76,192 @@ pub const RECORD_DROPPED_TOTAL: &str = "riskstream_record_dropped_total";
 /// method id the store does not hold (scored without a creation session).
 pub const UNKNOWN_PAYMENT_METHODS_TOTAL: &str = "riskstream_unknown_payment_methods_total";
 
+/// `grpc_server_started_total{grpc_type,grpc_service,grpc_method}`: calls
+/// started (go-grpc-prometheus names and labels).
+pub const GRPC_SERVER_STARTED_TOTAL: &str = "grpc_server_started_total";
+/// `grpc_server_handled_total{grpc_type,grpc_service,grpc_method,grpc_code}`:
+/// calls finished, by the gRPC status code they ended with.
+pub const GRPC_SERVER_HANDLED_TOTAL: &str = "grpc_server_handled_total";
+/// `grpc_server_handling_seconds{grpc_type,grpc_service,grpc_method}`: time
+/// from a call's arrival to its status (a stream's whole life).
+pub const GRPC_SERVER_HANDLING_SECONDS: &str = "grpc_server_handling_seconds";
+/// `riskstream_calls_shed_total`: calls refused at once with
+/// `RESOURCE_EXHAUSTED` because the server was at a limit
+/// (`--max-concurrent-calls`, or the bytes of messages being received).
+pub const CALLS_SHED_TOTAL: &str = "riskstream_calls_shed_total";
+/// `riskstream_calls_timed_out_total{reason}`: calls ended by a timeout:
+/// `deadline` (the client's `grpc-timeout`), `message` (a request message
+/// that did not arrive whole within `--message-timeout`), `stream_idle` (a
+/// stream without an event for `--stream-idle-timeout`).
+pub const CALLS_TIMED_OUT_TOTAL: &str = "riskstream_calls_timed_out_total";
+/// `riskstream_open_connections{listener}`: open client connections of the
+/// scoring and admin addresses.
+pub const OPEN_CONNECTIONS: &str = "riskstream_open_connections";
+/// `riskstream_connections_refused_total{listener}`: connections closed at
+/// accept because `--max-connections` were open.
+pub const CONNECTIONS_REFUSED_TOTAL: &str = "riskstream_connections_refused_total";
+
+/// `process_cpu_seconds_total`: user and system CPU time of the process.
+pub const PROCESS_CPU_SECONDS_TOTAL: &str = "process_cpu_seconds_total";
+/// `process_resident_memory_bytes`: resident memory (VmRSS).
+pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "process_resident_memory_bytes";
+/// `process_virtual_memory_bytes`: virtual memory (VmSize).
+pub const PROCESS_VIRTUAL_MEMORY_BYTES: &str = "process_virtual_memory_bytes";
+/// `process_open_fds`: open file descriptors.
+pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
+/// `process_max_fds`: the limit of open file descriptors (soft `RLIMIT_NOFILE`).
+pub const PROCESS_MAX_FDS: &str = "process_max_fds";
+/// `process_start_time_seconds`: when the process started, in seconds since
+/// the Unix epoch.
+pub const PROCESS_START_TIME_SECONDS: &str = "process_start_time_seconds";
+
+/// How an RPC streams, as the `grpc_type` label of go-grpc-prometheus names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RpcType {
+    /// One request, one response.
+    Unary,
+    /// A stream of requests, one response.
+    ClientStream,
+    /// One request, a stream of responses.
+    ServerStream,
+    /// Streams both ways.
+    BidiStream,
+}
+
+impl RpcType {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RpcType::Unary => "unary",
+            RpcType::ClientStream => "client_stream",
+            RpcType::ServerStream => "server_stream",
+            RpcType::BidiStream => "bidi_stream",
+        }
+    }
+
+    /// Whether the client sends a stream of messages.
+    pub fn client_streams(self) -> bool {
+        matches!(self, RpcType::ClientStream | RpcType::BidiStream)
+    }
+}
+
+/// One RPC the servers serve: the labels of its `grpc_server_*` series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rpc {
+    /// The full service name (`riskstream.v1.RiskScorer`).
+    pub service: &'static str,
+    /// The method (`Score`).
+    pub method: &'static str,
+    /// How it streams.
+    pub kind: RpcType,
+}
+
+/// The `RiskScorer` service's full name.
+pub const RISK_SCORER: &str = "riskstream.v1.RiskScorer";
+/// The `RiskAdmin` service's full name.
+pub const RISK_ADMIN: &str = "riskstream.v1.RiskAdmin";
+
+const fn rpc(service: &'static str, method: &'static str, kind: RpcType) -> Rpc {
+    Rpc {
+        service,
+        method,
+        kind,
+    }
+}
+
+/// Every RPC the servers serve (our proto's, health and reflection), and
+/// last, `unknown`/`unknown` for any other path: the only label values of
+/// the `grpc_server_*` series (a path a client makes up never becomes a
+/// label).
+pub const RPCS: [Rpc; 13] = [
+    rpc(RISK_SCORER, "RegisterPaymentMethod", RpcType::Unary),
+    rpc(RISK_SCORER, "GetPaymentMethod", RpcType::Unary),
+    rpc(RISK_SCORER, "Score", RpcType::Unary),
+    rpc(RISK_SCORER, "ScoreStream", RpcType::BidiStream),
+    rpc(RISK_SCORER, "ReportFeedback", RpcType::Unary),
+    rpc(RISK_ADMIN, "AddListItems", RpcType::Unary),
+    rpc(RISK_ADMIN, "RemoveListItems", RpcType::Unary),
+    rpc(RISK_ADMIN, "ListItems", RpcType::Unary),
+    rpc("grpc.health.v1.Health", "Check", RpcType::Unary),
+    rpc("grpc.health.v1.Health", "Watch", RpcType::ServerStream),
+    rpc(
+        "grpc.reflection.v1.ServerReflection",
+        "ServerReflectionInfo",
+        RpcType::BidiStream,
+    ),
+    rpc(
+        "grpc.reflection.v1alpha.ServerReflection",
+        "ServerReflectionInfo",
+        RpcType::BidiStream,
+    ),
+    rpc("unknown", "unknown", RpcType::Unary),
+];
+
+/// The index in [`RPCS`] of the RPC at `path` (`/service/method`), or of
+/// `unknown`.
+pub fn rpc_index(path: &str) -> usize {
+    let parts = path.strip_prefix('/').and_then(|p| p.split_once('/'));
+    parts
+        .and_then(|(service, method)| {
+            RPCS[..RPCS.len() - 1]
+                .iter()
+                .position(|r| r.service == service && r.method == method)
+        })
+        .unwrap_or(RPCS.len() - 1)
+}
+
+/// gRPC status code names by code number, as go-grpc-prometheus's
+/// `grpc_code` label spells them.
+pub const GRPC_CODES: [&str; 17] = [
+    "OK",
+    "Canceled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
+];
+
+/// Why a call timed out ([`CALLS_TIMED_OUT_TOTAL`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timeout {
+    /// The client's deadline (`grpc-timeout`) passed.
+    Deadline = 0,
+    /// A request message did not arrive whole within `--message-timeout`.
+    Message = 1,
+    /// A stream had no event for `--stream-idle-timeout`.
+    StreamIdle = 2,
+}
+
+const TIMEOUT_REASONS: [&str; 3] = ["deadline", "message", "stream_idle"];
+
+/// The gRPC addresses whose connections are counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// `--listen`: RiskScorer.
+    Scoring = 0,
+    /// `--admin-listen`: RiskAdmin.
+    Admin = 1,
+}
+
+const LISTENERS: [&str; 2] = ["scoring", "admin"];
+
+/// Buckets of [`GRPC_SERVER_HANDLING_SECONDS`]: 100 µs to 10 s.
+const HANDLING_BUCKETS: [f64; 16] = [
+    100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1.0,
+    2.5, 5.0, 10.0,
+];
+
 /// Event kinds counted by [`EVENTS_TOTAL`] and [`INVALID_EVENTS_TOTAL`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
@@ -127,6 +316,13 @@ struct Inner {
     recorded: Counter,
     record_dropped: Counter,
     unknown_methods: Counter,
+    rpc_started: [Counter; RPCS.len()],
+    rpc_handled: [[Counter; GRPC_CODES.len()]; RPCS.len()],
+    rpc_seconds: [Histogram; RPCS.len()],
+    shed: Counter,
+    timed_out: [Counter; TIMEOUT_REASONS.len()],
+    open_connections: [Gauge; LISTENERS.len()],
+    connections_refused: [Counter; LISTENERS.len()],
     model_info: Mutex<Option<(String, Gauge)>>,
 }
 
@@ -161,7 +357,11 @@ impl Metrics {
                 Matcher::Full(SCORE_DURATION_SECONDS.into()),
                 &DURATION_BUCKETS,
             )?
-            .set_buckets_for_metric(Matcher::Full(RISK_SCORE.into()), &score_buckets)
+            .set_buckets_for_metric(Matcher::Full(RISK_SCORE.into()), &score_buckets)?
+            .set_buckets_for_metric(
+                Matcher::Full(GRPC_SERVER_HANDLING_SECONDS.into()),
+                &HANDLING_BUCKETS,
+            )
         };
         // Only empty bucket lists are refused, and these are constants.
         let builder = buckets(PrometheusBuilder::new()).unwrap_or_else(|e| {
@@ -305,6 +505,41 @@ impl Metrics {
             None,
             "What the in-process store holds, by kind.".into(),
         );
+        describe(
+            GRPC_SERVER_STARTED_TOTAL,
+            None,
+            "Total number of RPCs started on the server.",
+        );
+        describe(
+            GRPC_SERVER_HANDLED_TOTAL,
+            None,
+            "Total number of RPCs completed on the server, regardless of success or failure.",
+        );
+        r.describe_histogram(
+            KeyName::from_const_str(GRPC_SERVER_HANDLING_SECONDS),
+            Some(Unit::Seconds),
+            "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.".into(),
+        );
+        describe(
+            CALLS_SHED_TOTAL,
+            None,
+            "Calls refused at once with RESOURCE_EXHAUSTED because the server was at a limit (--max-concurrent-calls, or the bytes of messages being received).",
+        );
+        describe(
+            CALLS_TIMED_OUT_TOTAL,
+            None,
+            "Calls ended by a timeout: deadline (the client's grpc-timeout), message (--message-timeout), stream_idle (--stream-idle-timeout).",
+        );
+        r.describe_gauge(
+            KeyName::from_const_str(OPEN_CONNECTIONS),
+            None,
+            "Open client connections, by gRPC address.".into(),
+        );
+        describe(
+            CONNECTIONS_REFUSED_TOTAL,
+            None,
+            "Connections closed at accept because --max-connections were open, by gRPC address.",
+        );
         let counter = |name, labels: &[(&'static str, &'static str)]| {
             r.register_counter(&key(name, labels), &META)
         };
@@ -324,6 +559,28 @@ impl Metrics {
         let list_removals = List::ALL.map(|l| counter(LIST_REMOVALS_TOTAL, &[("list", l.name())]));
         let store =
             STORE_KINDS.map(|k| r.register_gauge(&key(STORE_ENTRIES, &[("kind", k)]), &META));
+        let rpc_labels = |r: &Rpc| {
+            [
+                ("grpc_type", r.kind.as_str()),
+                ("grpc_service", r.service),
+                ("grpc_method", r.method),
+            ]
+        };
+        let rpc_started = RPCS.map(|r| counter(GRPC_SERVER_STARTED_TOTAL, &rpc_labels(&r)));
+        let rpc_handled = RPCS.map(|r| {
+            GRPC_CODES.map(|code| {
+                let [t, s, m] = rpc_labels(&r);
+                counter(GRPC_SERVER_HANDLED_TOTAL, &[t, s, m, ("grpc_code", code)])
+            })
+        });
+        let rpc_seconds = RPCS.map(|rpc| {
+            r.register_histogram(&key(GRPC_SERVER_HANDLING_SECONDS, &rpc_labels(&rpc)), &META)
+        });
+        let timed_out = TIMEOUT_REASONS.map(|t| counter(CALLS_TIMED_OUT_TOTAL, &[("reason", t)]));
+        let open_connections =
+            LISTENERS.map(|l| r.register_gauge(&key(OPEN_CONNECTIONS, &[("listener", l)]), &META));
+        let connections_refused =
+            LISTENERS.map(|l| counter(CONNECTIONS_REFUSED_TOTAL, &[("listener", l)]));
         let inner = Inner {
             events,
             invalid,
@@ -353,6 +610,13 @@ impl Metrics {
             recorded: counter(RECORDED_TOTAL, &[]),
             record_dropped: counter(RECORD_DROPPED_TOTAL, &[]),
             unknown_methods: counter(UNKNOWN_PAYMENT_METHODS_TOTAL, &[]),
+            rpc_started,
+            rpc_handled,
+            rpc_seconds,
+            shed: counter(CALLS_SHED_TOTAL, &[]),
+            timed_out,
+            open_connections,
+            connections_refused,
             model_info: Mutex::new(None),
             recorder,
         };
@@ -497,22 +761,185 @@ impl Metrics {
         *current = Some((version.to_owned(), g));
     }
 
+    /// One call of `RPCS[rpc]` started.
+    pub fn rpc_started(&self, rpc: usize) {
+        if let Some(c) = self.inner.rpc_started.get(rpc) {
+            c.increment(1);
+        }
+    }
+
+    /// One call of `RPCS[rpc]` finished with the status `code` (its
+    /// number), `seconds` after it started.
+    pub fn rpc_handled(&self, rpc: usize, code: usize, seconds: f64) {
+        // A code number outside gRPC's is counted as Unknown.
+        let code = if code < GRPC_CODES.len() { code } else { 2 };
+        if let Some(row) = self.inner.rpc_handled.get(rpc) {
+            row[code].increment(1);
+        }
+        if let Some(h) = self.inner.rpc_seconds.get(rpc) {
+            h.record(seconds);
+        }
+    }
+
+    /// One call refused at once: the server was at a limit.
+    pub fn shed(&self) {
+        self.inner.shed.increment(1);
+    }
+
+    /// One call ended by a timeout.
+    pub fn timed_out(&self, why: Timeout) {
+        self.inner.timed_out[why as usize].increment(1);
+    }
+
+    /// Counts one open connection of `listener` until the guard is dropped.
+    pub fn connection_opened(&self, listener: Listener) -> GaugeGuard {
+        let gauge = self.inner.open_connections[listener as usize].clone();
+        gauge.increment(1.0);
+        GaugeGuard { gauge }
+    }
+
+    /// One connection of `listener` closed at accept (too many open).
+    pub fn connection_refused(&self, listener: Listener) {
+        self.inner.connections_refused[listener as usize].increment(1);
+    }
+
     /// Counts one open stream until the returned guard is dropped.
-    pub fn stream_opened(&self) -> StreamGuard {
+    pub fn stream_opened(&self) -> GaugeGuard {
         self.inner.active_streams.increment(1.0);
-        StreamGuard {
+        GaugeGuard {
             gauge: self.inner.active_streams.clone(),
         }
     }
 }
 
-/// Decrements `riskstream_active_streams` when dropped.
-pub struct StreamGuard {
+/// Decrements a gauge (open streams, open connections) when dropped.
+pub struct GaugeGuard {
     gauge: Gauge,
 }
 
-impl Drop for StreamGuard {
+impl std::fmt::Debug for GaugeGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GaugeGuard").finish_non_exhaustive()
+    }
+}
+
+impl Drop for GaugeGuard {
     fn drop(&mut self) {
         self.gauge.decrement(1.0);
+    }
+}
+
+/// The `process_*` series, in the Prometheus text format, for `stats` (read
+/// from `/proc` when `/metrics` is scraped). Written here rather than
+/// through the recorder because `process_cpu_seconds_total` is a counter of
+/// fractional seconds.
+pub fn render_process(stats: &crate::process::ProcessStats) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let mut series = |name: &str, kind: &str, help: &str, value: f64| {
+        // Writing to a String cannot fail.
+        let _ = write!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n\n"
+        );
+    };
+    series(
+        PROCESS_CPU_SECONDS_TOTAL,
+        "counter",
+        "Total user and system CPU time spent in seconds.",
+        stats.cpu_seconds,
+    );
+    series(
+        PROCESS_RESIDENT_MEMORY_BYTES,
+        "gauge",
+        "Resident memory size in bytes.",
+        stats.resident_bytes as f64,
+    );
+    series(
+        PROCESS_VIRTUAL_MEMORY_BYTES,
+        "gauge",
+        "Virtual memory size in bytes.",
+        stats.virtual_bytes as f64,
+    );
+    series(
+        PROCESS_OPEN_FDS,
+        "gauge",
+        "Number of open file descriptors.",
+        stats.open_fds as f64,
+    );
+    if let Some(max) = stats.max_fds {
+        series(
+            PROCESS_MAX_FDS,
+            "gauge",
+            "Maximum number of open file descriptors.",
+            max as f64,
+        );
+    }
+    series(
+        PROCESS_START_TIME_SECONDS,
+        "gauge",
+        "Start time of the process since unix epoch in seconds.",
+        stats.start_time_seconds,
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_map_to_their_rpc_or_unknown() {
+        assert_eq!(
+            RPCS[rpc_index("/riskstream.v1.RiskScorer/Score")].method,
+            "Score"
+        );
+        assert_eq!(
+            RPCS[rpc_index("/grpc.health.v1.Health/Watch")].kind,
+            RpcType::ServerStream
+        );
+        let unknown = RPCS.len() - 1;
+        for path in [
+            "",
+            "/",
+            "/riskstream.v1.RiskScorer",
+            "/riskstream.v1.RiskScorer/score",
+            "/riskstream.v1.RiskScorer/Score/x",
+            "riskstream.v1.RiskScorer/Score",
+            "/x/Score",
+            "/unknown/unknown",
+        ] {
+            assert_eq!(rpc_index(path), unknown, "{path:?}");
+        }
+    }
+
+    #[test]
+    fn code_names_follow_grpc_numbering() {
+        for (i, name) in GRPC_CODES.iter().enumerate() {
+            let expected = match tonic::Code::from_i32(i as i32) {
+                tonic::Code::Ok => "OK".to_owned(),
+                tonic::Code::Cancelled => "Canceled".to_owned(),
+                other => format!("{other:?}"),
+            };
+            assert_eq!(*name, expected);
+        }
+    }
+
+    #[test]
+    fn process_series_render_with_their_types() {
+        let text = render_process(&crate::process::ProcessStats {
+            cpu_seconds: 1.25,
+            resident_bytes: 4096,
+            virtual_bytes: 8192,
+            open_fds: 7,
+            max_fds: Some(1024),
+            start_time_seconds: 1.7e9,
+        });
+        assert!(text.contains(
+            "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 1.25\n"
+        ));
+        assert!(text.contains("process_resident_memory_bytes 4096\n"));
+        assert!(text.contains("process_max_fds 1024\n"));
+        assert!(text.contains("process_start_time_seconds 1700000000\n"));
     }
 }

@@ -88,6 +88,33 @@ async fn termination() {
     }
 }
 
+/// Descriptors the process needs beside its connections (store and log
+/// files, listeners, the runtime).
+const OTHER_DESCRIPTORS: usize = 256;
+
+/// Warns when `--max-connections` on every gRPC address would need more
+/// descriptors than the process may open: connections past the limit
+/// would then fail at accept (`EMFILE`) rather than be refused cleanly.
+fn warn_if_short_of_descriptors(config: &ServeConfig) {
+    let addresses = 1 + usize::from(config.admin_listen.is_some());
+    let needed = config
+        .server
+        .max_connections
+        .saturating_mul(addresses)
+        .saturating_add(OTHER_DESCRIPTORS);
+    if let Ok(Some(limit)) = crate::process::max_fds()
+        && needed as u64 > limit
+    {
+        tracing::warn!(
+            max_connections = config.server.max_connections,
+            addresses,
+            needed,
+            limit,
+            "--max-connections needs more file descriptors than the soft limit allows; raise it (ulimit -n, systemd LimitNOFILE=) or lower --max-connections"
+        );
+    }
+}
+
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let mut config = ServeConfig::from_args(args)?;
     let model = Model::load(&config.model).map_err(|e| {
@@ -97,7 +124,9 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     if !config.holdout_key_given && config.engine.holdout.rate() > 0.0 {
         tracing::warn!("no --holdout-key given: holdout draws will differ after a restart");
     }
+    warn_if_short_of_descriptors(&config);
     let (metrics, prometheus) = Metrics::prometheus();
+    config.server.metrics = Some(metrics.clone());
     let log = match &config.decision_log {
         Some(path) => Some(DecisionLog::open(
             path,

@@ -333,6 +333,39 @@ fn the_manual_service_matches_the_descriptor() {
 }
 
 #[test]
+fn the_metric_labels_name_every_rpc_of_our_services() {
+    use riskstream::metrics::{RPCS, RpcType};
+    let d = Descriptors::load();
+    let mut declared = Vec::new();
+    for file in d.set.file.iter().filter(|f| f.package() == "riskstream.v1") {
+        for service in &file.service {
+            for m in &service.method {
+                let kind = match (m.client_streaming(), m.server_streaming()) {
+                    (false, false) => RpcType::Unary,
+                    (true, false) => RpcType::ClientStream,
+                    (false, true) => RpcType::ServerStream,
+                    (true, true) => RpcType::BidiStream,
+                };
+                declared.push((
+                    format!("riskstream.v1.{}", service.name()),
+                    m.name().to_owned(),
+                    kind,
+                ));
+            }
+        }
+    }
+    let labelled: Vec<_> = RPCS
+        .iter()
+        .filter(|r| r.service.starts_with("riskstream.v1."))
+        .map(|r| (r.service.to_owned(), r.method.to_owned(), r.kind))
+        .collect();
+    assert_eq!(
+        labelled, declared,
+        "riskstream::metrics::RPCS must list the proto's RPCs, in order"
+    );
+}
+
+#[test]
 fn traffic_record_fields_match_the_descriptor() {
     let d = Descriptors::load();
     let messages = d.messages();

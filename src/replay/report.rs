@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 pub struct Stats {
     /// Latency of answered payments, in nanoseconds.
     latency: Histogram<u64>,
+    /// Latency of the payment calls among them that failed with a status
+    /// (refused ones among them), made on the first failure.
+    failed: Option<Histogram<u64>>,
     /// Answered requests per kind (measured ones only).
     pub answered: BTreeMap<&'static str, u64>,
     /// Requests answered during the warm-up (checked, not measured).
@@ -26,12 +29,16 @@ pub struct Stats {
     pub last: Option<Instant>,
 }
 
+/// A latency histogram: up to an hour at 3 significant digits.
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("constant, valid histogram bounds")
+}
+
 impl Default for Stats {
     fn default() -> Self {
         Stats {
-            // Up to an hour at 3 significant digits.
-            latency: Histogram::new_with_bounds(1, 3_600_000_000_000, 3)
-                .expect("constant, valid histogram bounds"),
+            latency: histogram(),
+            failed: None,
             answered: BTreeMap::new(),
             warmup: 0,
             errors: BTreeMap::new(),
@@ -72,7 +79,8 @@ impl Stats {
     }
 
     /// Counts a call of `kind` that failed with `code` after `latency`
-    /// (payment latencies go into the histogram, failed or not).
+    /// (payment latencies go into the histogram, failed or not, and into
+    /// that of failed calls).
     pub fn failure(
         &mut self,
         kind: &'static str,
@@ -84,6 +92,10 @@ impl Stats {
         self.error(code);
         if self.answer(kind, measured, at) && kind == "payment" {
             self.record_latency(latency);
+            let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX).max(1);
+            self.failed
+                .get_or_insert_with(histogram)
+                .saturating_record(ns);
         }
     }
 
@@ -101,6 +113,9 @@ impl Stats {
     pub fn merge(&mut self, other: &Stats) {
         // Both histograms have the same bounds; adding cannot fail.
         let _ = self.latency.add(&other.latency);
+        if let Some(f) = &other.failed {
+            let _ = self.failed.get_or_insert_with(histogram).add(f);
+        }
         for (k, v) in &other.answered {
             *self.answered.entry(k).or_default() += v;
         }
@@ -168,6 +183,28 @@ pub struct Latency {
     pub max: f64,
 }
 
+impl Latency {
+    fn of(h: &Histogram<u64>) -> Latency {
+        let us = |ns: u64| ns as f64 / 1000.0;
+        Latency {
+            count: h.len(),
+            mean: if h.is_empty() { 0.0 } else { h.mean() / 1000.0 },
+            p50: us(h.value_at_quantile(0.50)),
+            p90: us(h.value_at_quantile(0.90)),
+            p99: us(h.value_at_quantile(0.99)),
+            p999: us(h.value_at_quantile(0.999)),
+            max: us(h.max()),
+        }
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  (mean {:.1}, {} payments)",
+            self.p50, self.p90, self.p99, self.p999, self.max, self.mean, self.count
+        )
+    }
+}
+
 /// The final report of a replay.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -193,6 +230,12 @@ pub struct Report {
     pub unanswered: u64,
     /// Payment latency, from the scheduled send time under open-loop pacing.
     pub latency_us: Latency,
+    /// When some payment calls failed with a status (e.g. refused with
+    /// `RESOURCE_EXHAUSTED` by an overloaded server): the latency of the
+    /// others, answered with an outcome.
+    pub answered_latency_us: Option<Latency>,
+    /// The latency of those failed payment calls.
+    pub failed_latency_us: Option<Latency>,
     /// Errors by code (warm-up included).
     pub errors: BTreeMap<String, u64>,
     /// Scored payments per decision.
@@ -233,17 +276,13 @@ impl Report {
                 .as_secs_f64()
         });
         let events: u64 = stats.answered.values().sum();
-        let h = &stats.latency;
-        let us = |ns: u64| ns as f64 / 1000.0;
-        let latency = Latency {
-            count: h.len(),
-            mean: if h.is_empty() { 0.0 } else { h.mean() / 1000.0 },
-            p50: us(h.value_at_quantile(0.50)),
-            p90: us(h.value_at_quantile(0.90)),
-            p99: us(h.value_at_quantile(0.99)),
-            p999: us(h.value_at_quantile(0.999)),
-            max: us(h.max()),
-        };
+        let latency = Latency::of(&stats.latency);
+        let answered = stats.failed.as_ref().map(|f| {
+            let mut answered = stats.latency.clone();
+            // `failed` holds a subset of `latency`'s records.
+            let _ = answered.subtract(f);
+            Latency::of(&answered)
+        });
         Report {
             target: info.target,
             mode: info.mode,
@@ -264,6 +303,8 @@ impl Report {
             warmup_events: stats.warmup,
             unanswered: info.ending.unanswered,
             latency_us: latency,
+            answered_latency_us: answered,
+            failed_latency_us: stats.failed.as_ref().map(Latency::of),
             errors: stats.errors.clone(),
             decisions: stats
                 .decisions
@@ -311,11 +352,11 @@ impl Report {
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
         let _ = writeln!(s, "  by kind:    {}", kinds.join(", "));
-        let _ = writeln!(
-            s,
-            "  latency µs: p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  (mean {:.1}, {} payments)",
-            l.p50, l.p90, l.p99, l.p999, l.max, l.mean, l.count
-        );
+        let _ = writeln!(s, "  latency µs: {}", l.line());
+        if let (Some(a), Some(f)) = (&self.answered_latency_us, &self.failed_latency_us) {
+            let _ = writeln!(s, "    answered: {}", a.line());
+            let _ = writeln!(s, "    failed:   {}", f.line());
+        }
         let list = |m: &BTreeMap<String, u64>| {
             if m.is_empty() {
                 "none".to_owned()
@@ -400,9 +441,51 @@ mod tests {
         );
         assert!((r.latency_us.max - 100.0).abs() < 0.1);
         assert_eq!(r.errors["invalid_argument"], 1);
+        assert_eq!(r.answered_latency_us, None, "no call failed");
         assert_eq!(r.decisions["DECISION_ALLOW"], 100);
         assert_eq!(r.risk_levels["RISK_LEVEL_NORMAL"], 100);
         assert!(r.text().contains("p99.9"));
+    }
+
+    #[test]
+    fn failed_calls_are_measured_apart_from_answered_ones() {
+        let t0 = Instant::now();
+        let mut a = Stats::default();
+        let mut b = Stats::default();
+        for i in 1..=90u64 {
+            a.outcome(true, t0, Duration::from_millis(i), &outcome(1, 1, b""));
+        }
+        for _ in 0..10 {
+            b.failure(
+                "payment",
+                true,
+                t0,
+                Duration::from_micros(100),
+                "resource_exhausted".into(),
+            );
+        }
+        a.merge(&b);
+        let r = Report::new(
+            RunInfo {
+                target: "t".into(),
+                mode: "unary".into(),
+                pacing: "rate 100/s".into(),
+                ending: Ending {
+                    interrupted: false,
+                    measure_from: t0,
+                    unanswered: 0,
+                },
+            },
+            &a,
+        );
+        assert_eq!(r.latency_us.count, 100);
+        let answered = r.answered_latency_us.clone().expect("some failed");
+        let failed = r.failed_latency_us.clone().expect("some failed");
+        assert_eq!((answered.count, failed.count), (90, 10));
+        assert!((failed.p99 - 100.0).abs() < 0.1, "{}", failed.p99);
+        assert!((answered.p50 - 45_000.0).abs() < 100.0, "{}", answered.p50);
+        assert_eq!(r.errors["resource_exhausted"], 10);
+        assert!(r.text().contains("failed:"));
     }
 
     #[test]

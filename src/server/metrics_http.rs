@@ -1,4 +1,5 @@
-//! The Prometheus endpoint: `GET /metrics` renders every riskstream metric.
+//! The Prometheus endpoint: `GET /metrics` renders every riskstream metric,
+//! and the `process_*` series read from `/proc` at that moment.
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::future::Future;
@@ -24,10 +25,20 @@ pub async fn serve(
         axum::routing::get(move || {
             let handle = handle.clone();
             async move {
-                (
-                    [("content-type", "text/plain; version=0.0.4")],
-                    handle.render(),
-                )
+                let mut text = handle.render();
+                // Reading /proc/self/fd walks every descriptor: off the
+                // async workers.
+                match tokio::task::spawn_blocking(crate::process::read).await {
+                    Ok(Ok(stats)) => {
+                        if !text.is_empty() && !text.ends_with("\n\n") {
+                            text.push('\n');
+                        }
+                        text.push_str(&crate::metrics::render_process(&stats));
+                    }
+                    Ok(Err(e)) => tracing::debug!(error = %e, "process metrics not read"),
+                    Err(_) => tracing::debug!("process metrics not read"),
+                }
+                ([("content-type", "text/plain; version=0.0.4")], text)
             }
         }),
     );

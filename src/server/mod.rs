@@ -5,9 +5,12 @@
 //! - [`admin`] implements `RiskAdmin`, served on its own address.
 //! - [`auth`] checks every call's bearer token.
 //! - [`tls`] TLS and mutual TLS, reloaded on SIGHUP.
+//! - [`conn`] caps and counts client connections.
+//! - [`calls`] counts every call, sets its deadline and sheds unary calls
+//!   past the concurrency limit.
 //! - [`codec`] hands requests to it as raw bytes.
 //! - [`limit`] refuses request messages over the size limit before they
-//!   are buffered.
+//!   are buffered, and times out half-sent ones.
 //! - [`status`] maps service errors to gRPC statuses.
 //! - [`metrics_http`] serves `/metrics`.
 //! - [`reload`] swaps in a changed model file (or on SIGHUP).
@@ -16,7 +19,9 @@
 
 pub mod admin;
 pub mod auth;
+pub mod calls;
 pub mod codec;
+pub mod conn;
 pub mod fixed;
 pub mod limit;
 pub mod metrics_http;
@@ -44,6 +49,7 @@ pub mod manual {
 
 use crate::decision_log::LogError;
 use crate::engine::Engine;
+use crate::metrics::{Listener, Metrics};
 use crate::proto::FILE_DESCRIPTOR_SET;
 use crate::proto::risk_admin_server::RiskAdminServer;
 use generated::risk_scorer_server::RiskScorerServer;
@@ -77,7 +83,43 @@ pub struct ServerOptions {
     pub auth: std::sync::Arc<auth::Auth>,
     /// TLS for both gRPC addresses (none: plaintext).
     pub tls: Option<std::sync::Arc<tls::Tls>>,
+    /// Unary `RiskScorer` calls in progress at once; past it a call is
+    /// refused at once with `RESOURCE_EXHAUSTED`.
+    pub max_concurrent_calls: usize,
+    /// HTTP/2 streams a client may open on one connection (announced in
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub max_streams_per_connection: u32,
+    /// Open connections per gRPC address; past it a connection is closed
+    /// at accept.
+    pub max_connections: usize,
+    /// Silence on a connection before the server pings it (HTTP/2 PING,
+    /// and TCP keepalive beneath).
+    pub keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed.
+    pub keepalive_timeout: Duration,
+    /// How long a request message may take to arrive whole.
+    pub message_timeout: Duration,
+    /// A stream without an event this long is ended (`None`: never).
+    pub stream_idle_timeout: Option<Duration>,
+    /// Where calls and connections are counted (`None`: the engine's
+    /// metrics when it is given ready, else nowhere).
+    pub metrics: Option<Metrics>,
 }
+
+/// Default of `--max-concurrent-calls`.
+pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 128;
+/// Default of `--max-streams-per-connection`.
+pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: u32 = 100;
+/// Default of `--max-connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+
+/// The HTTP/2 flow-control window of each stream: how much a client may
+/// send on a stream the server has not read yet (a stream whose outcomes
+/// wait for its client is not read, see `service`).
+pub const STREAM_WINDOW: u32 = 64 * 1024;
+/// The HTTP/2 flow-control window of each connection: what all its
+/// streams together may have sent unread.
+pub const CONNECTION_WINDOW: u32 = 512 * 1024;
 
 impl Default for ServerOptions {
     fn default() -> Self {
@@ -89,6 +131,14 @@ impl Default for ServerOptions {
             sync_each: false,
             auth: std::sync::Arc::default(),
             tls: None,
+            max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
+            max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            keepalive_interval: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(20),
+            message_timeout: Duration::from_secs(10),
+            stream_idle_timeout: Some(Duration::from_secs(300)),
+            metrics: None,
         }
     }
 }
@@ -118,9 +168,12 @@ pub enum ServerError {
 pub async fn serve(
     engine: Engine,
     listener: TcpListener,
-    options: ServerOptions,
+    mut options: ServerOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
+    if options.metrics.is_none() {
+        options.metrics = Some(engine.metrics().clone());
+    }
     serve_starting(async { Ok(engine) }, listener, None, options, shutdown).await
 }
 
@@ -153,17 +206,23 @@ pub async fn serve_starting(
     let (drain_tx, drain_rx) = watch::channel(false);
     let recorder = options.recorder.clone();
     let ready = service::Ready::default();
-    let scorer = limit::Limited::new(
-        RiskScorerServer::new(service::Service::new(
-            ready.clone(),
-            drain_rx.clone(),
-            recorder.clone(),
-            options.sync_each,
-        ))
-        .max_decoding_message_size(options.max_message_bytes),
-        options.max_message_bytes,
+    let metrics = options.metrics.clone().unwrap_or_else(Metrics::noop);
+    let scorer = RiskScorerServer::new(service::Service::new(
         ready.clone(),
-    );
+        drain_rx.clone(),
+        recorder.clone(),
+        options.sync_each,
+        options.stream_idle_timeout,
+    ))
+    .max_decoding_message_size(options.max_message_bytes);
+    let body_limits = |ready: &service::Ready| {
+        std::sync::Arc::new(limit::BodyLimits::new(
+            options.max_message_bytes,
+            options.message_timeout,
+            metrics.clone(),
+            ready.clone(),
+        ))
+    };
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -176,21 +235,32 @@ pub async fn serve_starting(
                 RiskAdminServer::new(admin::Admin::new(ready.clone())),
                 auth::Guard::new(options.auth.clone(), auth::Role::Admin),
             );
-            let router = tonic::transport::Server::builder()
+            let calls = calls::CallsLayer::new(metrics.clone(), body_limits(&ready), None);
+            let router = builder(&options)
+                .layer(calls)
                 .add_service(health_service.clone())
                 .add_service(reflection().build_v1()?)
                 .add_service(reflection().build_v1alpha()?)
                 .add_service(admin);
+            let conns =
+                conn::ConnLimit::new(options.max_connections, Listener::Admin, metrics.clone());
             Some(tokio::spawn(run(
                 router,
                 l,
-                options.tls.clone(),
+                conns,
+                &options,
                 stopped(stop_rx.clone()),
             )))
         }
         None => None,
     };
-    let router = tonic::transport::Server::builder()
+    let calls = calls::CallsLayer::new(
+        metrics.clone(),
+        body_limits(&ready),
+        Some(options.max_concurrent_calls),
+    );
+    let router = builder(&options)
+        .layer(calls)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -198,7 +268,8 @@ pub async fn serve_starting(
             scorer,
             auth::Guard::new(options.auth.clone(), auth::Role::Scoring),
         ));
-    let server = run(router, listener, options.tls.clone(), stopped(stop_rx));
+    let conns = conn::ConnLimit::new(options.max_connections, Listener::Scoring, metrics.clone());
+    let server = run(router, listener, conns, &options, stopped(stop_rx));
     tokio::pin!(server);
     tokio::pin!(shutdown);
 
@@ -345,17 +416,56 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     .build()
 }
 
-/// Serves `router` on `listener` (through TLS when there is `tls`) until
-/// `signal`.
-fn run(
-    router: tonic::transport::server::Router,
+/// A gRPC server with `options`' HTTP/2 settings: at most
+/// `max_streams_per_connection` streams per connection (announced in
+/// SETTINGS), flow-control windows of [`STREAM_WINDOW`] and
+/// [`CONNECTION_WINDOW`], and a PING after `keepalive_interval` of silence
+/// that must be answered within `keepalive_timeout`, or the connection is
+/// closed.
+fn builder(options: &ServerOptions) -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(options.max_streams_per_connection)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .http2_keepalive_interval(Some(options.keepalive_interval))
+        .http2_keepalive_timeout(Some(options.keepalive_timeout))
+}
+
+/// The TCP keepalive beneath HTTP/2's: probes after the same silence, three
+/// within the same timeout.
+fn tcp_keepalive(options: &ServerOptions) -> conn::TcpKeepalive {
+    conn::TcpKeepalive {
+        idle: options.keepalive_interval,
+        interval: (options.keepalive_timeout / 3).max(Duration::from_secs(1)),
+        retries: 3,
+    }
+}
+
+/// Serves `router` on `listener` (through TLS when `options` say so), each
+/// connection admitted by `conns`, until `signal`.
+fn run<L>(
+    router: tonic::transport::server::Router<L>,
     listener: TcpListener,
-    tls: Option<std::sync::Arc<tls::Tls>>,
+    conns: conn::ConnLimit,
+    options: &ServerOptions,
     signal: impl Future<Output = ()> + Send + 'static,
-) -> std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> {
-    match tls {
-        Some(tls) => Box::pin(router.serve_with_incoming_shutdown(tls.incoming(listener), signal)),
-        None => Box::pin(router.serve_with_incoming_shutdown(incoming(listener), signal)),
+) -> std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>
+where
+    L: tower::Layer<tonic::service::Routes> + Send + 'static,
+    L::Service: tower::Service<
+            tonic::codegen::http::Request<tonic::body::Body>,
+            Response = tonic::codegen::http::Response<calls::Observed>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    <L::Service as tower::Service<tonic::codegen::http::Request<tonic::body::Body>>>::Future:
+        Send + 'static,
+{
+    let accepted = conn::accepted(listener, tcp_keepalive(options), conns);
+    match options.tls.clone() {
+        Some(tls) => Box::pin(router.serve_with_incoming_shutdown(tls.incoming(accepted), signal)),
+        None => Box::pin(router.serve_with_incoming_shutdown(accepted, signal)),
     }
 }
 

@@ -4,11 +4,27 @@
 //! order, and end cleanly when the server drains. Until the state is
 //! restored every call answers `UNAVAILABLE`; writes are acknowledged once
 //! the store has saved them.
+//!
+//! Deadlines: a unary call whose deadline (its arrival plus the client's
+//! `grpc-timeout`, see [`super::calls`]) has passed when its turn comes is
+//! answered `DEADLINE_EXCEEDED` before anything is recorded; a stream ends
+//! with `DEADLINE_EXCEEDED` at its deadline, and no event is scored after
+//! it. A stream without an event for `--stream-idle-timeout` ends with
+//! `UNAVAILABLE`.
+//!
+//! Backpressure: a stream's handler reads the next event only once the
+//! outcome of the last one is queued, and at most [`STREAM_BUFFER`]
+//! outcomes wait for a client that does not read them; then nothing more
+//! is read, HTTP/2 flow control fills the stream's window and the client's
+//! sends wait.
 
+use super::calls::{check_deadline, deadline_of};
 use super::codec::RawMessage;
 use super::generated::risk_scorer_server::RiskScorer;
 use super::status::to_status;
 use crate::engine::{Engine, error_outcome};
+use crate::error::ServiceError;
+use crate::metrics::Timeout;
 use crate::proto::wire as proto;
 use crate::replay::record::Recorder;
 use crate::state::{Commit, StoreError};
@@ -17,11 +33,33 @@ use crate::validate::Clock;
 use bytes::Bytes;
 use std::sync::{Arc, OnceLock};
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
 
-/// Outcomes buffered per stream before the handler waits for the client.
-pub(super) const STREAM_BUFFER: usize = 1024;
+/// Outcomes buffered per stream before the handler waits for the client
+/// (and stops reading events).
+pub(super) const STREAM_BUFFER: usize = 128;
+
+/// What a stream's handler hands to its response: an outcome, or the
+/// status that ends the stream. Boxed, so that the channel's first block
+/// of slots (allocated when a stream opens, 32 of them) holds pointers,
+/// not outcomes: an idle stream costs that much less.
+type Answer = Box<Result<proto::Outcome, Status>>;
+
+/// The outcomes of a stream, as its handler queues them.
+#[derive(Debug)]
+pub struct Outcomes(mpsc::Receiver<Answer>);
+
+impl tokio_stream::Stream for Outcomes {
+    type Item = Result<proto::Outcome, Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx).map(|a| a.map(|a| *a))
+    }
+}
 
 /// The engine, once the state it serves is ready.
 pub type Ready = Arc<OnceLock<Engine>>;
@@ -34,6 +72,8 @@ pub struct Service {
     recorder: Option<Recorder>,
     /// Each scored payment's reply waits until its record is saved.
     sync_each: bool,
+    /// A stream without an event this long is ended (`None`: never).
+    stream_idle: Option<std::time::Duration>,
 }
 
 /// How long a write waits for the store to save it before it answers
@@ -52,20 +92,22 @@ pub(super) async fn saved(commit: Commit) -> Result<(), Status> {
 
 impl Service {
     /// A service over the engine `ready` will hold; streams end when
-    /// `draining` turns true; every request received goes to `recorder`
-    /// when there is one; with `sync_each`, a scored payment is answered
-    /// once its record is saved.
+    /// `draining` turns true, or after `stream_idle` without an event;
+    /// every request received goes to `recorder` when there is one; with
+    /// `sync_each`, a scored payment is answered once its record is saved.
     pub fn new(
         ready: Ready,
         draining: watch::Receiver<bool>,
         recorder: Option<Recorder>,
         sync_each: bool,
+        stream_idle: Option<std::time::Duration>,
     ) -> Self {
         Service {
             ready,
             draining,
             recorder,
             sync_each,
+            stream_idle,
         }
     }
 
@@ -107,7 +149,9 @@ impl RiskScorer for Service {
         request: Request<RawMessage>,
     ) -> Result<Response<proto::RegisterPaymentMethodResponse>, Status> {
         let engine = self.engine()?;
+        let deadline = deadline_of(&request);
         let raw = request.into_inner().0;
+        check_deadline(deadline, engine.metrics())?;
         let clock = self.arrived(engine, Kind::Register, &raw);
         let (id, commit) = engine.register(&raw, &clock).map_err(to_status)?;
         saved(commit).await?;
@@ -120,7 +164,9 @@ impl RiskScorer for Service {
         &self,
         request: Request<RawMessage>,
     ) -> Result<Response<proto::PaymentMethod>, Status> {
-        self.engine()?
+        let engine = self.engine()?;
+        check_deadline(deadline_of(&request), engine.metrics())?;
+        engine
             .get_payment_method(&request.into_inner().0)
             .map(Response::new)
             .map_err(to_status)
@@ -131,29 +177,55 @@ impl RiskScorer for Service {
         request: Request<RawMessage>,
     ) -> Result<Response<proto::Outcome>, Status> {
         let engine = self.engine()?;
+        let deadline = deadline_of(&request);
         let raw = request.into_inner().0;
+        // Right before scoring: a payment whose client has given up is
+        // neither scored nor counted in any window.
+        check_deadline(deadline, engine.metrics())?;
         let clock = self.arrived(engine, Kind::Payment, &raw);
         let outcome = engine.score(&raw, &clock).map_err(to_status)?;
         self.settle(engine).await.map_err(|e| to_status(e.into()))?;
         Ok(Response::new(outcome))
     }
 
-    type ScoreStreamStream = ReceiverStream<Result<proto::Outcome, Status>>;
+    type ScoreStreamStream = Outcomes;
 
     async fn score_stream(
         &self,
         request: Request<Streaming<RawMessage>>,
     ) -> Result<Response<Self::ScoreStreamStream>, Status> {
         let engine = self.engine()?.clone();
+        let deadline = deadline_of(&request);
         let mut inbound = request.into_inner();
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let (tx, rx) = mpsc::channel::<Answer>(STREAM_BUFFER);
         let this = self.clone();
         let mut draining = self.draining.clone();
         if *draining.borrow() {
             return Err(Status::unavailable("server is shutting down"));
         }
+        check_deadline(deadline, engine.metrics())?;
         tokio::spawn(async move {
             let _open = engine.metrics().stream_opened();
+            let idle = this.stream_idle;
+            let mut last_event = Instant::now();
+            // Fires at the idle timeout after the last event (checked and
+            // moved on when it fires, rather than reset at every event).
+            let idle_timer = tokio::time::sleep(idle.unwrap_or_default());
+            tokio::pin!(idle_timer);
+            let expiry = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::pin!(expiry);
+            let end = |e: ServiceError| {
+                let status = to_status(e);
+                let tx = &tx;
+                async move {
+                    let _ = tx.send(Box::new(Err(status))).await;
+                }
+            };
             loop {
                 tokio::select! {
                     biased;
@@ -161,34 +233,57 @@ impl RiskScorer for Service {
                         // Every event read so far has its outcome queued; tell the
                         // client the rest must be resent elsewhere.
                         let _ = tx
-                            .send(Err(Status::unavailable(
+                            .send(Box::new(Err(Status::unavailable(
                                 "server is shutting down; events without an outcome were not scored",
-                            )))
+                            ))))
                             .await;
+                        break;
+                    }
+                    () = &mut expiry => {
+                        engine.metrics().timed_out(Timeout::Deadline);
+                        end(ServiceError::StreamDeadlineExceeded).await;
+                        break;
+                    }
+                    () = &mut idle_timer, if idle.is_some() => {
+                        let after = idle.unwrap_or_default();
+                        let due = last_event + after;
+                        if Instant::now() < due {
+                            idle_timer.as_mut().reset(due);
+                            continue;
+                        }
+                        engine.metrics().timed_out(Timeout::StreamIdle);
+                        end(ServiceError::StreamIdle { after }).await;
                         break;
                     }
                     msg = inbound.message() => match msg {
                         Ok(Some(RawMessage(raw))) => {
+                            last_event = Instant::now();
+                            // No event is scored once the deadline passed.
+                            if deadline.is_some_and(|d| last_event >= d) {
+                                engine.metrics().timed_out(Timeout::Deadline);
+                                end(ServiceError::StreamDeadlineExceeded).await;
+                                break;
+                            }
                             let clock = this.arrived(&engine, Kind::Payment, &raw);
                             let outcome = engine.score_or_error(&raw, &clock);
                             let outcome = match this.settle(&engine).await {
                                 Ok(()) => outcome,
                                 Err(e) => error_outcome(outcome.payment_id, &e.into()),
                             };
-                            if tx.send(Ok(outcome)).await.is_err() {
+                            if tx.send(Box::new(Ok(outcome))).await.is_err() {
                                 break;
                             }
                         }
                         Ok(None) => break,
                         Err(status) => {
-                            let _ = tx.send(Err(status)).await;
+                            let _ = tx.send(Box::new(Err(status))).await;
                             break;
                         }
                     },
                 }
             }
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(Outcomes(rx)))
     }
 
     async fn report_feedback(
@@ -196,7 +291,9 @@ impl RiskScorer for Service {
         request: Request<RawMessage>,
     ) -> Result<Response<proto::FeedbackResponse>, Status> {
         let engine = self.engine()?;
+        let deadline = deadline_of(&request);
         let raw = request.into_inner().0;
+        check_deadline(deadline, engine.metrics())?;
         let clock = self.arrived(engine, Kind::Feedback, &raw);
         let (lists, commit) = engine.feedback(&raw, &clock).map_err(to_status)?;
         saved(commit).await?;

@@ -11,11 +11,12 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt as _};
 
 /// Longest a TLS handshake may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -142,33 +143,35 @@ impl Tls {
         stop.await;
     }
 
-    /// The TLS connections `listener` accepts (until the stream is
-    /// dropped). A failed or stalled handshake is logged at debug level and
-    /// dropped; it never holds up the others.
-    pub fn incoming(
+    /// The TLS connections made over `accepted` (until the stream is
+    /// dropped): each handshake runs on its own, bounded in time; a failed
+    /// or stalled one is logged at debug level and dropped (its connection
+    /// closed), and never holds up the others.
+    pub fn incoming<IO>(
         self: Arc<Self>,
-        listener: TcpListener,
-    ) -> ReceiverStream<std::io::Result<TlsStream<TcpStream>>> {
+        accepted: impl Stream<Item = std::io::Result<IO>> + Unpin + Send + 'static,
+    ) -> ReceiverStream<std::io::Result<TlsStream<IO>>>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
+            let mut accepted = accepted;
             loop {
-                let accepted = tokio::select! {
-                    a = listener.accept() => a,
+                let next = tokio::select! {
+                    a = accepted.next() => a,
                     () = tx.closed() => return,
                 };
-                let tcp = match accepted {
-                    Ok((tcp, _)) => tcp,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
+                let io = match next {
+                    Some(Ok(io)) => io,
+                    // Logged, and paced, where it was accepted.
+                    Some(Err(_)) => continue,
+                    None => return,
                 };
-                let _ = tcp.set_nodelay(true);
                 let acceptor = tokio_rustls::TlsAcceptor::from(self.config.load_full());
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
                         Ok(Ok(stream)) => {
                             let _ = tx.send(Ok(stream)).await;
                         }
