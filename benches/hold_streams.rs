@@ -28,7 +28,10 @@ const USAGE: &str =
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // `cargo bench` adds `--bench`.
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     if args.is_empty() {
         eprintln!("{USAGE} (a tool for benches/overload.sh: nothing to run without a server)");
         return Ok(());

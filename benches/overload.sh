@@ -14,6 +14,16 @@
 #    whole message of --max-message-bytes (benches/hold_streams.rs), each
 #    on a fresh server.
 #
+# 5. metadata flood: what refusing 20,000-key messages costs the server
+#    (CPU per message, from /proc) and whether other clients' latency moves
+#    (open loop at half capacity, without and with two flood streams;
+#    benches/flood.rs).
+#
+# SERVER_CPU_SHARE (e.g. 0.3) runs the server on that share of its core
+# (a cgroup CPU quota with a 1 ms period; cgroup v1 or v2, as root), so
+# that one core of the load generator can offer three times what the
+# server serves; unset, the server has the whole core.
+#
 # Reports go to target/overload/; the figures are printed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,12 +39,31 @@ OUT=target/overload
 mkdir -p "$OUT"
 
 cargo build --release --bins
-cargo bench --no-run --bench hold_streams
+cargo bench --no-run --bench hold_streams --bench flood
 BIN=target/release/riskstream
 HOLD=(cargo bench -q --bench hold_streams --)
+FLOOD=(cargo bench -q --bench flood --)
 TRAFFIC="$OUT/payments.traffic"
 if [ ! -s "$TRAFFIC" ]; then
   "$BIN" simulate --seed 7 --customers 40000 --days 120 --out "$TRAFFIC"
+fi
+
+# The server's cgroup when SERVER_CPU_SHARE is set.
+CGROUP=
+if [ -n "${SERVER_CPU_SHARE:-}" ]; then
+  quota_us=$(python3 -c "import sys; print(round(float(sys.argv[1]) * 1000))" "$SERVER_CPU_SHARE")
+  if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+    CGROUP=/sys/fs/cgroup/riskstream-overload
+    echo +cpu >/sys/fs/cgroup/cgroup.subtree_control
+    mkdir -p "$CGROUP"
+    echo "$quota_us 1000" >"$CGROUP/cpu.max"
+  else
+    CGROUP=/sys/fs/cgroup/cpu/riskstream-overload
+    mkdir -p "$CGROUP"
+    echo 1000 >"$CGROUP/cpu.cfs_period_us"
+    echo "$quota_us" >"$CGROUP/cpu.cfs_quota_us"
+  fi
+  echo "the server runs on $SERVER_CPU_SHARE of CPU $SERVER_CPU ($quota_us us every 1 ms, $CGROUP)"
 fi
 
 SERVER_PID=
@@ -45,14 +74,23 @@ stop_server() {
     SERVER_PID=
   fi
 }
-trap stop_server EXIT
+cleanup() {
+  stop_server
+  if [ -n "$CGROUP" ]; then rmdir "$CGROUP" 2>/dev/null || true; fi
+}
+trap cleanup EXIT
 
 # start_server NAME [FLAGS...]: a fresh server on one core, in memory.
 start_server() {
   local name=$1
   shift
   stop_server
-  taskset -c "$SERVER_CPU" "$BIN" serve --state memory --holdout-rate 0 \
+  local confine=()
+  if [ -n "$CGROUP" ]; then
+    # The shell joins the cgroup, then becomes the server.
+    confine=(sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$CGROUP")
+  fi
+  "${confine[@]}" taskset -c "$SERVER_CPU" "$BIN" serve --state memory --holdout-rate 0 \
     --listen "127.0.0.1:$PORT" --metrics-listen "127.0.0.1:$MPORT" --admin-listen off \
     "$@" 2>"$OUT/$name.server.log" &
   SERVER_PID=$!
@@ -124,6 +162,12 @@ load() {
   shift
   start_server "$name" "$@"
   register
+  local during=
+  if [ -n "${DURING:-}" ]; then
+    # Started with the load; ends with it.
+    $DURING &
+    during=$!
+  fi
   local rss_file="$OUT/$name.rss"
   echo 0 >"$rss_file"
   sample_rss "$rss_file" &
@@ -133,6 +177,7 @@ load() {
   curl -s "127.0.0.1:$MPORT/metrics" >"$OUT/$name.metrics"
   kill "$sampler" 2>/dev/null || true
   wait "$sampler" 2>/dev/null || true
+  if [ -n "$during" ]; then wait "$during" || true; fi
   echo "$name: $(json "$OUT/$name.json" "round(d['events_per_s'])") calls/s answered," \
     "errors $(json "$OUT/$name.json" "d['errors']"), max VmRSS $(($(cat "$rss_file") / 1024)) MiB"
   json "$OUT/$name.json" "'  all:      ' + str(d['latency_us'])"
@@ -175,3 +220,34 @@ hold idle-2000 idle 2000 20
 hold idle-20000 idle 20000 200
 hold half-2000 half 2000 20
 hold full-2000 full 2000 20
+
+# 5. Metadata flood.
+cpu_seconds() {
+  python3 -c "
+import os, sys
+f = open(f'/proc/{sys.argv[1]}/stat').read().rsplit(')', 1)[1].split()
+print((int(f[11]) + int(f[12])) / os.sysconf('SC_CLK_TCK'))" "$SERVER_PID"
+}
+flood() {
+  local name=$1 seconds=$2
+  taskset -c "$LOAD_CPU" "${FLOOD[@]}" "127.0.0.1:$PORT" 2 "$seconds" >"$OUT/$name.flood.json"
+}
+start_server flood-alone
+register
+sleep 1
+cpu_before=$(cpu_seconds)
+flood flood-alone 10
+cpu_after=$(cpu_seconds)
+python3 - "$OUT/flood-alone.flood.json" "$cpu_before" "$cpu_after" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+cpu = float(sys.argv[3]) - float(sys.argv[2])
+print(f"flood alone: {d['sent']} messages of {d['message_bytes']} bytes on {d['streams']} streams in {d['seconds']:g} s, "
+      f"{d['metadata_errors']} refused naming metadata; server CPU {cpu:.2f} s = "
+      f"{cpu / max(d['sent'], 1) * 1e6:.0f} us per message")
+PY
+half=(--rate "$((CAPACITY / 2))" --concurrency 64 --connections 4)
+load flood-quiet "${half[@]}" --
+flood_during() { sleep 0.5; flood flood-busy "$(python3 -c "import re,sys; t=lambda s: float(re.sub('s$','',s)); print(t(sys.argv[1]) + t(sys.argv[2]))" "$WARMUP" "$DURATION")"; }
+DURING=flood_during load flood-busy "${half[@]}" --
+cat "$OUT/flood-busy.flood.json"

@@ -379,6 +379,10 @@ pub struct ServeArgs {
     /// take no slot.
     #[arg(long, env = "RISKSTREAM_MAX_CONCURRENT_CALLS", default_value_t = crate::server::DEFAULT_MAX_CONCURRENT_CALLS)]
     pub max_concurrent_calls: usize,
+    /// RiskAdmin calls in progress at once (on --admin-listen); a call past
+    /// it is refused at once with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "RISKSTREAM_ADMIN_MAX_CONCURRENT_CALLS", default_value_t = crate::server::DEFAULT_ADMIN_MAX_CONCURRENT_CALLS)]
+    pub admin_max_concurrent_calls: usize,
     /// HTTP/2 streams a client may open at once on one connection
     /// (announced in SETTINGS_MAX_CONCURRENT_STREAMS).
     #[arg(long, env = "RISKSTREAM_MAX_STREAMS_PER_CONNECTION", default_value_t = crate::server::DEFAULT_MAX_STREAMS_PER_CONNECTION)]

@@ -320,7 +320,15 @@ impl ServeConfig {
             }
         };
         let max_concurrent_calls = at_least_one("max-concurrent-calls", a.max_concurrent_calls)?;
+        let admin_max_concurrent_calls =
+            at_least_one("admin-max-concurrent-calls", a.admin_max_concurrent_calls)?;
         let max_connections = at_least_one("max-connections", a.max_connections)?;
+        if a.admin_max_concurrent_calls > MAX_SLOTS {
+            return Err(invalid(
+                "admin-max-concurrent-calls",
+                format!("{} is more than {MAX_SLOTS}", a.admin_max_concurrent_calls),
+            ));
+        }
         if a.max_concurrent_calls > MAX_SLOTS {
             return Err(invalid(
                 "max-concurrent-calls",
@@ -411,6 +419,7 @@ impl ServeConfig {
                 auth: std::sync::Arc::new(auth),
                 tls,
                 max_concurrent_calls,
+                admin_max_concurrent_calls,
                 max_streams_per_connection: a.max_streams_per_connection,
                 max_connections,
                 keepalive_interval,

@@ -37,14 +37,17 @@ pub enum ServiceError {
         /// The limit.
         max: usize,
     },
-    /// `--max-concurrent-calls` calls were in progress: refused at once
+    /// `--max-concurrent-calls` (`--admin-max-concurrent-calls` on
+    /// `RiskAdmin`) calls were in progress: refused at once
     /// (load shedding), before anything was read.
     #[error(
-        "the server is at its limit of {max} calls in progress (--max-concurrent-calls); nothing was done: retry with backoff"
+        "the server is at its limit of {max} calls in progress (--{flag}); nothing was done: retry with backoff"
     )]
     Overloaded {
         /// The limit.
         max: usize,
+        /// The flag that sets it.
+        flag: &'static str,
     },
     /// The messages being received at once already hold the server's
     /// budget of bytes: a message that would add to them is refused.

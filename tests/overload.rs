@@ -2,8 +2,9 @@
 //! `--max-concurrent-calls` are refused at once and nothing queues; idle
 //! and half-sent streams time out without holding up other clients;
 //! `--max-connections` and `--max-streams-per-connection` hold; a call's
-//! deadline is honoured (nothing is recorded after it); and `/metrics`
-//! carries the `grpc_server_*` and `process_*` series SREs scrape.
+//! deadline is honoured (nothing is recorded after it); a metadata flood
+//! is refused cheaply; and `/metrics` carries the `grpc_server_*` and
+//! `process_*` series SREs scrape.
 //!
 //! Bounds on time are generous (CI machines are noisy): they separate
 //! "answered at once" from "waited for a timeout of several seconds".
@@ -60,13 +61,21 @@ async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 /// A unary `Score` call whose request body never comes: it holds one of
 /// the server's call slots until it is dropped (or the message timeout).
 fn stalled_score(channel: tonic::transport::Channel) -> tokio::task::JoinHandle<Code> {
+    stalled_call(channel, "/riskstream.v1.RiskScorer/Score")
+}
+
+/// A unary call to `path` whose request body never comes.
+fn stalled_call(
+    channel: tonic::transport::Channel,
+    path: &'static str,
+) -> tokio::task::JoinHandle<Code> {
     tokio::spawn(async move {
         let mut grpc = tonic::client::Grpc::new(channel);
         if grpc.ready().await.is_err() {
             return Code::Unavailable;
         }
         let codec = tonic_prost::ProstCodec::<proto::PaymentEvent, proto::Outcome>::default();
-        let path = http::uri::PathAndQuery::from_static("/riskstream.v1.RiskScorer/Score");
+        let path = http::uri::PathAndQuery::from_static(path);
         let never = tokio_stream::pending::<proto::PaymentEvent>();
         match grpc
             .client_streaming(tonic::Request::new(never), path, codec)
@@ -194,6 +203,66 @@ async fn unary_calls_past_the_limit_are_refused_at_once_and_serving_goes_on() {
         "grpc_server_handled_total{grpc_type=\"unary\",grpc_service=\"riskstream.v1.RiskScorer\",grpc_method=\"Score\",grpc_code=\"ResourceExhausted\"}",
     );
     assert!(handled >= 200.0, "{handled}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_calls_past_their_limit_are_refused_and_scoring_goes_on() {
+    let srv = Served::start(&[
+        "--state",
+        "memory",
+        "--admin-max-concurrent-calls",
+        "2",
+        "--message-timeout",
+        "60s",
+    ]);
+    let mut client = srv.client().await;
+    register_home_card(&mut client).await;
+    let mut admin = srv.admin_client().await;
+    let list = || proto::ListItemsRequest {
+        list: "block_email".into(),
+        ..Default::default()
+    };
+    admin.list_items(list()).await.expect("served");
+
+    let address = format!("http://{}", srv.admin.as_deref().expect("admin"));
+    let holder = tonic::transport::Channel::from_shared(address)
+        .expect("url")
+        .connect()
+        .await
+        .expect("connects");
+    let path = "/riskstream.v1.RiskAdmin/ListItems";
+    let stalled: Vec<_> = (0..2).map(|_| stalled_call(holder.clone(), path)).collect();
+    let started = "grpc_server_started_total{grpc_type=\"unary\",grpc_service=\"riskstream.v1.RiskAdmin\",grpc_method=\"ListItems\"}";
+    eventually("both admin slots are taken", || {
+        metric(&srv, started) == 3.0
+    })
+    .await;
+
+    let start = Instant::now();
+    let refused = admin.list_items(list()).await.expect_err("no slot is free");
+    assert!(start.elapsed() < AT_ONCE, "{:?}", start.elapsed());
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("--admin-max-concurrent-calls"),
+        "{}",
+        refused.message()
+    );
+    // Scoring has its own slots.
+    let o = score_ok(&mut client, pay("pay_while_admin_is_full")).await;
+    assert!(o.error.is_none(), "{o:?}");
+
+    for s in &stalled {
+        s.abort();
+    }
+    let start = Instant::now();
+    while let Err(s) = admin.list_items(list()).await {
+        assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "slots never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// An HTTP/2 connection of the `h2` crate to `addr`, driven in a task;
@@ -854,4 +923,69 @@ async fn metrics_count_calls_by_code_and_carry_the_process_series() {
     for line in text.lines() {
         assert!(!line.contains("pay_"), "{line}");
     }
+}
+
+/// The metadata flood of an attacker: 20,000-key messages (189 KB, within
+/// `--max-message-bytes`) sent back to back on two streams. Each is refused
+/// naming `metadata` at a small, bounded cost, since the parser stops at
+/// the 51st entry (it used to cost 0.15–0.6 s of CPU each, and two streams
+/// of them held other clients up for seconds); meanwhile another client's
+/// calls are answered at once. The release build's figures are in
+/// BENCHMARKS.md ("Metadata flood", `benches/overload.sh`); the bound here
+/// is a debug build's, loose enough for a noisy machine, and two orders
+/// of magnitude under the old cost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metadata_flood_is_refused_cheaply_and_holds_up_nobody() {
+    let srv = memory(&[]);
+    let mut client = srv.client().await;
+    register_home_card(&mut client).await;
+
+    let before = cpu_seconds(&srv.pid());
+    let alone = flood::flood(&srv.grpc, 2, Duration::from_secs(2), 100, 20_000)
+        .await
+        .expect("flood");
+    let cpu = cpu_seconds(&srv.pid()) - before;
+    assert!(alone.message_bytes > 150_000, "{alone:?}");
+    assert!(alone.sent >= 20, "the server took too few: {alone:?}");
+    assert_eq!(alone.outcomes, alone.sent, "one outcome each: {alone:?}");
+    assert_eq!(alone.metadata_errors, alone.sent, "{alone:?}");
+    let per_message = cpu / alone.sent as f64;
+    eprintln!(
+        "{} flood messages refused, {:.2} ms of server CPU each (debug build)",
+        alone.sent,
+        per_message * 1e3
+    );
+    assert!(
+        per_message < 0.01,
+        "{per_message} s of server CPU per flood message"
+    );
+
+    let addr = srv.grpc.clone();
+    let flooding =
+        tokio::spawn(
+            async move { flood::flood(&addr, 2, Duration::from_secs(2), 200, 20_000).await },
+        );
+    let start = Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut answered = 0;
+    while start.elapsed() < Duration::from_secs(2) {
+        let t = Instant::now();
+        let o = score_ok(&mut client, pay(&format!("pay_{answered}"))).await;
+        assert!(o.error.is_none(), "{o:?}");
+        slowest = slowest.max(t.elapsed());
+        answered += 1;
+    }
+    let busy = flooding.await.expect("joined").expect("flood");
+    assert!(
+        busy.sent > 0 && busy.metadata_errors == busy.sent,
+        "{busy:?}"
+    );
+    eprintln!(
+        "{answered} calls answered during a flood of {} messages, the slowest in {slowest:?}",
+        busy.sent
+    );
+    assert!(
+        slowest < AT_ONCE,
+        "a call waited {slowest:?} behind the flood"
+    );
 }

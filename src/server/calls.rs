@@ -25,12 +25,15 @@
 //!   take no slot: they are bounded by `--max-streams-per-connection` and
 //!   `--max-connections` instead, and an idle one must not starve unary
 //!   calls. Health and reflection take none either, so probes answer under
-//!   load.
+//!   load. On the admin address `RiskAdmin` calls take one of
+//!   `--admin-max-concurrent-calls` slots the same way.
 
 use super::limit::{BodyLimits, FrameLimit};
 use super::status::to_status;
 use crate::error::ServiceError;
-use crate::metrics::{GRPC_CODES, Metrics, RISK_SCORER, RPCS, RpcType, Timeout, rpc_index};
+use crate::metrics::{
+    GRPC_CODES, Metrics, RISK_ADMIN, RISK_SCORER, RPCS, RpcType, Timeout, rpc_index,
+};
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use std::convert::Infallible;
@@ -95,14 +98,47 @@ pub fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
 /// (set a few microseconds earlier), whose answer would be `CANCELLED`.
 const DEADLINE_LEAD: Duration = Duration::from_millis(1);
 
+/// The concurrency limit of one server: how many unary calls of which
+/// service may be in progress at once, and the flag that sets it.
+#[derive(Debug, Clone, Copy)]
+pub struct Slots {
+    max: usize,
+    service: &'static str,
+    flag: &'static str,
+}
+
+impl Slots {
+    /// `max` unary `RiskScorer` calls (`--max-concurrent-calls`).
+    pub fn scoring(max: usize) -> Slots {
+        Slots {
+            max,
+            service: RISK_SCORER,
+            flag: "max-concurrent-calls",
+        }
+    }
+
+    /// `max` `RiskAdmin` calls (`--admin-max-concurrent-calls`).
+    pub fn admin(max: usize) -> Slots {
+        Slots {
+            max,
+            service: RISK_ADMIN,
+            flag: "admin-max-concurrent-calls",
+        }
+    }
+
+    /// Whether calls of `RPCS[rpc]` take a slot.
+    fn taken_by(&self, rpc: usize) -> bool {
+        RPCS[rpc].service == self.service && RPCS[rpc].kind == RpcType::Unary
+    }
+}
+
 /// What every call of one server goes through.
 #[derive(Debug)]
 struct Shared {
     metrics: Metrics,
     body: Arc<BodyLimits>,
-    /// The slots of unary `RiskScorer` calls, and how many there are
-    /// (`None`: a server without `RiskScorer`).
-    slots: Option<(Arc<Semaphore>, usize)>,
+    /// The server's slots and their semaphore (`None`: no limit).
+    slots: Option<(Arc<Semaphore>, Slots)>,
 }
 
 /// The layer around one gRPC server.
@@ -112,19 +148,15 @@ pub struct CallsLayer {
 }
 
 impl CallsLayer {
-    /// Calls counted in `metrics`, bodies within `body`; with
-    /// `max_concurrent_calls`, unary `RiskScorer` calls are limited to that
-    /// many at once and refused past it.
-    pub fn new(
-        metrics: Metrics,
-        body: Arc<BodyLimits>,
-        max_concurrent_calls: Option<usize>,
-    ) -> CallsLayer {
+    /// Calls counted in `metrics`, bodies within `body`; with `slots`, the
+    /// unary calls of their service are limited to that many at once and
+    /// refused past it.
+    pub fn new(metrics: Metrics, body: Arc<BodyLimits>, slots: Option<Slots>) -> CallsLayer {
         CallsLayer {
             shared: Arc::new(Shared {
                 metrics,
                 body,
-                slots: max_concurrent_calls.map(|n| (Arc::new(Semaphore::new(n)), n)),
+                slots: slots.map(|s| (Arc::new(Semaphore::new(s.max)), s)),
             }),
         }
     }
@@ -185,14 +217,9 @@ impl<S: Clone> Layer<S> for CallsLayer {
 #[derive(Debug, Clone)]
 pub struct Calls<S> {
     inner: S,
-    /// `inner` behind the slots of unary `RiskScorer` calls.
+    /// `inner` behind the server's slots.
     limited: Option<Limited<S>>,
     shared: Arc<Shared>,
-}
-
-/// Whether calls of `RPCS[rpc]` take a slot.
-fn takes_slot(rpc: usize) -> bool {
-    RPCS[rpc].service == RISK_SCORER && RPCS[rpc].kind == RpcType::Unary
 }
 
 impl<S> Service<Request<Body>> for Calls<S>
@@ -224,8 +251,10 @@ where
         let req = req.map(|b| Body::new(FrameLimit::new(b, body, rpc, started)));
         let response: Pin<
             Box<dyn Future<Output = Result<Response<Body>, tower::BoxError>> + Send>,
-        > = match (&self.limited, takes_slot(rpc)) {
-            (Some(limited), true) => Box::pin(limited.clone().oneshot(req)),
+        > = match (&self.limited, &shared.slots) {
+            (Some(limited), Some((_, slots))) if slots.taken_by(rpc) => {
+                Box::pin(limited.clone().oneshot(req))
+            }
             _ => {
                 let f = self.inner.call(req);
                 Box::pin(async move { f.await.map_err(Into::into) })
@@ -247,8 +276,11 @@ where
                 Some(Ok(response)) => response,
                 Some(Err(e)) if e.is::<Overloaded>() => {
                     shared.metrics.shed();
-                    let max = shared.slots.as_ref().map_or(0, |(_, n)| *n);
-                    to_status(ServiceError::Overloaded { max }).into_http()
+                    let (max, flag) = shared
+                        .slots
+                        .as_ref()
+                        .map_or((0, ""), |(_, s)| (s.max, s.flag));
+                    to_status(ServiceError::Overloaded { max, flag }).into_http()
                 }
                 Some(Err(e)) => tonic::Status::from_error(e).into_http(),
                 None => {
@@ -394,19 +426,25 @@ mod tests {
     }
 
     #[test]
-    fn only_unary_scoring_calls_take_a_slot() {
-        let slotted: Vec<&str> = (0..RPCS.len())
-            .filter(|&i| takes_slot(i))
-            .map(|i| RPCS[i].method)
-            .collect();
+    fn only_unary_calls_of_the_servers_service_take_a_slot() {
+        let slotted = |slots: Slots| -> Vec<&str> {
+            (0..RPCS.len())
+                .filter(|&i| slots.taken_by(i))
+                .map(|i| RPCS[i].method)
+                .collect()
+        };
         assert_eq!(
-            slotted,
+            slotted(Slots::scoring(1)),
             [
                 "RegisterPaymentMethod",
                 "GetPaymentMethod",
                 "Score",
                 "ReportFeedback"
             ]
+        );
+        assert_eq!(
+            slotted(Slots::admin(1)),
+            ["AddListItems", "RemoveListItems", "ListItems"]
         );
     }
 

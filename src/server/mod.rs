@@ -86,6 +86,9 @@ pub struct ServerOptions {
     /// Unary `RiskScorer` calls in progress at once; past it a call is
     /// refused at once with `RESOURCE_EXHAUSTED`.
     pub max_concurrent_calls: usize,
+    /// `RiskAdmin` calls in progress at once; past it a call is refused at
+    /// once with `RESOURCE_EXHAUSTED`.
+    pub admin_max_concurrent_calls: usize,
     /// HTTP/2 streams a client may open on one connection (announced in
     /// `SETTINGS_MAX_CONCURRENT_STREAMS`).
     pub max_streams_per_connection: u32,
@@ -108,6 +111,9 @@ pub struct ServerOptions {
 
 /// Default of `--max-concurrent-calls`.
 pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 128;
+/// Default of `--admin-max-concurrent-calls`: a fraud team's tools, not
+/// payment traffic.
+pub const DEFAULT_ADMIN_MAX_CONCURRENT_CALLS: usize = 16;
 /// Default of `--max-streams-per-connection`.
 pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: u32 = 100;
 /// Default of `--max-connections`.
@@ -132,6 +138,7 @@ impl Default for ServerOptions {
             auth: std::sync::Arc::default(),
             tls: None,
             max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
+            admin_max_concurrent_calls: DEFAULT_ADMIN_MAX_CONCURRENT_CALLS,
             max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             keepalive_interval: Duration::from_secs(60),
@@ -235,7 +242,11 @@ pub async fn serve_starting(
                 RiskAdminServer::new(admin::Admin::new(ready.clone())),
                 auth::Guard::new(options.auth.clone(), auth::Role::Admin),
             );
-            let calls = calls::CallsLayer::new(metrics.clone(), body_limits(&ready), None);
+            let calls = calls::CallsLayer::new(
+                metrics.clone(),
+                body_limits(&ready),
+                Some(calls::Slots::admin(options.admin_max_concurrent_calls)),
+            );
             let router = builder(&options)
                 .layer(calls)
                 .add_service(health_service.clone())
@@ -257,7 +268,7 @@ pub async fn serve_starting(
     let calls = calls::CallsLayer::new(
         metrics.clone(),
         body_limits(&ready),
-        Some(options.max_concurrent_calls),
+        Some(calls::Slots::scoring(options.max_concurrent_calls)),
     );
     let router = builder(&options)
         .layer(calls)
