@@ -407,6 +407,12 @@ pub struct ServeArgs {
     /// ("off": never).
     #[arg(long, env = "RISKSTREAM_STREAM_IDLE_TIMEOUT", default_value = "5m")]
     pub stream_idle_timeout: String,
+    /// Age at which a client connection is asked to go (HTTP/2 GOAWAY): it
+    /// takes no new calls, its calls in progress and open streams go on,
+    /// and it closes once they have ended; clients reconnect (to any
+    /// replica). Closes connections that stay idle ("off": never).
+    #[arg(long, env = "RISKSTREAM_MAX_CONNECTION_AGE", default_value = "30m")]
+    pub max_connection_age: String,
 }
 
 /// Flags of `riskstream train`.

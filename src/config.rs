@@ -377,6 +377,10 @@ impl ServeConfig {
             "off" => None,
             s => Some(at_least("stream-idle-timeout", s, Duration::from_secs(1))?),
         };
+        let max_connection_age = match a.max_connection_age.as_str() {
+            "off" => None,
+            s => Some(at_least("max-connection-age", s, Duration::from_secs(1))?),
+        };
         let model_poll = match a.model_poll_interval.as_str() {
             "off" => None,
             s => {
@@ -426,6 +430,7 @@ impl ServeConfig {
                 keepalive_timeout,
                 message_timeout,
                 stream_idle_timeout,
+                max_connection_age,
                 // Set by `serve` (it is the process's registry, not a setting).
                 metrics: None,
             },

@@ -989,3 +989,49 @@ async fn a_metadata_flood_is_refused_cheaply_and_holds_up_nobody() {
         "a call waited {slowest:?} behind the flood"
     );
 }
+
+/// At `--max-connection-age` a connection is sent GOAWAY: an idle one
+/// (which answers pings, so keepalive never closes it) is closed, while a
+/// stream open on an old connection goes on being served until it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_connections_are_asked_to_go_and_their_open_streams_go_on() {
+    let srv = memory(&["--max-connection-age", "1s"]);
+    let tcp = TcpStream::connect(&srv.grpc).await.expect("connect");
+    let (_send, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let idle = tokio::spawn(conn);
+
+    let mut client = srv.client().await;
+    register_home_card(&mut client).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(pay("pay_young")).await.expect("send");
+    let mut outcomes = client
+        .score_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("a stream opens")
+        .into_inner();
+    let o = outcomes.message().await.expect("outcome").expect("one");
+    assert_eq!(o.payment_id, "pay_young");
+
+    let start = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(10), idle)
+        .await
+        .expect("the idle connection is closed after its age")
+        .expect("joined");
+    assert!(closed.is_ok(), "closed with GOAWAY, not torn: {closed:?}");
+    eprintln!(
+        "idle connection closed {:?} after the stream's first outcome",
+        start.elapsed()
+    );
+
+    // Past its connection's age, the open stream is still served.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tx.send(pay("pay_old")).await.expect("send");
+    let o = outcomes.message().await.expect("outcome").expect("one");
+    assert_eq!(o.payment_id, "pay_old");
+    assert!(o.error.is_none(), "{o:?}");
+    drop(tx);
+    assert!(outcomes.message().await.expect("ends OK").is_none());
+    // New calls go over a new connection.
+    let o = score_ok(&mut client, pay("pay_next")).await;
+    assert_eq!(o.payment_id, "pay_next");
+}

@@ -104,6 +104,9 @@ pub struct ServerOptions {
     pub message_timeout: Duration,
     /// A stream without an event this long is ended (`None`: never).
     pub stream_idle_timeout: Option<Duration>,
+    /// Age at which a connection is sent GOAWAY (its calls and streams go
+    /// on; it closes when they have ended); `None`: never.
+    pub max_connection_age: Option<Duration>,
     /// Where calls and connections are counted (`None`: the engine's
     /// metrics when it is given ready, else nowhere).
     pub metrics: Option<Metrics>,
@@ -145,6 +148,7 @@ impl Default for ServerOptions {
             keepalive_timeout: Duration::from_secs(20),
             message_timeout: Duration::from_secs(10),
             stream_idle_timeout: Some(Duration::from_secs(300)),
+            max_connection_age: Some(Duration::from_secs(30 * 60)),
             metrics: None,
         }
     }
@@ -432,14 +436,19 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// SETTINGS), flow-control windows of [`STREAM_WINDOW`] and
 /// [`CONNECTION_WINDOW`], and a PING after `keepalive_interval` of silence
 /// that must be answered within `keepalive_timeout`, or the connection is
-/// closed.
+/// closed; at `max_connection_age` a connection is sent GOAWAY.
 fn builder(options: &ServerOptions) -> tonic::transport::Server {
-    tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .max_concurrent_streams(options.max_streams_per_connection)
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .http2_keepalive_interval(Some(options.keepalive_interval))
-        .http2_keepalive_timeout(Some(options.keepalive_timeout))
+        .http2_keepalive_timeout(Some(options.keepalive_timeout));
+    // Without a grace: open streams are never cut, only asked to move.
+    match options.max_connection_age {
+        Some(age) => server.max_connection_age(age),
+        None => server,
+    }
 }
 
 /// The TCP keepalive beneath HTTP/2's: probes after the same silence, three
