@@ -255,8 +255,8 @@ impl Served {
     }
 
     /// Fails if customer data (emails, IP addresses, card fingerprints,
-    /// device ids of the test sessions) or payment ids reached standard
-    /// error.
+    /// device ids of the test sessions), payment ids or the tests' tokens
+    /// reached standard error. Every server is checked when it is dropped.
     pub fn assert_no_customer_data_logged(&self) {
         let lines = self.stderr.lock().expect("lock");
         for l in lines.iter() {
@@ -267,6 +267,7 @@ impl Served {
                 "fp_",
                 "dev_",
                 "pay_",
+                "-token-",
             ] {
                 assert!(
                     !l.contains(needle),
@@ -289,6 +290,9 @@ impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if !std::thread::panicking() {
+            self.assert_no_customer_data_logged();
+        }
     }
 }
 
