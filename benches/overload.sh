@@ -3,8 +3,8 @@
 # SERVER_CPU and the load to LOAD_CPU (taskset), both release builds:
 #
 # 1. capacity: unary Score calls in closed loop (64 callers, 4 connections);
-# 2. open loop at RATE_FACTOR (3) times that capacity, 256 callers over 4
-#    connections, with the default --max-concurrent-calls and then with the
+# 2. open loop at RATE_FACTOR (3) times that capacity, OPEN_CALLERS (2,048)
+#    callers over OPEN_CONNECTIONS (32) connections, with the default --max-concurrent-calls and then with the
 #    limit lifted (as before it existed): payments answered and refused,
 #    latency of each (from the client, and the server's own from
 #    grpc_server_handling_seconds), and the server's largest VmRSS;
@@ -20,7 +20,8 @@
 #    benches/flood.rs).
 #
 # SERVER_CPU_SHARE (e.g. 0.3) runs the server on that share of its core
-# (a cgroup CPU quota with a 1 ms period; cgroup v1 or v2, as root), so
+# (a cgroup CPU quota with the shortest period the kernel allows for it;
+# cgroup v1 or v2, as root), so
 # that one core of the load generator can offer three times what the
 # server serves; unset, the server has the whole core.
 #
@@ -33,6 +34,11 @@ LOAD_CPU=${LOAD_CPU:-1}
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}
 RATE_FACTOR=${RATE_FACTOR:-3}
+# Which of steps 2-5 to run (the capacity is always measured).
+# ("refusal": the rate at which the server refuses calls, when it refuses
+# nearly all of them.)
+STEPS=${STEPS:-refusal open closed memory flood}
+step() { [[ " $STEPS " == *" $1 "* ]]; }
 PORT=${PORT:-50071}
 MPORT=${MPORT:-50072}
 OUT=target/overload
@@ -51,19 +57,25 @@ fi
 # The server's cgroup when SERVER_CPU_SHARE is set.
 CGROUP=
 if [ -n "${SERVER_CPU_SHARE:-}" ]; then
-  quota_us=$(python3 -c "import sys; print(round(float(sys.argv[1]) * 1000))" "$SERVER_CPU_SHARE")
+  # The kernel's smallest quota is 1 ms: the period is as short as that
+  # allows (the server waits at most period - quota when it is over).
+  read -r quota_us period_us < <(python3 -c "
+import math, sys
+share = float(sys.argv[1])
+period = max(1000, math.ceil(1000 / share))
+print(round(share * period), period)" "$SERVER_CPU_SHARE")
   if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
     CGROUP=/sys/fs/cgroup/riskstream-overload
     echo +cpu >/sys/fs/cgroup/cgroup.subtree_control
     mkdir -p "$CGROUP"
-    echo "$quota_us 1000" >"$CGROUP/cpu.max"
+    echo "$quota_us $period_us" >"$CGROUP/cpu.max"
   else
     CGROUP=/sys/fs/cgroup/cpu/riskstream-overload
     mkdir -p "$CGROUP"
-    echo 1000 >"$CGROUP/cpu.cfs_period_us"
+    echo "$period_us" >"$CGROUP/cpu.cfs_period_us"
     echo "$quota_us" >"$CGROUP/cpu.cfs_quota_us"
   fi
-  echo "the server runs on $SERVER_CPU_SHARE of CPU $SERVER_CPU ($quota_us us every 1 ms, $CGROUP)"
+  echo "the server runs on $SERVER_CPU_SHARE of CPU $SERVER_CPU ($quota_us us every $period_us us, $CGROUP)"
 fi
 
 SERVER_PID=
@@ -131,7 +143,7 @@ register
 replay --kinds payment --mode unary --concurrency 64 --connections 4 \
   --warmup "$WARMUP" --duration "$DURATION" >"$OUT/capacity.json"
 CAPACITY=$(json "$OUT/capacity.json" "round(d['events_per_s'])")
-RATE=$((CAPACITY * RATE_FACTOR))
+RATE=$(python3 -c "import sys; print(round(float(sys.argv[1]) * float(sys.argv[2])))" "$CAPACITY" "$RATE_FACTOR")
 echo "capacity: $CAPACITY calls/s; open loop at $RATE/s"
 
 # The server's own latency of Score calls (arrival to status), as upper
@@ -161,7 +173,8 @@ load() {
   done
   shift
   start_server "$name" "$@"
-  register
+  # (Registrations are unary calls: a server with one slot refuses them.)
+  if [ "${REGISTER:-1}" = 1 ]; then register; fi
   local during=
   if [ -n "${DURING:-}" ]; then
     # Started with the load; ends with it.
@@ -186,15 +199,25 @@ load() {
   server_side "$OUT/$name.metrics"
 }
 
+# What refusing costs: nearly every call refused (one slot), closed loop.
+if step refusal; then
+  REGISTER=0 load refusal-only --concurrency 256 --connections 4 -- --max-concurrent-calls 1
+fi
+
 # 2. Open loop at RATE_FACTOR times capacity.
-open_loop=(--rate "$RATE" --concurrency 256 --connections 4)
-load open-limited "${open_loop[@]}" --
-load open-unlimited "${open_loop[@]}" -- --max-concurrent-calls 100000
+if step open; then
+  # Enough callers that the generator keeps its schedule while calls wait.
+  open_loop=(--rate "$RATE" --concurrency "${OPEN_CALLERS:-2048}" --connections "${OPEN_CONNECTIONS:-32}")
+  load open-limited "${open_loop[@]}" --
+  load open-unlimited "${open_loop[@]}" -- --max-concurrent-calls 100000
+fi
 
 # 3. Closed loop, 2,048 callers.
-closed=(--concurrency 2048 --connections 32)
-load closed-limited "${closed[@]}" --
-load closed-unlimited "${closed[@]}" -- --max-concurrent-calls 100000
+if step closed; then
+  closed=(--concurrency 2048 --connections 32)
+  load closed-limited "${closed[@]}" --
+  load closed-unlimited "${closed[@]}" -- --max-concurrent-calls 100000
+fi
 
 # 4. Memory of idle and half-sent streams.
 hold() {
@@ -206,22 +229,30 @@ hold() {
   taskset -c "$LOAD_CPU" "${HOLD[@]}" "127.0.0.1:$PORT" "$kind" "$streams" "$connections" 12 \
     >"$OUT/$name.hold.json" &
   local holder=$!
-  # Measured before --message-timeout (10 s) ends the half-sent ones.
-  sleep 6
+  # Measured before --message-timeout (10 s) ends the half-sent ones, and
+  # before other clients add payments to the state.
+  sleep 4
   after=$(rss_kib)
+  # Other clients meanwhile: 2 s of unary calls, 8 callers.
+  replay --kinds payment --mode unary --concurrency 8 --connections 2 \
+    --allow-errors --warmup 0s --duration 2s >"$OUT/$name.others.json" || true
   local streams_open
   streams_open=$(curl -s "127.0.0.1:$MPORT/metrics" | awk '/^riskstream_active_streams / {print $2}')
   wait "$holder"
   echo "$name: VmRSS $((before / 1024)) MiB -> $((after / 1024)) MiB" \
     "($(((after - before) * 1024 / streams)) bytes per stream sent; $streams_open open)" \
     "$(cat "$OUT/$name.hold.json")"
+  json "$OUT/$name.others.json" "'  other clients meanwhile: ' + str(round(d['events_per_s'])) + ' calls/s, errors ' + str(d['errors']) + ', latency ' + str(d['latency_us'])"
 }
-hold idle-2000 idle 2000 20
-hold idle-20000 idle 20000 200
-hold half-2000 half 2000 20
-hold full-2000 full 2000 20
+if step memory; then
+  hold idle-2000 idle 2000 20
+  hold idle-20000 idle 20000 200
+  hold half-2000 half 2000 20
+  hold full-2000 full 2000 20
+fi
 
 # 5. Metadata flood.
+if step flood; then
 cpu_seconds() {
   python3 -c "
 import os, sys
@@ -251,3 +282,4 @@ load flood-quiet "${half[@]}" --
 flood_during() { sleep 0.5; flood flood-busy "$(python3 -c "import re,sys; t=lambda s: float(re.sub('s$','',s)); print(t(sys.argv[1]) + t(sys.argv[2]))" "$WARMUP" "$DURATION")"; }
 DURING=flood_during load flood-busy "${half[@]}" --
 cat "$OUT/flood-busy.flood.json"
+fi
