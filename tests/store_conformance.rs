@@ -697,3 +697,22 @@ fn snapshots_replace_old_logs_and_keep_everything() {
     assert!(store.payment_method("pm_299").is_some());
     assert!(store.payment("p0").is_some());
 }
+
+// ---- the Redis store's own server ------------------------------------------
+
+#[path = "common/redis_server.rs"]
+#[allow(dead_code)]
+mod redis_server;
+
+#[test]
+fn a_test_redis_server_starts_answers_and_stops() {
+    let mut server = redis_server::RedisServer::start(&[]);
+    assert!(server.ping());
+    let port = server.port;
+    server.stop();
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the server is gone"
+    );
+    assert!(redis_server::shared().ping());
+}

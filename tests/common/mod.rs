@@ -2,6 +2,7 @@
 //! generated gRPC client, and builders for sessions and events.
 #![allow(dead_code)]
 
+pub mod redis_server;
 pub mod served;
 #[allow(unused_imports)]
 pub use served::*;
