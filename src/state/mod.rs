@@ -3,14 +3,18 @@
 //! lists, as raw facts: counts and sums over windows, what each payment was,
 //! labels, list entries. Turning them into feature values is the job of
 //! `features`, never of a store. [`Store`] is the one trait the scoring path
-//! talks to; [`MemoryStore`] keeps everything in the process.
+//! talks to; [`MemoryStore`] keeps everything in the process,
+//! [`EmbeddedStore`] makes it durable in a data directory, and
+//! [`RedisStore`] shares it between replicas in one Redis.
 
 mod commit;
 pub mod embedded;
 pub mod long_window;
 mod memory;
+pub mod redis;
 pub mod window;
 
+pub use self::redis::{RedisOpenError, RedisOptions, RedisStore};
 pub use commit::{Commit, CommitSender};
 pub use embedded::{EmbeddedOptions, EmbeddedStore, Locked, OpenError, Restored};
 pub use memory::{MIN_PAYMENT_RETENTION_MS, MemoryStore, StoreLimits};
