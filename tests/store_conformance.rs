@@ -904,3 +904,33 @@ fn redis_a_change_through_one_replica_reaches_the_others_cache_within_100_ms() {
         Some(FeedbackKind::Fraudulent)
     );
 }
+
+#[test]
+fn redis_payments_without_some_keys_are_counted_and_read_back() {
+    let (s, _, _) = replicas();
+    let only_card = |id| Observation {
+        payment_id: id,
+        at_ms: T0,
+        amount: 700,
+        card: Some(s.key(b"fp_1")),
+        email: None,
+        ip: None,
+        device: None,
+        merchant: None,
+    };
+    let first = s.observe(&only_card("p1"));
+    assert!(first.first);
+    assert_eq!(first.velocity.card_1h, 1);
+    let retry = s.observe(&only_card("p1"));
+    assert!(!retry.first);
+    assert_eq!(
+        (retry.velocity.card_1h, retry.velocity.card_days[2].count),
+        (1, 1)
+    );
+    let none = s.observe(&Observation {
+        card: None,
+        ..only_card("p2")
+    });
+    assert!(none.first);
+    assert_eq!(none.velocity, Default::default());
+}

@@ -345,7 +345,17 @@ pub async fn serve_starting(
         tracing::info!(records = written, "recorded traffic flushed");
     }
     let within = budget();
-    match tokio::time::timeout(within, engine.store().sync().durable()).await {
+    let store = engine.store().clone();
+    let synced = async move {
+        // A remote store's sync waits for a round trip: off the workers.
+        match tokio::task::spawn_blocking(move || store.sync()).await {
+            Ok(commit) => commit.durable().await,
+            Err(_) => Err(crate::state::StoreError::Unavailable(
+                "the store's sync was interrupted".into(),
+            )),
+        }
+    };
+    match tokio::time::timeout(within, synced).await {
         Ok(Ok(())) => tracing::info!("state saved"),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "the state queued at shutdown could not be saved")
@@ -355,7 +365,10 @@ pub async fn serve_starting(
             "the state queued at shutdown was not saved in time (its disk is stalled); exiting without it"
         ),
     }
-    engine.metrics().store(engine.store().stats());
+    let store = engine.store().clone();
+    if let Ok(stats) = tokio::task::spawn_blocking(move || store.stats()).await {
+        engine.metrics().store(stats);
+    }
     if let Some(log) = engine.decision_log().cloned() {
         let budget = budget();
         let flushing = log.clone();
@@ -499,7 +512,10 @@ async fn stats_loop(engine: Engine, mut draining: watch::Receiver<bool>) {
             _ = tick.tick() => {}
             _ = draining.changed() => return,
         }
-        engine.metrics().store(engine.store().stats());
+        let store = engine.store().clone();
+        if let Ok(stats) = tokio::task::spawn_blocking(move || store.stats()).await {
+            engine.metrics().store(stats);
+        }
     }
 }
 

@@ -15,6 +15,7 @@ pub mod redis;
 pub mod window;
 
 pub use self::redis::{RedisOpenError, RedisOptions, RedisStore};
+
 pub use commit::{Commit, CommitSender};
 pub use embedded::{EmbeddedOptions, EmbeddedStore, Locked, OpenError, Restored};
 pub use memory::{MIN_PAYMENT_RETENTION_MS, MemoryStore, StoreLimits};
@@ -395,4 +396,47 @@ pub trait Store: Send + Sync + 'static {
     fn sweep(&self) -> usize;
     /// Sizes, for metrics.
     fn stats(&self) -> StoreStats;
+    /// The batched, asynchronous side of a store whose state is in another
+    /// process: its synchronous methods wait for round trips, so a server
+    /// calls them off its async workers and scores through this instead.
+    /// `None` (the default) for a store in the process.
+    fn remote(&self) -> Option<&dyn Remote> {
+        None
+    }
+}
+
+/// A boxed future that can cross threads.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// What one round trip for a batch of payments brought back.
+#[derive(Debug, Clone, Default)]
+pub struct ObservedBatch {
+    /// Each payment's velocity, in the order given.
+    pub observed: Vec<Observed>,
+    /// The version of the lists when they were read: list changes
+    /// acknowledged before it apply to these payments.
+    pub lists_version: u64,
+}
+
+/// A store reached over the network, used by scoring in batches: payment
+/// methods resolved from a local cache (one round trip for those it
+/// misses), a batch's windows read and updated in one round trip, amount
+/// ratios queued for the next one. Every future is bounded by the store's
+/// timeout and never waits on an async worker's thread.
+pub trait Remote: Send + Sync {
+    /// The payment methods `ids` name (`None` for one not registered).
+    fn methods(
+        &self,
+        ids: Vec<String>,
+    ) -> BoxFuture<'static, Result<Vec<Option<Arc<StoredMethod>>>, StoreError>>;
+    /// Records a batch of payments ([`Store::observe`] for each) in one
+    /// round trip.
+    fn observe_batch(
+        &self,
+        batch: &[Observation<'_>],
+    ) -> BoxFuture<'static, Result<ObservedBatch, StoreError>>;
+    /// Waits until this replica's lists hold every change up to `version`.
+    fn lists_at_least(&self, version: u64) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// [`Store::record_amount_ratio`], sent ahead of the next batch.
+    fn queue_ratio(&self, obs: &Observation<'_>, ratio: u32, spike: bool);
 }

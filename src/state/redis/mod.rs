@@ -42,8 +42,8 @@ mod scripts;
 use super::long_window::{HOUR_MS, Sums};
 use super::window::DAY_MS;
 use super::{
-    Commit, Key, Labelled, List, ListEntry, Observation, Observed, PaymentRecord, Store,
-    StoreError, StoreLimits, StoreStats, StoredMethod, Velocity,
+    BoxFuture, Commit, Key, Labelled, List, ListEntry, Observation, Observed, ObservedBatch,
+    PaymentRecord, Remote, Store, StoreError, StoreLimits, StoreStats, StoredMethod, Velocity,
 };
 use super::{LABEL_DELAY_DAYS, MIN_PAYMENT_RETENTION_MS};
 use crate::domain::{FeedbackKind, RegisteredMethod};
@@ -216,7 +216,7 @@ impl Hashing {
 
 /// One payment to record, owned (it crosses to the I/O thread).
 #[derive(Debug, Clone)]
-pub struct PlannedPayment {
+struct PlannedPayment {
     /// The hash of its id.
     id: String,
     at_ms: i64,
@@ -236,15 +236,6 @@ struct Ratio {
     card: Option<Key>,
     ratio: u32,
     spike: bool,
-}
-
-/// What a batch's round trip brought back.
-#[derive(Debug, Clone)]
-pub struct ObservedBatch {
-    /// Each payment's velocity, in the order given.
-    pub observed: Vec<Observed>,
-    /// The lists version when it was read.
-    pub lists_version: u64,
 }
 
 struct Inner {
@@ -647,11 +638,36 @@ impl RedisStore {
         })
     }
 
+    /// Runs `fut` on the store's I/O thread, bounded by its timeout.
+    fn spawn<T: Send + 'static>(
+        &self,
+        fut: impl Future<Output = redis::RedisResult<T>> + Send + 'static,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send + 'static {
+        let timeout = self.inner.timeout;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner.handle.spawn(async move {
+            let r = match tokio::time::timeout(timeout, fut).await {
+                Ok(r) => r.map_err(|e| unavailable(&e)),
+                Err(_) => Err(StoreError::Unavailable(format!(
+                    "Redis did not answer within {timeout:?}"
+                ))),
+            };
+            let _ = tx.send(r);
+        });
+        async move {
+            rx.await.unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(
+                    "the Redis client has stopped".into(),
+                ))
+            })
+        }
+    }
+
     /// Waits (up to `within`) until this replica's lists are at least at
     /// `version` (what a round trip read), reading them again if not: a
     /// list change acknowledged by any replica before a payment's round
     /// trip applies to that payment.
-    pub async fn lists_at_least(&self, version: u64, within: Duration) -> Result<(), StoreError> {
+    async fn lists_caught_up(&self, version: u64, within: Duration) -> Result<(), StoreError> {
         let cache = &self.inner.cache;
         if cache.version() >= version {
             return Ok(());
@@ -686,7 +702,7 @@ impl RedisStore {
     }
 
     /// The payment to record for `obs`.
-    pub fn plan(&self, obs: &Observation<'_>) -> PlannedPayment {
+    fn plan(&self, obs: &Observation<'_>) -> PlannedPayment {
         PlannedPayment {
             id: self.inner.hashing.id(obs.payment_id),
             at_ms: obs.at_ms,
@@ -702,7 +718,7 @@ impl RedisStore {
     /// Records a batch of payments in one round trip (with the amount
     /// ratios queued before it) and returns their velocity. Runs on the
     /// store's I/O thread; bounded by the store's timeout.
-    pub fn observe_batch(
+    fn send_batch(
         &self,
         batch: Vec<PlannedPayment>,
     ) -> impl Future<Output = Result<ObservedBatch, StoreError>> + Send + 'static {
@@ -798,7 +814,86 @@ async fn observe(
     })
 }
 
+/// How long a payment waits for its replica to apply list changes its
+/// round trip saw, before the lists are read again.
+const LISTS_CATCH_UP: Duration = Duration::from_millis(50);
+
+impl Remote for RedisStore {
+    fn methods(
+        &self,
+        ids: Vec<String>,
+    ) -> BoxFuture<'static, Result<Vec<Option<Arc<StoredMethod>>>, StoreError>> {
+        let cache = Arc::clone(&self.inner.cache);
+        let hashed: Vec<String> = ids.iter().map(|id| self.inner.hashing.id(id)).collect();
+        let mut found: Vec<Option<Arc<StoredMethod>>> =
+            hashed.iter().map(|h| cache.method(h)).collect();
+        let missing: Vec<usize> = (0..ids.len()).filter(|i| found[*i].is_none()).collect();
+        if missing.is_empty() {
+            return Box::pin(async move { Ok(found) });
+        }
+        let generation = cache.generation();
+        let keys: Vec<String> = missing
+            .iter()
+            .map(|i| self.inner.names.method(&hashed[*i]))
+            .collect();
+        let mut conn = self.inner.conn.clone();
+        let read = self.spawn(async move {
+            let mut cmd = redis::cmd("MGET");
+            cmd.arg(&keys);
+            cmd.query_async::<Vec<Option<Vec<u8>>>>(&mut conn).await
+        });
+        let store = self.clone();
+        Box::pin(async move {
+            let raws = read.await?;
+            for (i, raw) in missing.into_iter().zip(raws) {
+                let Some(method) =
+                    raw.and_then(|r| postcard::from_bytes::<RegisteredMethod>(&r).ok())
+                else {
+                    continue;
+                };
+                if method.id != ids[i] {
+                    continue;
+                }
+                let stored = Arc::new(StoredMethod::of(method, |v| store.key(v)));
+                cache.put_method(hashed[i].clone(), Arc::clone(&stored), generation);
+                found[i] = Some(stored);
+            }
+            Ok(found)
+        })
+    }
+
+    fn observe_batch(
+        &self,
+        batch: &[Observation<'_>],
+    ) -> BoxFuture<'static, Result<ObservedBatch, StoreError>> {
+        Box::pin(self.send_batch(batch.iter().map(|o| self.plan(o)).collect()))
+    }
+
+    fn lists_at_least(&self, version: u64) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.lists_caught_up(version, LISTS_CATCH_UP))
+    }
+
+    fn queue_ratio(&self, obs: &Observation<'_>, ratio: u32, spike: bool) {
+        let r = Ratio {
+            id: self.inner.hashing.id(obs.payment_id),
+            at_ms: obs.at_ms,
+            card: obs.card,
+            ratio,
+            spike,
+        };
+        self.inner
+            .ratios
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(r);
+    }
+}
+
 impl Store for RedisStore {
+    fn remote(&self) -> Option<&dyn Remote> {
+        Some(self)
+    }
+
     fn key(&self, value: &[u8]) -> Key {
         self.inner.hashing.key(value)
     }
@@ -864,11 +959,15 @@ impl Store for RedisStore {
     }
 
     fn observe(&self, obs: &Observation<'_>) -> Observed {
-        let batch = self.observe_batch(vec![self.plan(obs)]);
+        let batch = self.send_batch(vec![self.plan(obs)]);
         let done = block(&self.inner.handle, batch);
         match done {
             Some(Ok(mut b)) => b.observed.pop().unwrap_or_default(),
-            _ => Observed::default(),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "a payment was not recorded: Redis did not take it");
+                Observed::default()
+            }
+            None => Observed::default(),
         }
     }
 

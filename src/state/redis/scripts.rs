@@ -219,7 +219,9 @@ for p = 0, n - 1 do
     if first then redis.call('ZADD', ix_device, 'GT', fmt(at), device) end
   end
   for _, v in ipairs(r) do out[#out + 1] = v end
-  for _, days in ipairs({card_days, merchant_days}) do
+  local windows = {card_days, merchant_days}
+  for w = 1, 2 do
+    local days = windows[w]
     for d = 1, 3 do
       for j = 1, 6 do
         if days then out[#out + 1] = days[d][j] else out[#out + 1] = (j == 6) and -1 or 0 end
