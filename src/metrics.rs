@@ -76,6 +76,10 @@ pub const RECORD_DROPPED_TOTAL: &str = "riskstream_record_dropped_total";
 /// method id the store does not hold (scored without a creation session).
 pub const UNKNOWN_PAYMENT_METHODS_TOTAL: &str = "riskstream_unknown_payment_methods_total";
 
+/// `riskstream_store_reachable`: 1 while a remote store is reachable, 0
+/// during an outage (absent for a store in the process).
+pub const STORE_REACHABLE: &str = "riskstream_store_reachable";
+
 /// The kinds of [`STORE_ERRORS_TOTAL`].
 const STORE_ERROR_KINDS: [&str; 2] = ["timeout", "unavailable"];
 
@@ -332,6 +336,7 @@ struct Inner {
     store_fail_open: Counter,
     store_round_trip: Histogram,
     store_errors: [Counter; STORE_ERROR_KINDS.len()],
+    store_reachable: Gauge,
     rpc_started: [Counter; RPCS.len()],
     rpc_handled: [[Counter; GRPC_CODES.len()]; RPCS.len()],
     rpc_seconds: [Histogram; RPCS.len()],
@@ -484,6 +489,11 @@ impl Metrics {
             STORE_ERRORS_TOTAL,
             None,
             "Failed round trips of a remote store, by kind: timeout, unavailable.",
+        );
+        r.describe_gauge(
+            KeyName::from_const_str(STORE_REACHABLE),
+            None,
+            "1 while a remote store (Redis) is reachable, 0 during an outage.".into(),
         );
         r.describe_histogram(
             KeyName::from_const_str(STORE_ROUND_TRIP_SECONDS),
@@ -648,6 +658,7 @@ impl Metrics {
             store_fail_open: counter(STORE_FAIL_OPEN_TOTAL, &[]),
             store_round_trip: r.register_histogram(&key(STORE_ROUND_TRIP_SECONDS, &[]), &META),
             store_errors: STORE_ERROR_KINDS.map(|k| counter(STORE_ERRORS_TOTAL, &[("kind", k)])),
+            store_reachable: r.register_gauge(&key(STORE_REACHABLE, &[]), &META),
             rpc_started,
             rpc_handled,
             rpc_seconds,
@@ -794,6 +805,11 @@ impl Metrics {
     /// answer in time, else `unavailable`.
     pub fn store_error(&self, timeout: bool) {
         self.inner.store_errors[usize::from(!timeout)].increment(1);
+    }
+
+    /// Whether a remote store is reachable now.
+    pub fn store_reachable(&self, up: bool) {
+        self.inner.store_reachable.set(f64::from(u8::from(up)));
     }
 
     /// Marks `version` as the loaded model (and the previous one as not).

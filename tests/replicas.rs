@@ -165,3 +165,119 @@ async fn velocity_counts_payments_made_through_either_replica_and_streams_batch(
         "every payment counted once, on either replica"
     );
 }
+
+/// The status health reports for `service`.
+async fn health_of(served: &Served, service: &str) -> i32 {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    HealthClient::new(served.channel().await)
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .expect("health answers")
+        .into_inner()
+        .status
+}
+
+const SERVING: i32 = 1;
+const NOT_SERVING: i32 = 2;
+
+#[tokio::test]
+async fn a_redis_outage_fails_payments_open_within_their_deadline_and_the_server_recovers() {
+    let mut redis = redis_server::RedisServer::start(&[]);
+    let port = redis.port;
+    let url = redis.url();
+    let a = Served::start(&["--state", &url, "--redis-timeout", "300ms"]);
+    let mut c = a.client().await;
+    register_home_card(&mut c).await;
+    let before = score_ok(
+        &mut c,
+        payment("pay_1", "pm_1", 2500, Some(home_session("s1")), customer(1)),
+    )
+    .await;
+    assert_ne!(before.risk_level(), RiskLevel::Unknown);
+    assert_eq!(health_of(&a, "riskstream.v1.Store").await, SERVING);
+
+    redis.kill();
+    // Scoring fails open well within the call's deadline.
+    let mut req = tonic::Request::new(payment(
+        "pay_2",
+        "pm_1",
+        2500,
+        Some(home_session("s2")),
+        customer(1),
+    ));
+    req.set_timeout(std::time::Duration::from_secs(2));
+    let started = std::time::Instant::now();
+    let o = c.score(req).await.expect("scored, open").into_inner();
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(2), "took {took:?}");
+    eprintln!("a payment during the outage was answered in {took:?}");
+    assert_eq!(o.risk_level(), RiskLevel::Unknown);
+    assert_eq!(o.decision(), Decision::Allow);
+    assert_eq!(o.reason, "unknown_risk_level");
+    // A stream's events too, one outcome each.
+    let events: Vec<proto::PaymentEvent> = (0..3)
+        .map(|i| {
+            payment(
+                &format!("pay_s{i}"),
+                "pm_1",
+                100,
+                Some(home_session("s")),
+                customer(1),
+            )
+        })
+        .collect();
+    let mut outcomes = c
+        .score_stream(tokio_stream::iter(events))
+        .await
+        .expect("stream opens")
+        .into_inner();
+    let mut n = 0;
+    while let Some(o) = outcomes.message().await.expect("outcome") {
+        assert_eq!(o.risk_level(), RiskLevel::Unknown, "{o:?}");
+        n += 1;
+    }
+    assert_eq!(n, 3);
+    // Writes answer UNAVAILABLE.
+    let started = std::time::Instant::now();
+    let refused = c
+        .register_payment_method(registration(
+            "pm_2",
+            "fp_2",
+            DAY_MS,
+            Some(home_session("s0")),
+            customer(2),
+        ))
+        .await
+        .expect_err("no store to save it");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    // Health and metrics show it; the server as a whole keeps serving.
+    assert_eq!(health_of(&a, "riskstream.v1.Store").await, NOT_SERVING);
+    assert_eq!(health_of(&a, "").await, SERVING);
+    assert_eq!(a.metric("riskstream_store_reachable"), 0.0);
+    assert!(a.metric("riskstream_store_fail_open_total") >= 4.0);
+
+    // Redis comes back (empty: it saved nothing); the server recovers by itself.
+    let _back = redis_server::RedisServer::start_on(port, &[]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while health_of(&a, "riskstream.v1.Store").await != SERVING {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store's health did not come back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(a.metric("riskstream_store_reachable"), 1.0);
+    register_home_card(&mut c).await;
+    let after = score_ok(
+        &mut c,
+        payment("pay_3", "pm_1", 2500, Some(home_session("s3")), customer(1)),
+    )
+    .await;
+    assert_ne!(after.risk_level(), RiskLevel::Unknown, "{after:?}");
+    assert_eq!(after.creation_session_id, "s0");
+    assert_eq!(a.logged("the store is not reachable"), 1);
+    assert_eq!(a.logged("the store is reachable again"), 1);
+}

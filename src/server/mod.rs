@@ -299,7 +299,12 @@ pub async fn serve_starting(
         options.sweep_interval,
         drain_rx.clone(),
     ));
-    let stats = tokio::spawn(stats_loop(engine.clone(), drain_rx));
+    let stats = tokio::spawn(stats_loop(engine.clone(), drain_rx.clone()));
+    let store_health = engine
+        .store()
+        .remote()
+        .is_some()
+        .then(|| tokio::spawn(store_health_loop(engine.clone(), health.clone(), drain_rx)));
 
     let mut stopping_since = None;
     let result = tokio::select! {
@@ -321,6 +326,9 @@ pub async fn serve_starting(
     };
     sweeper.abort();
     stats.abort();
+    if let Some(t) = store_health {
+        t.abort();
+    }
     let _ = stop_tx.send(true);
     if let Some(task) = admin_server {
         match tokio::time::timeout(MIN_LOG_FLUSH, task).await {
@@ -516,6 +524,55 @@ async fn stats_loop(engine: Engine, mut draining: watch::Receiver<bool>) {
         if let Ok(stats) = tokio::task::spawn_blocking(move || store.stats()).await {
             engine.metrics().store(stats);
         }
+    }
+}
+
+/// The health service name that tells whether a remote store (Redis) is
+/// reachable. Only it turns `NOT_SERVING` during an outage: the server as
+/// a whole (`""`) and `RiskScorer` stay `SERVING` (payments fail open), so
+/// that an outage of the shared store does not take every replica out of
+/// its load balancer at once.
+pub const STORE_HEALTH_SERVICE: &str = "riskstream.v1.Store";
+
+/// How often a remote store's reachability is checked.
+const STORE_HEALTH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Follows whether a remote store is reachable into health
+/// ([`STORE_HEALTH_SERVICE`]), the `riskstream_store_reachable` gauge, and
+/// one log line per change.
+async fn store_health_loop(
+    engine: Engine,
+    health: tonic_health::server::HealthReporter,
+    mut draining: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(STORE_HEALTH_INTERVAL);
+    let mut was = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = draining.changed() => return,
+        }
+        let up = engine.store().remote().is_some_and(|r| r.reachable());
+        if was == Some(up) {
+            continue;
+        }
+        engine.metrics().store_reachable(up);
+        let status = if up {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        health
+            .set_service_status(STORE_HEALTH_SERVICE, status)
+            .await;
+        match (was, up) {
+            (Some(false), true) => tracing::info!("the store is reachable again"),
+            (_, false) => tracing::warn!(
+                "the store is not reachable: payments fail open, writes answer UNAVAILABLE (health {STORE_HEALTH_SERVICE} NOT_SERVING)"
+            ),
+            _ => {}
+        }
+        was = Some(up);
     }
 }
 

@@ -439,4 +439,6 @@ pub trait Remote: Send + Sync {
     fn lists_at_least(&self, version: u64) -> BoxFuture<'_, Result<(), StoreError>>;
     /// [`Store::record_amount_ratio`], sent ahead of the next batch.
     fn queue_ratio(&self, obs: &Observation<'_>, ratio: u32, spike: bool);
+    /// Whether the store is reachable now (for health and metrics).
+    fn reachable(&self) -> bool;
 }

@@ -50,41 +50,78 @@ impl RedisServer {
     /// Starts a server of its own with the extra `config` lines given as
     /// flags (e.g. `["--appendonly", "yes"]`).
     pub fn start(config: &[&str]) -> RedisServer {
-        let bin = binary();
         for _ in 0..5 {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let port = free_port();
-            // The watchdog stops the server once this process is gone (a
-            // test binary's statics are never dropped) or the server exits.
-            let script = format!(
-                "\"$0\" \"$@\" & r=$!; while kill -0 {pid} 2>/dev/null && kill -0 $r 2>/dev/null; do sleep 0.2; done; kill $r 2>/dev/null; wait $r",
-                pid = std::process::id()
-            );
-            let child = Command::new("bash")
-                .arg("-c")
-                .arg(script)
-                .arg(&bin)
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .arg("--dir")
-                .arg(dir.path())
-                .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
-                .args(config)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("bash starts redis-server");
-            let mut server = RedisServer {
-                child,
-                port,
-                _dir: dir,
-            };
-            if server.wait_ready() {
+            if let Some(server) = RedisServer::try_on(free_port(), config) {
                 return server;
             }
             // The port was taken meanwhile: try another.
-            server.stop();
         }
         panic!("redis-server did not start on a free loopback port");
+    }
+
+    /// Starts a server on `port` (a restart where one was stopped).
+    pub fn start_on(port: u16, config: &[&str]) -> RedisServer {
+        for _ in 0..50 {
+            if let Some(server) = RedisServer::try_on(port, config) {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("redis-server did not start again on port {port}");
+    }
+
+    fn try_on(port: u16, config: &[&str]) -> Option<RedisServer> {
+        let bin = binary();
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The watchdog stops the server once this process is gone (a
+        // test binary's statics are never dropped) or the server exits.
+        let script = format!(
+            "\"$0\" \"$@\" & r=$!; while kill -0 {pid} 2>/dev/null && kill -0 $r 2>/dev/null; do sleep 0.2; done; kill $r 2>/dev/null; wait $r",
+            pid = std::process::id()
+        );
+        let child = Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .arg(&bin)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(dir.path())
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("bash starts redis-server");
+        let mut server = RedisServer {
+            child,
+            port,
+            _dir: dir,
+        };
+        if server.wait_ready() {
+            return Some(server);
+        }
+        server.stop();
+        None
+    }
+
+    /// Kills the server with SIGKILL (as a crash would) and waits for it.
+    pub fn kill(&mut self) {
+        let pid = redis::cmd("INFO")
+            .arg("server")
+            .query::<String>(&mut self.connection())
+            .ok()
+            .and_then(|info| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix("process_id:"))
+                    .map(|p| p.trim().to_owned())
+            })
+            .expect("redis-server tells its process id");
+        let killed = Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(killed, "kill -KILL {pid} failed");
+        let _ = self.child.wait();
     }
 
     /// Whether it answers `PING` within the start-up time.

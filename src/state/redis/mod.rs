@@ -390,6 +390,7 @@ async fn follow_changes(
     conn: ConnectionManager,
     names: Names,
     cache: Arc<Cache>,
+    seed: u64,
 ) {
     let channel = names.channel();
     let mut warned = false;
@@ -405,6 +406,24 @@ async fn follow_changes(
         };
         if let Some(mut pubsub) = pubsub {
             cache.drop_methods();
+            // A Redis that lost its data (restarted without persistence)
+            // gets the hash key back, so that a replica starting later
+            // hashes as this one does.
+            let mut c = conn.clone();
+            let planted = redis::cmd("SET")
+                .arg(names.meta("hash-key"))
+                .arg(seed)
+                .arg("NX")
+                .arg("GET")
+                .query_async::<Option<u64>>(&mut c)
+                .await;
+            if let Ok(Some(other)) = planted
+                && other != seed
+            {
+                tracing::error!(
+                    "the hash key in Redis is not the one this replica hashes with (another service shares --redis-prefix?)"
+                );
+            }
             if let Ok(Ok((version, lists))) =
                 tokio::time::timeout(Duration::from_secs(5), read_lists(&conn, &names)).await
             {
@@ -549,7 +568,13 @@ impl RedisStore {
             ratios: Arc::default(),
             runtime: Mutex::new(Some(runtime)),
         });
-        handle.spawn(follow_changes(client, conn, names, Arc::clone(&cache)));
+        handle.spawn(follow_changes(
+            client,
+            conn,
+            names,
+            Arc::clone(&cache),
+            seed,
+        ));
         handle.spawn(flush_ratios(Arc::downgrade(&inner)));
         let store = RedisStore { inner };
         // The lists are read before the store serves (up to the timeout).
@@ -886,6 +911,13 @@ impl Remote for RedisStore {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(r);
+    }
+
+    fn reachable(&self) -> bool {
+        self.inner
+            .cache
+            .live
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 }
 
