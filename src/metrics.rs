@@ -80,6 +80,11 @@ pub const UNKNOWN_PAYMENT_METHODS_TOTAL: &str = "riskstream_unknown_payment_meth
 /// during an outage (absent for a store in the process).
 pub const STORE_REACHABLE: &str = "riskstream_store_reachable";
 
+/// `riskstream_store_cache_lookups_total{result}`: payment method lookups
+/// of a remote store, answered by the local cache (`hit`) or by a round
+/// trip (`miss`).
+pub const STORE_CACHE_LOOKUPS_TOTAL: &str = "riskstream_store_cache_lookups_total";
+
 /// The kinds of [`STORE_ERRORS_TOTAL`].
 const STORE_ERROR_KINDS: [&str; 2] = ["timeout", "unavailable"];
 
@@ -337,6 +342,7 @@ struct Inner {
     store_round_trip: Histogram,
     store_errors: [Counter; STORE_ERROR_KINDS.len()],
     store_reachable: Gauge,
+    store_cache: [Counter; 2],
     rpc_started: [Counter; RPCS.len()],
     rpc_handled: [[Counter; GRPC_CODES.len()]; RPCS.len()],
     rpc_seconds: [Histogram; RPCS.len()],
@@ -484,6 +490,11 @@ impl Metrics {
             STORE_FAIL_OPEN_TOTAL,
             None,
             "Payments that failed open (risk level unknown, allowed) because a remote store did not answer in time.",
+        );
+        describe(
+            STORE_CACHE_LOOKUPS_TOTAL,
+            None,
+            "Payment method lookups of a remote store, by result: hit (the local cache), miss (a round trip).",
         );
         describe(
             STORE_ERRORS_TOTAL,
@@ -659,6 +670,8 @@ impl Metrics {
             store_round_trip: r.register_histogram(&key(STORE_ROUND_TRIP_SECONDS, &[]), &META),
             store_errors: STORE_ERROR_KINDS.map(|k| counter(STORE_ERRORS_TOTAL, &[("kind", k)])),
             store_reachable: r.register_gauge(&key(STORE_REACHABLE, &[]), &META),
+            store_cache: ["hit", "miss"]
+                .map(|k| counter(STORE_CACHE_LOOKUPS_TOTAL, &[("result", k)])),
             rpc_started,
             rpc_handled,
             rpc_seconds,
@@ -805,6 +818,12 @@ impl Metrics {
     /// answer in time, else `unavailable`.
     pub fn store_error(&self, timeout: bool) {
         self.inner.store_errors[usize::from(!timeout)].increment(1);
+    }
+
+    /// A remote store's payment method lookups so far: cache hits, misses.
+    pub fn store_cache(&self, (hits, misses): (u64, u64)) {
+        self.inner.store_cache[0].absolute(hits);
+        self.inner.store_cache[1].absolute(misses);
     }
 
     /// Whether a remote store is reachable now.

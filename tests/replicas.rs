@@ -136,6 +136,10 @@ async fn velocity_counts_payments_made_through_either_replica_and_streams_batch(
     let scored = b.metric("riskstream_store_round_trip_seconds_count");
     assert!(scored >= 2.0, "B's payments went in round trips: {scored}");
     assert_eq!(b.metric("riskstream_store_fail_open_total"), 0.0);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let hits = b.metric("riskstream_store_cache_lookups_total{result=\"hit\"}");
+    let misses = b.metric("riskstream_store_cache_lookups_total{result=\"miss\"}");
+    assert!(misses >= 1.0 && hits >= 1.0, "hits {hits}, misses {misses}");
     // What Redis holds of the card: a retry reads its windows unchanged.
     let counts = tokio::task::spawn_blocking(move || {
         use riskstream::state::{Observation, RedisOptions, RedisStore, Store};
@@ -280,4 +284,95 @@ async fn a_redis_outage_fails_payments_open_within_their_deadline_and_the_server
     assert_eq!(after.creation_session_id, "s0");
     assert_eq!(a.logged("the store is not reachable"), 1);
     assert_eq!(a.logged("the store is reachable again"), 1);
+}
+
+/// `riskstream replay TRAFFIC` against `served` (one stream, strict order,
+/// 64 events in flight); its outcome lines without their latencies.
+async fn replayed(
+    traffic: &std::path::Path,
+    served: &Served,
+    out: &std::path::Path,
+) -> Vec<String> {
+    let args: Vec<String> = [
+        "replay",
+        &traffic.display().to_string(),
+        "--progress",
+        "off",
+        "--target",
+        &format!("http://{}", served.grpc),
+        "--outcomes-out",
+        &out.display().to_string(),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_riskstream"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(&args)
+            .output()
+            .expect("replay runs")
+    })
+    .await
+    .expect("joins");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::read_to_string(out)
+        .expect("outcomes")
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).expect("JSON line");
+            v.as_object_mut().expect("object").remove("latency_us");
+            v.to_string()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_on_redis_scores_recorded_traffic_exactly_as_one_in_memory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let traffic = dir.path().join("sim.traffic");
+    let made = std::process::Command::new(env!("CARGO_BIN_EXE_riskstream"))
+        .args([
+            "simulate",
+            "--seed",
+            "4",
+            "--customers",
+            "600",
+            "--days",
+            "3",
+            "--out",
+        ])
+        .arg(&traffic)
+        .status()
+        .expect("simulate runs");
+    assert!(made.success());
+    let memory = Served::start(&["--state", "memory", "--holdout-rate", "0"]);
+    let url = redis_server::shared().url();
+    let prefix = redis_server::prefix();
+    let redis = Served::start(&[
+        "--state",
+        &url,
+        "--redis-prefix",
+        &prefix,
+        "--holdout-rate",
+        "0",
+    ]);
+    let in_memory = replayed(&traffic, &memory, &dir.path().join("memory.jsonl")).await;
+    let on_redis = replayed(&traffic, &redis, &dir.path().join("redis.jsonl")).await;
+    assert!(in_memory.len() > 100, "{} outcomes", in_memory.len());
+    assert_eq!(in_memory.len(), on_redis.len());
+    for (m, r) in in_memory.iter().zip(&on_redis) {
+        assert_eq!(m, r, "the same payment scored alike");
+    }
+    let batches = redis.metric("riskstream_store_round_trip_seconds_count");
+    assert!(
+        batches < in_memory.len() as f64,
+        "events were batched: {batches} round trips for {} payments",
+        in_memory.len()
+    );
+    eprintln!("{} payments in {batches} round trips", in_memory.len());
 }

@@ -94,18 +94,22 @@ impl Store for Resolved {
     }
 }
 
-/// Awaits `fut` until `until`; a failure or a late answer is counted.
+/// Awaits `fut` until `until`; a failure or a late answer is counted, and
+/// so is the time of an answer that took a round trip (`trip` says which).
 async fn by<T>(
     engine: &Engine,
     until: tokio::time::Instant,
     fut: impl Future<Output = Result<T, StoreError>>,
+    trip: impl Fn(&T) -> bool,
 ) -> Option<T> {
     let started = Instant::now();
     match tokio::time::timeout_at(until, fut).await {
         Ok(Ok(v)) => {
-            engine
-                .metrics()
-                .store_round_trip(started.elapsed().as_secs_f64());
+            if trip(&v) {
+                engine
+                    .metrics()
+                    .store_round_trip(started.elapsed().as_secs_f64());
+            }
             Some(v)
         }
         Ok(Err(e)) => {
@@ -176,79 +180,137 @@ impl Engine {
                 Ok(p)
             })
             .collect();
-        let resolved = self.resolve(remote, &payments, until).await;
-        let mut answers = Vec::with_capacity(events.len());
-        let mut observed = resolved.map(|(methods, obs)| methods.into_iter().zip(obs));
-        for ((raw, _), p) in events.iter().zip(payments) {
-            let p = match p {
-                Ok(p) => p,
-                Err(e) => {
-                    answers.push(Err(e));
-                    continue;
+        let store_ref = &*store;
+        let methods = self.methods_of(remote, &payments, until).await;
+        let mut outcomes: Vec<Option<wire::Outcome>> = (0..events.len()).map(|_| None).collect();
+        let valid: Vec<usize> = (0..payments.len())
+            .filter(|i| payments[*i].is_ok())
+            .collect();
+        let payment = |i: usize| payments[i].as_ref().ok();
+        let mut start = 0;
+        while start < valid.len() {
+            // A run of payments goes in one round trip, cut before a card
+            // it already holds: the first payment's amount ratio must be
+            // recorded before the card's next one is read, as one by one.
+            let mut cards: Vec<Key> = Vec::new();
+            let mut observations = Vec::new();
+            let mut end = start;
+            if let Some(methods) = &methods {
+                while let Some(p) = valid.get(end).and_then(|i| payment(*i)) {
+                    let (obs, _) = observation(store_ref, p, methods[valid[end]].as_deref());
+                    if let Some(card) = obs.card {
+                        if cards.contains(&card) {
+                            break;
+                        }
+                        cards.push(card);
+                    }
+                    observations.push(obs);
+                    end += 1;
                 }
+            } else {
+                end = valid.len();
+            }
+            let observed = match &methods {
+                Some(_) => self.observe_run(remote, &observations, until).await,
+                None => None,
             };
-            let a = match observed.as_mut().and_then(Iterator::next) {
-                Some((method, observed)) => {
-                    let one = Resolved {
-                        store: Arc::clone(&store),
-                        method,
-                        observed,
-                    };
-                    self.assess_with(&one, &p)
-                }
-                None => self.fail_open(&p),
-            };
-            answers.push(Ok(a.into_outcome(raw, &p)));
-            m.score_duration(started.elapsed().as_secs_f64());
+            for (k, &i) in valid[start..end].iter().enumerate() {
+                let Some(p) = payment(i) else { continue };
+                let resolved = methods
+                    .as_ref()
+                    .zip(observed.as_ref())
+                    .and_then(|(m, o)| Some((m[i].clone(), *o.get(k)?)));
+                let a = match resolved {
+                    Some((method, observed)) => {
+                        let one = Resolved {
+                            store: Arc::clone(&store),
+                            method,
+                            observed,
+                        };
+                        self.assess_with(&one, p)
+                    }
+                    None => self.fail_open(p),
+                };
+                outcomes[i] = Some(a.into_outcome(&events[i].0, p));
+                m.score_duration(started.elapsed().as_secs_f64());
+            }
+            start = end;
         }
-        answers
+        payments
+            .into_iter()
+            .zip(outcomes)
+            .map(|(p, o)| {
+                p.and_then(|_| {
+                    o.ok_or_else(|| {
+                        ServiceError::Store(StoreError::Unavailable(
+                            "the payment was not scored".into(),
+                        ))
+                    })
+                })
+            })
+            .collect()
     }
 
-    /// The payment methods and velocity of the batch's valid payments, in
-    /// order; `None` when the store did not give them by `until`.
-    async fn resolve(
+    /// The payment methods the batch's payments name (by position; `None`
+    /// for an invalid payment or an id not registered); `None` when the
+    /// store did not give them by `until`.
+    async fn methods_of(
         &self,
         remote: &dyn Remote,
         payments: &[Result<Payment<'_>, ServiceError>],
         until: tokio::time::Instant,
-    ) -> Option<(Vec<Option<Arc<StoredMethod>>>, Vec<Observed>)> {
-        let valid: Vec<&Payment<'_>> = payments.iter().filter_map(|p| p.as_ref().ok()).collect();
-        if valid.is_empty() {
-            return Some((Vec::new(), Vec::new()));
-        }
-        let ids: Vec<String> = valid
+    ) -> Option<Vec<Option<Arc<StoredMethod>>>> {
+        let named = |p: &Result<Payment<'_>, ServiceError>| {
+            p.as_ref()
+                .ok()
+                .filter(|p| !p.method.id.is_empty())
+                .is_some()
+        };
+        let ids: Vec<String> = payments
             .iter()
+            .filter_map(|p| p.as_ref().ok())
             .filter(|p| !p.method.id.is_empty())
             .map(|p| p.method.id.to_owned())
             .collect();
         let mut found = if ids.is_empty() {
             Vec::new()
         } else {
-            by(self, until, remote.methods(ids)).await?
+            by(self, until, remote.methods(ids), |(_, trip)| *trip)
+                .await?
+                .0
         }
         .into_iter();
-        let methods: Vec<Option<Arc<StoredMethod>>> = valid
-            .iter()
-            .map(|p| {
-                if p.method.id.is_empty() {
-                    None
-                } else {
-                    found.next().flatten()
-                }
-            })
-            .collect();
-        let store = &*self.inner.store;
-        let observations: Vec<Observation<'_>> = valid
-            .iter()
-            .zip(&methods)
-            .map(|(p, m)| observation(store, p, m.as_deref()).0)
-            .collect();
-        let batch = by(self, until, remote.observe_batch(&observations)).await?;
+        Some(
+            payments
+                .iter()
+                .map(|p| {
+                    if named(p) {
+                        found.next().flatten()
+                    } else {
+                        None
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    /// Records a run of payments in one round trip: their velocity, in
+    /// order; `None` when the store did not give it by `until`.
+    async fn observe_run(
+        &self,
+        remote: &dyn Remote,
+        observations: &[Observation<'_>],
+        until: tokio::time::Instant,
+    ) -> Option<Vec<Observed>> {
+        if observations.is_empty() {
+            return Some(Vec::new());
+        }
+        let batch = by(self, until, remote.observe_batch(observations), |_| true).await?;
         // List changes acknowledged before this round trip apply to it.
         if let Err(e) = remote.lists_at_least(batch.lists_version).await {
             self.warn_store(&e);
         }
-        Some((methods, batch.observed))
+        Some(batch.observed)
     }
 
     /// The assessment of a payment the store could not give state for:

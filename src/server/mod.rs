@@ -552,7 +552,11 @@ async fn store_health_loop(
             _ = tick.tick() => {}
             _ = draining.changed() => return,
         }
-        let up = engine.store().remote().is_some_and(|r| r.reachable());
+        let Some(remote) = engine.store().remote() else {
+            return;
+        };
+        engine.metrics().store_cache(remote.cache_lookups());
+        let up = remote.reachable();
         if was == Some(up) {
             continue;
         }

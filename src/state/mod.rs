@@ -405,6 +405,10 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
+/// The payment methods a batch names (`None` for one not registered), and
+/// whether finding them took a round trip.
+pub type Methods = (Vec<Option<Arc<StoredMethod>>>, bool);
+
 /// A boxed future that can cross threads.
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
@@ -424,11 +428,9 @@ pub struct ObservedBatch {
 /// ratios queued for the next one. Every future is bounded by the store's
 /// timeout and never waits on an async worker's thread.
 pub trait Remote: Send + Sync {
-    /// The payment methods `ids` name (`None` for one not registered).
-    fn methods(
-        &self,
-        ids: Vec<String>,
-    ) -> BoxFuture<'static, Result<Vec<Option<Arc<StoredMethod>>>, StoreError>>;
+    /// The payment methods `ids` name (`None` for one not registered), and
+    /// whether it took a round trip (some were not in the cache).
+    fn methods(&self, ids: Vec<String>) -> BoxFuture<'static, Result<Methods, StoreError>>;
     /// Records a batch of payments ([`Store::observe`] for each) in one
     /// round trip.
     fn observe_batch(
@@ -441,4 +443,7 @@ pub trait Remote: Send + Sync {
     fn queue_ratio(&self, obs: &Observation<'_>, ratio: u32, spike: bool);
     /// Whether the store is reachable now (for health and metrics).
     fn reachable(&self) -> bool;
+    /// Payment method lookups answered by the local cache, and those that
+    /// needed a round trip, since the store opened.
+    fn cache_lookups(&self) -> (u64, u64);
 }

@@ -34,6 +34,8 @@ pub(super) struct Cache {
     version: watch::Sender<u64>,
     /// Whether change messages are being received (subscribed, lists read).
     pub(super) live: AtomicBool,
+    /// Method lookups answered here, and missed.
+    lookups: [AtomicU64; 2],
 }
 
 /// The wall clock, in ms since the epoch (list entries expire by it).
@@ -64,6 +66,7 @@ impl Cache {
             entries: AtomicUsize::new(0),
             version: watch::channel(0).0,
             live: AtomicBool::new(false),
+            lookups: [AtomicU64::new(0), AtomicU64::new(0)],
         }
     }
 
@@ -72,9 +75,19 @@ impl Cache {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// The cached method whose id hashes to `id`.
+    /// The cached method whose id hashes to `id` (a lookup, counted).
     pub(super) fn method(&self, id: &str) -> Option<Arc<StoredMethod>> {
-        self.methods.get(id).map(|m| Arc::clone(&m))
+        let found = self.methods.get(id).map(|m| Arc::clone(&m));
+        self.lookups[usize::from(found.is_none())].fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    /// Lookups answered here, and missed.
+    pub(super) fn lookups(&self) -> (u64, u64) {
+        (
+            self.lookups[0].load(Ordering::Relaxed),
+            self.lookups[1].load(Ordering::Relaxed),
+        )
     }
 
     /// Caches a method read at `generation`, unless a change came since.

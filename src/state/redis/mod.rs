@@ -248,6 +248,10 @@ struct Inner {
     timeout: Duration,
     cache: Arc<Cache>,
     ratios: Arc<Mutex<Vec<Ratio>>>,
+    /// Keeps queued amount ratios ahead of the payments after them: a batch
+    /// holds it shared from taking the queue until its answer, the flusher
+    /// exclusively (so a batch never overtakes ratios the flusher took).
+    send_order: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl Drop for Inner {
@@ -466,11 +470,18 @@ async fn flush_ratios(store: std::sync::Weak<Inner>) {
     loop {
         tokio::time::sleep(RATIO_FLUSH).await;
         let Some(inner) = store.upgrade() else { return };
-        let queued =
-            std::mem::take(&mut *inner.ratios.lock().unwrap_or_else(PoisonError::into_inner));
-        if queued.is_empty() {
+        if inner
+            .ratios
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+        {
             continue;
         }
+        let order = Arc::clone(&inner.send_order);
+        let _sending = order.write().await;
+        let queued =
+            std::mem::take(&mut *inner.ratios.lock().unwrap_or_else(PoisonError::into_inner));
         let (conn, names, timeout) = (inner.conn.clone(), inner.names.clone(), inner.timeout);
         drop(inner);
         let sent = tokio::time::timeout(timeout, send_ratios(&conn, &names, &queued)).await;
@@ -566,6 +577,7 @@ impl RedisStore {
             timeout: options.timeout,
             cache: Arc::clone(&cache),
             ratios: Arc::default(),
+            send_order: Arc::default(),
             runtime: Mutex::new(Some(runtime)),
         });
         handle.spawn(follow_changes(
@@ -749,11 +761,12 @@ impl RedisStore {
     ) -> impl Future<Output = Result<ObservedBatch, StoreError>> + Send + 'static {
         let inner = Arc::clone(&self.inner);
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let ratios =
-            std::mem::take(&mut *inner.ratios.lock().unwrap_or_else(PoisonError::into_inner));
         let (conn, names, timeout) = (inner.conn.clone(), inner.names.clone(), inner.timeout);
         let retention = inner.limits.payment_retention_ms;
+        let (queue, order) = (Arc::clone(&inner.ratios), Arc::clone(&inner.send_order));
         inner.handle.spawn(async move {
+            let _in_order = order.read().await;
+            let ratios = std::mem::take(&mut *queue.lock().unwrap_or_else(PoisonError::into_inner));
             let run = observe(&conn, &names, retention, &ratios, &batch);
             let r = match tokio::time::timeout(timeout, run).await {
                 Ok(r) => r.map_err(|e| unavailable(&e)),
@@ -844,17 +857,14 @@ async fn observe(
 const LISTS_CATCH_UP: Duration = Duration::from_millis(50);
 
 impl Remote for RedisStore {
-    fn methods(
-        &self,
-        ids: Vec<String>,
-    ) -> BoxFuture<'static, Result<Vec<Option<Arc<StoredMethod>>>, StoreError>> {
+    fn methods(&self, ids: Vec<String>) -> BoxFuture<'static, Result<super::Methods, StoreError>> {
         let cache = Arc::clone(&self.inner.cache);
         let hashed: Vec<String> = ids.iter().map(|id| self.inner.hashing.id(id)).collect();
         let mut found: Vec<Option<Arc<StoredMethod>>> =
             hashed.iter().map(|h| cache.method(h)).collect();
         let missing: Vec<usize> = (0..ids.len()).filter(|i| found[*i].is_none()).collect();
         if missing.is_empty() {
-            return Box::pin(async move { Ok(found) });
+            return Box::pin(async move { Ok((found, false)) });
         }
         let generation = cache.generation();
         let keys: Vec<String> = missing
@@ -883,7 +893,7 @@ impl Remote for RedisStore {
                 cache.put_method(hashed[i].clone(), Arc::clone(&stored), generation);
                 found[i] = Some(stored);
             }
-            Ok(found)
+            Ok((found, true))
         })
     }
 
@@ -918,6 +928,10 @@ impl Remote for RedisStore {
             .cache
             .live
             .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn cache_lookups(&self) -> (u64, u64) {
+        self.inner.cache.lookups()
     }
 }
 
