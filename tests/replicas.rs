@@ -376,3 +376,44 @@ async fn a_server_on_redis_scores_recorded_traffic_exactly_as_one_in_memory() {
     );
     eprintln!("{} payments in {batches} round trips", in_memory.len());
 }
+
+#[tokio::test]
+async fn a_list_change_through_one_replica_is_listed_by_another_within_100_ms() {
+    let (a, b, _) = two_replicas();
+    let (mut admin_a, mut admin_b) = (a.admin_client().await, b.admin_client().await);
+    let listed = |items: &[proto::ListItem]| items.iter().any(|i| i.value == "jane@example.com");
+    let started = std::time::Instant::now();
+    admin_a
+        .add_list_items(proto::AddListItemsRequest {
+            list: "allow_email".into(),
+            values: vec!["Jane@example.com".into()],
+            reason: "verified by phone".into(),
+            expires_at_ms: 0,
+        })
+        .await
+        .expect("added on A");
+    let acknowledged = started.elapsed();
+    let seen = loop {
+        let items = admin_b
+            .list_items(proto::ListItemsRequest {
+                list: "allow_email".into(),
+                page_size: 10,
+                page_token: String::new(),
+            })
+            .await
+            .expect("listed on B")
+            .into_inner()
+            .items;
+        if listed(&items) {
+            assert_eq!(items[0].reason, "verified by phone");
+            assert_eq!(items[0].source, "admin");
+            break started.elapsed();
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(100),
+            "B does not list A's entry after 100 ms"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    };
+    eprintln!("acknowledged by A in {acknowledged:?}, listed by B after {seen:?}");
+}
