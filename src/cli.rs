@@ -327,10 +327,19 @@ pub struct ServeArgs {
     /// they are synced to disk (0s: each reply waits for its sync).
     #[arg(long, env = "RISKSTREAM_SYNC_INTERVAL", default_value = "100ms")]
     pub sync_interval: String,
-    /// Where state is kept: `embedded` (durable, under --data-dir) or
-    /// `memory` (nothing survives the process).
+    /// Where state is kept: `embedded` (durable, under --data-dir),
+    /// `memory` (nothing survives the process), or a Redis shared by
+    /// replicas: `redis://HOST:PORT[/DB]` (`rediss://` for TLS).
     #[arg(long, env = "RISKSTREAM_STATE", default_value = "embedded")]
     pub state: String,
+    /// The namespace every key of the Redis store starts with (replicas of
+    /// one service share it).
+    #[arg(long, env = "RISKSTREAM_REDIS_PREFIX", default_value = "riskstream:")]
+    pub redis_prefix: String,
+    /// Longest wait for one Redis round trip (writes past it answer
+    /// UNAVAILABLE; payments fail open sooner when their deadline is).
+    #[arg(long, env = "RISKSTREAM_REDIS_TIMEOUT", default_value = "1s")]
+    pub redis_timeout: String,
     /// Directory of the embedded store (created if missing; one process at
     /// a time).
     #[arg(long, env = "RISKSTREAM_DATA_DIR", default_value = "data")]

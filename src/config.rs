@@ -7,7 +7,7 @@ use crate::decision::{Action, Policy};
 use crate::decision_log::LogOptions;
 use crate::engine::EngineConfig;
 use crate::server::ServerOptions;
-use crate::state::{EmbeddedOptions, List, StoreLimits};
+use crate::state::{EmbeddedOptions, List, RedisOptions, StoreLimits};
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
@@ -85,6 +85,38 @@ pub enum StateConfig {
     Memory(StoreLimits),
     /// In a data directory.
     Embedded(EmbeddedOptions),
+    /// In a Redis shared by replicas.
+    Redis(RedisOptions),
+}
+
+/// The Redis store's settings from `--state URL`, `--redis-prefix` and
+/// `--redis-timeout`.
+fn redis_options(
+    a: &ServeArgs,
+    url: &str,
+    limits: StoreLimits,
+) -> Result<RedisOptions, ConfigError> {
+    if let Err(e) = redis::Client::open(url) {
+        return Err(invalid("state", format!("not a usable Redis URL: {e}")));
+    }
+    if a.redis_prefix.is_empty() || a.redis_prefix.contains(['{', '}']) {
+        return Err(invalid(
+            "redis-prefix",
+            "must be non-empty and hold no braces (they make Redis Cluster hash tags)",
+        ));
+    }
+    let timeout = duration("redis-timeout", &a.redis_timeout)?;
+    if timeout < Duration::from_millis(10) {
+        return Err(invalid("redis-timeout", "must be at least 10ms"));
+    }
+    Ok(RedisOptions {
+        prefix: a.redis_prefix.clone(),
+        limits,
+        timeout,
+        // A replica started while Redis is down waits for it (not serving).
+        connect_within: None,
+        ..RedisOptions::new(url)
+    })
 }
 
 /// A UTC date (`2018-07-25`) or date-time (`2018-07-25 06:00:00`,
@@ -441,10 +473,15 @@ impl ServeConfig {
                     sync_interval,
                     ..EmbeddedOptions::new(&a.data_dir)
                 }),
+                url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                    StateConfig::Redis(redis_options(a, url, limits)?)
+                }
                 other => {
                     return Err(invalid(
                         "state",
-                        format!("{other:?} is not embedded or memory"),
+                        format!(
+                            "{other:?} is not embedded, memory, or a Redis URL (redis://HOST:PORT[/DB], rediss://…)"
+                        ),
                     ));
                 }
             },

@@ -76,6 +76,28 @@ pub const RECORD_DROPPED_TOTAL: &str = "riskstream_record_dropped_total";
 /// method id the store does not hold (scored without a creation session).
 pub const UNKNOWN_PAYMENT_METHODS_TOTAL: &str = "riskstream_unknown_payment_methods_total";
 
+/// `riskstream_store_reachable`: 1 while a remote store is reachable, 0
+/// during an outage (absent for a store in the process).
+pub const STORE_REACHABLE: &str = "riskstream_store_reachable";
+
+/// `riskstream_store_cache_lookups_total{result}`: payment method lookups
+/// of a remote store, answered by the local cache (`hit`) or by a round
+/// trip (`miss`).
+pub const STORE_CACHE_LOOKUPS_TOTAL: &str = "riskstream_store_cache_lookups_total";
+
+/// The kinds of [`STORE_ERRORS_TOTAL`].
+const STORE_ERROR_KINDS: [&str; 2] = ["timeout", "unavailable"];
+
+/// `riskstream_store_fail_open_total`: payments that failed open (`UNKNOWN`,
+/// allowed) because a remote store did not answer in time.
+pub const STORE_FAIL_OPEN_TOTAL: &str = "riskstream_store_fail_open_total";
+/// `riskstream_store_round_trip_seconds`: round trips of a remote store for
+/// a batch of payments (successful ones).
+pub const STORE_ROUND_TRIP_SECONDS: &str = "riskstream_store_round_trip_seconds";
+/// `riskstream_store_errors_total{kind}`: failed round trips of a remote
+/// store, by kind (`timeout`, `unavailable`).
+pub const STORE_ERRORS_TOTAL: &str = "riskstream_store_errors_total";
+
 /// `grpc_server_started_total{grpc_type,grpc_service,grpc_method}`: calls
 /// started (go-grpc-prometheus names and labels).
 pub const GRPC_SERVER_STARTED_TOTAL: &str = "grpc_server_started_total";
@@ -316,6 +338,11 @@ struct Inner {
     recorded: Counter,
     record_dropped: Counter,
     unknown_methods: Counter,
+    store_fail_open: Counter,
+    store_round_trip: Histogram,
+    store_errors: [Counter; STORE_ERROR_KINDS.len()],
+    store_reachable: Gauge,
+    store_cache: [Counter; 2],
     rpc_started: [Counter; RPCS.len()],
     rpc_handled: [[Counter; GRPC_CODES.len()]; RPCS.len()],
     rpc_seconds: [Histogram; RPCS.len()],
@@ -358,6 +385,10 @@ impl Metrics {
                 &DURATION_BUCKETS,
             )?
             .set_buckets_for_metric(Matcher::Full(RISK_SCORE.into()), &score_buckets)?
+            .set_buckets_for_metric(
+                Matcher::Full(STORE_ROUND_TRIP_SECONDS.into()),
+                &DURATION_BUCKETS,
+            )?
             .set_buckets_for_metric(
                 Matcher::Full(GRPC_SERVER_HANDLING_SECONDS.into()),
                 &HANDLING_BUCKETS,
@@ -454,6 +485,31 @@ impl Metrics {
             UNKNOWN_PAYMENT_METHODS_TOTAL,
             None,
             "Payments naming a payment method id the store does not hold, scored without a creation session.",
+        );
+        describe(
+            STORE_FAIL_OPEN_TOTAL,
+            None,
+            "Payments that failed open (risk level unknown, allowed) because a remote store did not answer in time.",
+        );
+        describe(
+            STORE_CACHE_LOOKUPS_TOTAL,
+            None,
+            "Payment method lookups of a remote store, by result: hit (the local cache), miss (a round trip).",
+        );
+        describe(
+            STORE_ERRORS_TOTAL,
+            None,
+            "Failed round trips of a remote store, by kind: timeout, unavailable.",
+        );
+        r.describe_gauge(
+            KeyName::from_const_str(STORE_REACHABLE),
+            None,
+            "1 while a remote store (Redis) is reachable, 0 during an outage.".into(),
+        );
+        r.describe_histogram(
+            KeyName::from_const_str(STORE_ROUND_TRIP_SECONDS),
+            Some(Unit::Seconds),
+            "Round trips of a remote store for a batch of payments.".into(),
         );
         r.describe_histogram(
             KeyName::from_const_str(SCORE_DURATION_SECONDS),
@@ -610,6 +666,12 @@ impl Metrics {
             recorded: counter(RECORDED_TOTAL, &[]),
             record_dropped: counter(RECORD_DROPPED_TOTAL, &[]),
             unknown_methods: counter(UNKNOWN_PAYMENT_METHODS_TOTAL, &[]),
+            store_fail_open: counter(STORE_FAIL_OPEN_TOTAL, &[]),
+            store_round_trip: r.register_histogram(&key(STORE_ROUND_TRIP_SECONDS, &[]), &META),
+            store_errors: STORE_ERROR_KINDS.map(|k| counter(STORE_ERRORS_TOTAL, &[("kind", k)])),
+            store_reachable: r.register_gauge(&key(STORE_REACHABLE, &[]), &META),
+            store_cache: ["hit", "miss"]
+                .map(|k| counter(STORE_CACHE_LOOKUPS_TOTAL, &[("result", k)])),
             rpc_started,
             rpc_handled,
             rpc_seconds,
@@ -740,6 +802,33 @@ impl Metrics {
     /// One payment named a payment method id the store does not hold.
     pub fn unknown_payment_method(&self) {
         self.inner.unknown_methods.increment(1);
+    }
+
+    /// A payment failed open: a remote store did not answer in time.
+    pub fn store_fail_open(&self) {
+        self.inner.store_fail_open.increment(1);
+    }
+
+    /// One round trip of a remote store, answered in `seconds`.
+    pub fn store_round_trip(&self, seconds: f64) {
+        self.inner.store_round_trip.record(seconds);
+    }
+
+    /// One failed round trip of a remote store: `timeout` when it did not
+    /// answer in time, else `unavailable`.
+    pub fn store_error(&self, timeout: bool) {
+        self.inner.store_errors[usize::from(!timeout)].increment(1);
+    }
+
+    /// A remote store's payment method lookups so far: cache hits, misses.
+    pub fn store_cache(&self, (hits, misses): (u64, u64)) {
+        self.inner.store_cache[0].absolute(hits);
+        self.inner.store_cache[1].absolute(misses);
+    }
+
+    /// Whether a remote store is reachable now.
+    pub fn store_reachable(&self, up: bool) {
+        self.inner.store_reachable.set(f64::from(u8::from(up)));
     }
 
     /// Marks `version` as the loaded model (and the previous one as not).

@@ -26,6 +26,8 @@ enum Opening {
     Memory(crate::state::StoreLimits),
     /// A locked data directory to read back.
     Embedded(crate::state::Locked),
+    /// A Redis to connect to.
+    Redis(crate::state::RedisOptions),
 }
 
 impl Opening {
@@ -33,6 +35,12 @@ impl Opening {
     fn open(self) -> Result<Arc<dyn crate::state::Store>, String> {
         match self {
             Opening::Memory(limits) => Ok(Arc::new(MemoryStore::new(limits, random_u64()))),
+            Opening::Redis(options) => {
+                let prefix = options.prefix.clone();
+                let store = crate::state::RedisStore::open(options).map_err(|e| e.to_string())?;
+                tracing::info!(prefix = %prefix, "connected to Redis");
+                Ok(Arc::new(store))
+            }
             Opening::Embedded(locked) => {
                 let (store, r) = locked.open().map_err(|e| e.to_string())?;
                 tracing::info!(
@@ -149,6 +157,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     // A data directory in use is refused before anything listens.
     let state = match config.state.clone() {
         StateConfig::Memory(limits) => Opening::Memory(limits),
+        StateConfig::Redis(options) => Opening::Redis(options),
         StateConfig::Embedded(options) => {
             let dir = options.dir.clone();
             let locked = EmbeddedStore::lock(options)

@@ -1,5 +1,6 @@
 //! The store conformance suite: the semantics every `Store` keeps, written
-//! once and run against each implementation (`memory`, `embedded`):
+//! once and run against each implementation (`memory`, `embedded`,
+//! `redis`, on a redis-server of the test binary's own):
 //! registration and replacement, payments counted once per id, velocity
 //! windows and their expiry, amount ratios, labels and merchant fraud
 //! counts, lists, sweeps and limits. A store that keeps state on disk also
@@ -8,7 +9,7 @@
 use riskstream::domain::{Customer, FeedbackKind, MethodKind, RegisteredMethod};
 use riskstream::state::{
     Commit, EmbeddedOptions, EmbeddedStore, List, ListEntry, ListSource, MemoryStore, Observation,
-    Observed, Store, StoreError, StoreLimits, StoredMethod,
+    Observed, RedisOptions, RedisStore, Store, StoreError, StoreLimits, StoredMethod,
 };
 use std::sync::Arc;
 
@@ -76,6 +77,24 @@ fn embedded(limits: StoreLimits) -> Embedded {
         options,
         _dir: dir,
     }
+}
+
+/// A Redis store in a namespace of its own on the test binary's server.
+struct Redis(Arc<dyn Store>);
+
+impl Harness for Redis {
+    fn store(&self) -> &Arc<dyn Store> {
+        &self.0
+    }
+}
+
+fn redis(limits: StoreLimits) -> Redis {
+    let options = RedisOptions {
+        prefix: redis_server::prefix(),
+        limits,
+        ..RedisOptions::new(redis_server::shared().url())
+    };
+    Redis(Arc::new(RedisStore::open(options).expect("opens")))
 }
 
 fn method(id: &str, fingerprint: &str, session: Option<&str>) -> RegisteredMethod {
@@ -554,6 +573,10 @@ mod embedded {
     conformance!(embedded);
 }
 
+mod redis {
+    conformance!(redis);
+}
+
 // ---- what an embedded store keeps across a reopen -----------------------
 
 /// The velocity a store gives the payment `id` (already recorded) at `at`:
@@ -696,4 +719,218 @@ fn snapshots_replace_old_logs_and_keep_everything() {
     assert_eq!(restored.payments, 300);
     assert!(store.payment_method("pm_299").is_some());
     assert!(store.payment("p0").is_some());
+}
+
+// ---- the Redis store's own server ------------------------------------------
+
+#[path = "common/redis_server.rs"]
+#[allow(dead_code)]
+mod redis_server;
+
+#[test]
+fn a_test_redis_server_starts_answers_and_stops() {
+    let mut server = redis_server::RedisServer::start(&[]);
+    assert!(server.ping());
+    let port = server.port;
+    server.stop();
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the server is gone"
+    );
+    assert!(redis_server::shared().ping());
+}
+
+// ---- what the Redis store keeps in Redis, and two replicas on one Redis ----
+
+/// Two Redis stores on one namespace: two replicas.
+fn replicas() -> (RedisStore, RedisStore, String) {
+    let prefix = redis_server::prefix();
+    let open = || {
+        RedisStore::open(RedisOptions {
+            prefix: prefix.clone(),
+            ..RedisOptions::new(redis_server::shared().url())
+        })
+        .expect("opens")
+    };
+    (open(), open(), prefix)
+}
+
+#[test]
+fn redis_keys_are_namespaced_hashed_and_expire() {
+    let (s, _, prefix) = replicas();
+    saved(
+        s.register(stored(&s, method("pm_1", "fp_1", Some("sess_a"))))
+            .expect("registered"),
+    );
+    s.observe(&pay(&s, "pay_1", T0, "fp_1", "dev_1"));
+    assert!(list_add(&s, List::BlockEmail, "jane@example.com", 0));
+    let mut c = redis_server::shared().connection();
+    let keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query(&mut c)
+        .expect("keys");
+    assert!(keys.len() >= 10, "{keys:?}");
+    for k in &keys {
+        for raw in [
+            "fp_1",
+            "jane",
+            "example.com",
+            "dev_1",
+            "pay_1",
+            "pm_1",
+            "acct_1",
+        ] {
+            assert!(!k.contains(raw), "{k} names a raw value");
+        }
+        // One hash tag per entity: its keys share a cluster slot.
+        assert_eq!(k.matches('{').count(), 1, "{k}");
+        let ttl: i64 = ::redis::cmd("PTTL").arg(k).query(&mut c).expect("pttl");
+        let windows_or_payment = k.contains("{p:") || k.ends_with(":s") || k.ends_with(":l");
+        if windows_or_payment {
+            assert!(ttl > 0, "{k} has no expiry");
+        }
+    }
+    let other: Vec<String> = ::redis::cmd("KEYS").arg("*").query(&mut c).expect("keys");
+    assert!(
+        other.iter().filter(|k| k.starts_with(&prefix)).count() == keys.len(),
+        "every key of the store is in its namespace"
+    );
+}
+
+#[test]
+fn redis_replicas_count_every_payment_of_a_card_under_concurrent_updates() {
+    let (a, b, _) = replicas();
+    let per_replica = 200;
+    std::thread::scope(|scope| {
+        for (name, s) in [("a", &a), ("b", &b)] {
+            scope.spawn(move || {
+                for i in 0..per_replica {
+                    let id = format!("{name}{i}");
+                    s.observe(&pay(s, &id, T0 + i, "fp_shared", "d1"));
+                }
+            });
+        }
+    });
+    let v = a
+        .observe(&pay(&a, "last", T0 + 1_000, "fp_shared", "d1"))
+        .velocity;
+    assert_eq!(v.card_1h, 2 * per_replica as u32 + 1, "no lost increment");
+    assert_eq!(v.device_24h, 2 * per_replica as u32 + 1);
+    assert_eq!(v.card_days[2].count, 2 * per_replica as u32 + 1);
+    let again = b.observe(&pay(&b, "a7", T0 + 2_000, "fp_shared", "d1"));
+    assert!(
+        !again.first,
+        "a payment recorded by one replica is a retry on the other"
+    );
+}
+
+/// Waits up to `within` for `cond`; how long it took.
+fn within(within: std::time::Duration, cond: impl Fn() -> bool) -> Option<std::time::Duration> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < within {
+        if cond() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    None
+}
+
+#[test]
+fn redis_a_change_through_one_replica_reaches_the_others_cache_within_100_ms() {
+    let (a, b, _) = replicas();
+    let limit = std::time::Duration::from_millis(100);
+    // A registration made on A is read by B (absences are never cached).
+    saved(
+        a.register(stored(&a, method("pm_1", "fp_1", Some("sess_a"))))
+            .expect("registered"),
+    );
+    let m = b.payment_method("pm_1").expect("B reads A's registration");
+    assert_eq!(&m.creation_session_id[..], b"sess_a");
+    // Replaced on A, B's cached copy goes.
+    saved(
+        a.register(stored(&a, method("pm_1", "fp_2", Some("sess_b"))))
+            .expect("replaced"),
+    );
+    let took = within(limit, || {
+        b.payment_method("pm_1")
+            .is_some_and(|m| &m.creation_session_id[..] == b"sess_b")
+    });
+    assert!(
+        took.is_some(),
+        "B still holds the old registration after {limit:?}"
+    );
+    // A list entry added, labelled and taken off on A applies on B.
+    let k = b.key(b"jane@example.com");
+    assert!(list_add(&a, List::BlockEmail, "jane@example.com", 0));
+    let took = within(limit, || b.list_contains(List::BlockEmail, k));
+    assert!(took.is_some(), "B does not see the entry after {limit:?}");
+    eprintln!("a list entry reached the other replica in {took:?}");
+    assert_eq!(
+        b.list_items(List::BlockEmail, None, 10),
+        a.list_items(List::BlockEmail, None, 10),
+        "the value and history listed back agree"
+    );
+    a.observe(&pay(&a, "p1", T0, "fp_9", "d9"));
+    let labelled = a
+        .label(
+            "p1",
+            FeedbackKind::Fraudulent,
+            &[(
+                List::BlockCardFingerprint,
+                a.key(b"fp_9"),
+                ListEntry {
+                    source: ListSource::Feedback,
+                    payment_id: "p1".into(),
+                    ..entry("", 0)
+                },
+            )],
+        )
+        .expect("labelled")
+        .expect("payment known");
+    assert_eq!(labelled.lists_added, [List::BlockCardFingerprint]);
+    let took = within(limit, || {
+        b.list_contains(List::BlockCardFingerprint, b.key(b"fp_9"))
+    });
+    assert!(took.is_some(), "a fraud report's entry did not reach B");
+    saved(
+        a.list_remove(List::BlockEmail, k)
+            .expect("accepted")
+            .expect("was there"),
+    );
+    assert!(within(limit, || !b.list_contains(List::BlockEmail, k)).is_some());
+    assert_eq!(
+        b.payment("p1").and_then(|r| r.label),
+        Some(FeedbackKind::Fraudulent)
+    );
+}
+
+#[test]
+fn redis_payments_without_some_keys_are_counted_and_read_back() {
+    let (s, _, _) = replicas();
+    let only_card = |id| Observation {
+        payment_id: id,
+        at_ms: T0,
+        amount: 700,
+        card: Some(s.key(b"fp_1")),
+        email: None,
+        ip: None,
+        device: None,
+        merchant: None,
+    };
+    let first = s.observe(&only_card("p1"));
+    assert!(first.first);
+    assert_eq!(first.velocity.card_1h, 1);
+    let retry = s.observe(&only_card("p1"));
+    assert!(!retry.first);
+    assert_eq!(
+        (retry.velocity.card_1h, retry.velocity.card_days[2].count),
+        (1, 1)
+    );
+    let none = s.observe(&Observation {
+        card: None,
+        ..only_card("p2")
+    });
+    assert!(none.first);
+    assert_eq!(none.velocity, Default::default());
 }

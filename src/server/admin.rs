@@ -3,7 +3,7 @@
 //! is restored every call answers `UNAVAILABLE`; a change is answered once
 //! the store has saved it.
 
-use super::service::{Ready, saved};
+use super::service::{Ready, off_workers, saved};
 use super::status::to_status;
 use crate::engine::Engine;
 use crate::lists::list_named;
@@ -49,8 +49,8 @@ impl RiskAdmin for Admin {
         let r = request.into_inner();
         let list = list_named(&r.list).map_err(invalid)?;
         let now = engine.clock().now_ms;
-        let (added, commit) = engine
-            .add_list_items(
+        let (added, commit) = off_workers(engine, move |e| {
+            e.add_list_items(
                 list,
                 &r.values,
                 &r.reason,
@@ -58,7 +58,9 @@ impl RiskAdmin for Admin {
                 ListSource::Admin,
                 now,
             )
-            .map_err(to_status)?;
+        })
+        .await?
+        .map_err(to_status)?;
         saved(commit).await?;
         Ok(Response::new(AddListItemsResponse { added }))
     }
@@ -70,8 +72,8 @@ impl RiskAdmin for Admin {
         let engine = self.engine()?;
         let r = request.into_inner();
         let list = list_named(&r.list).map_err(invalid)?;
-        let (removed, commit) = engine
-            .remove_list_items(list, &r.values)
+        let (removed, commit) = off_workers(engine, move |e| e.remove_list_items(list, &r.values))
+            .await?
             .map_err(to_status)?;
         saved(commit).await?;
         Ok(Response::new(RemoveListItemsResponse { removed }))

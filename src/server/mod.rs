@@ -314,7 +314,12 @@ pub async fn serve_starting(
         options.sweep_interval,
         drain_rx.clone(),
     ));
-    let stats = tokio::spawn(stats_loop(engine.clone(), drain_rx));
+    let stats = tokio::spawn(stats_loop(engine.clone(), drain_rx.clone()));
+    let store_health = engine
+        .store()
+        .remote()
+        .is_some()
+        .then(|| tokio::spawn(store_health_loop(engine.clone(), health.clone(), drain_rx)));
 
     let mut stopping_since = None;
     let result = tokio::select! {
@@ -336,6 +341,9 @@ pub async fn serve_starting(
     };
     sweeper.abort();
     stats.abort();
+    if let Some(t) = store_health {
+        t.abort();
+    }
     let _ = stop_tx.send(true);
     if let Some(task) = admin_server {
         match tokio::time::timeout(MIN_LOG_FLUSH, task).await {
@@ -360,7 +368,17 @@ pub async fn serve_starting(
         tracing::info!(records = written, "recorded traffic flushed");
     }
     let within = budget();
-    match tokio::time::timeout(within, engine.store().sync().durable()).await {
+    let store = engine.store().clone();
+    let synced = async move {
+        // A remote store's sync waits for a round trip: off the workers.
+        match tokio::task::spawn_blocking(move || store.sync()).await {
+            Ok(commit) => commit.durable().await,
+            Err(_) => Err(crate::state::StoreError::Unavailable(
+                "the store's sync was interrupted".into(),
+            )),
+        }
+    };
+    match tokio::time::timeout(within, synced).await {
         Ok(Ok(())) => tracing::info!("state saved"),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "the state queued at shutdown could not be saved")
@@ -370,7 +388,10 @@ pub async fn serve_starting(
             "the state queued at shutdown was not saved in time (its disk is stalled); exiting without it"
         ),
     }
-    engine.metrics().store(engine.store().stats());
+    let store = engine.store().clone();
+    if let Ok(stats) = tokio::task::spawn_blocking(move || store.stats()).await {
+        engine.metrics().store(stats);
+    }
     if let Some(log) = engine.decision_log().cloned() {
         let budget = budget();
         let flushing = log.clone();
@@ -519,7 +540,63 @@ async fn stats_loop(engine: Engine, mut draining: watch::Receiver<bool>) {
             _ = tick.tick() => {}
             _ = draining.changed() => return,
         }
-        engine.metrics().store(engine.store().stats());
+        let store = engine.store().clone();
+        if let Ok(stats) = tokio::task::spawn_blocking(move || store.stats()).await {
+            engine.metrics().store(stats);
+        }
+    }
+}
+
+/// The health service name that tells whether a remote store (Redis) is
+/// reachable. Only it turns `NOT_SERVING` during an outage: the server as
+/// a whole (`""`) and `RiskScorer` stay `SERVING` (payments fail open), so
+/// that an outage of the shared store does not take every replica out of
+/// its load balancer at once.
+pub const STORE_HEALTH_SERVICE: &str = "riskstream.v1.Store";
+
+/// How often a remote store's reachability is checked.
+const STORE_HEALTH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Follows whether a remote store is reachable into health
+/// ([`STORE_HEALTH_SERVICE`]), the `riskstream_store_reachable` gauge, and
+/// one log line per change.
+async fn store_health_loop(
+    engine: Engine,
+    health: tonic_health::server::HealthReporter,
+    mut draining: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(STORE_HEALTH_INTERVAL);
+    let mut was = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = draining.changed() => return,
+        }
+        let Some(remote) = engine.store().remote() else {
+            return;
+        };
+        engine.metrics().store_cache(remote.cache_lookups());
+        let up = remote.reachable();
+        if was == Some(up) {
+            continue;
+        }
+        engine.metrics().store_reachable(up);
+        let status = if up {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        health
+            .set_service_status(STORE_HEALTH_SERVICE, status)
+            .await;
+        match (was, up) {
+            (Some(false), true) => tracing::info!("the store is reachable again"),
+            (_, false) => tracing::warn!(
+                "the store is not reachable: payments fail open, writes answer UNAVAILABLE (health {STORE_HEALTH_SERVICE} NOT_SERVING)"
+            ),
+            _ => {}
+        }
+        was = Some(up);
     }
 }
 

@@ -34,6 +34,7 @@ use bytes::Bytes;
 use std::sync::{Arc, OnceLock};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 /// Outcomes buffered per stream before the handler waits for the client
@@ -79,6 +80,51 @@ pub struct Service {
 /// How long a write waits for the store to save it before it answers
 /// `UNAVAILABLE` (a slow or stalled disk).
 pub const SAVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs `f` on the engine where it may wait for its store: at once for a
+/// store in the process, off the async workers for a remote one (its
+/// writes and cache misses wait for a round trip).
+pub(super) async fn off_workers<T: Send + 'static>(
+    engine: &Engine,
+    f: impl FnOnce(&Engine) -> T + Send + 'static,
+) -> Result<T, Status> {
+    if engine.store().remote().is_none() {
+        return Ok(f(engine));
+    }
+    let engine = engine.clone();
+    tokio::task::spawn_blocking(move || f(&engine))
+        .await
+        .map_err(|_| Status::unavailable("the store call was interrupted"))
+}
+
+/// Most events of one stream scored in one round trip of a remote store.
+const STREAM_BATCH: usize = 64;
+
+/// When a remote store must have answered for a call due at `deadline`:
+/// shortly before it (a tenth of what is left, at most 20 ms), so that a
+/// payment fails open in time; the store's own timeout bounds the rest.
+fn store_until(deadline: Option<Instant>) -> Instant {
+    let now = Instant::now();
+    match deadline {
+        Some(d) => {
+            let left = d.saturating_duration_since(now);
+            d - (left / 10).min(std::time::Duration::from_millis(20))
+        }
+        None => now + std::time::Duration::from_secs(3600),
+    }
+}
+
+/// The next event a stream has already received, without waiting: `None`
+/// when none is there yet.
+async fn ready_message(
+    inbound: &mut Streaming<RawMessage>,
+) -> Option<Option<Result<RawMessage, Status>>> {
+    std::future::poll_fn(|cx| match std::pin::Pin::new(&mut *inbound).poll_next(cx) {
+        std::task::Poll::Ready(next) => std::task::Poll::Ready(Some(next)),
+        std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await
+}
 
 /// Waits for `commit`; a failed or late save answers `UNAVAILABLE`.
 pub(super) async fn saved(commit: Commit) -> Result<(), Status> {
@@ -153,7 +199,9 @@ impl RiskScorer for Service {
         let raw = request.into_inner().0;
         check_deadline(deadline, engine.metrics())?;
         let clock = self.arrived(engine, Kind::Register, &raw);
-        let (id, commit) = engine.register(&raw, &clock).map_err(to_status)?;
+        let (id, commit) = off_workers(engine, move |e| e.register(&raw, &clock))
+            .await?
+            .map_err(to_status)?;
         saved(commit).await?;
         Ok(Response::new(proto::RegisterPaymentMethodResponse {
             payment_method_id: Bytes::from(id),
@@ -166,8 +214,9 @@ impl RiskScorer for Service {
     ) -> Result<Response<proto::PaymentMethod>, Status> {
         let engine = self.engine()?;
         check_deadline(deadline_of(&request), engine.metrics())?;
-        engine
-            .get_payment_method(&request.into_inner().0)
+        let raw = request.into_inner().0;
+        off_workers(engine, move |e| e.get_payment_method(&raw))
+            .await?
             .map(Response::new)
             .map_err(to_status)
     }
@@ -183,7 +232,17 @@ impl RiskScorer for Service {
         // neither scored nor counted in any window.
         check_deadline(deadline, engine.metrics())?;
         let clock = self.arrived(engine, Kind::Payment, &raw);
-        let outcome = engine.score(&raw, &clock).map_err(to_status)?;
+        let outcome = if engine.store().remote().is_some() {
+            let mut answers = engine
+                .score_batch(&[(raw, clock)], store_until(deadline))
+                .await;
+            answers
+                .pop()
+                .ok_or_else(|| Status::internal("no answer for the payment"))?
+                .map_err(to_status)?
+        } else {
+            engine.score(&raw, &clock).map_err(to_status)?
+        };
         self.settle(engine).await.map_err(|e| to_status(e.into()))?;
         Ok(Response::new(outcome))
     }
@@ -265,6 +324,59 @@ impl RiskScorer for Service {
                                 break;
                             }
                             let clock = this.arrived(&engine, Kind::Payment, &raw);
+                            if engine.store().remote().is_some() {
+                                // The events already received go in one round trip.
+                                let mut events = vec![(raw, clock)];
+                                let mut after: Option<Option<Status>> = None;
+                                let mut expired = false;
+                                while events.len() < STREAM_BATCH {
+                                    match ready_message(&mut inbound).await {
+                                        Some(Some(Ok(RawMessage(raw)))) => {
+                                            last_event = Instant::now();
+                                            if deadline.is_some_and(|d| last_event >= d) {
+                                                expired = true;
+                                                break;
+                                            }
+                                            let clock = this.arrived(&engine, Kind::Payment, &raw);
+                                            events.push((raw, clock));
+                                        }
+                                        Some(Some(Err(status))) => {
+                                            after = Some(Some(status));
+                                            break;
+                                        }
+                                        Some(None) => {
+                                            after = Some(None);
+                                            break;
+                                        }
+                                        None => break,
+                                    }
+                                }
+                                let answers = engine.score_batch(&events, store_until(deadline)).await;
+                                let mut gone = false;
+                                for ((raw, _), answer) in events.iter().zip(answers) {
+                                    let outcome = answer.unwrap_or_else(|e| engine.error_for(raw, &e));
+                                    if tx.send(Box::new(Ok(outcome))).await.is_err() {
+                                        gone = true;
+                                        break;
+                                    }
+                                }
+                                if gone {
+                                    break;
+                                }
+                                if expired {
+                                    engine.metrics().timed_out(Timeout::Deadline);
+                                    end(ServiceError::StreamDeadlineExceeded).await;
+                                    break;
+                                }
+                                match after {
+                                    Some(Some(status)) => {
+                                        let _ = tx.send(Box::new(Err(status))).await;
+                                        break;
+                                    }
+                                    Some(None) => break,
+                                    None => continue,
+                                }
+                            }
                             let outcome = engine.score_or_error(&raw, &clock);
                             let outcome = match this.settle(&engine).await {
                                 Ok(()) => outcome,
@@ -295,7 +407,9 @@ impl RiskScorer for Service {
         let raw = request.into_inner().0;
         check_deadline(deadline, engine.metrics())?;
         let clock = self.arrived(engine, Kind::Feedback, &raw);
-        let (lists, commit) = engine.feedback(&raw, &clock).map_err(to_status)?;
+        let (lists, commit) = off_workers(engine, move |e| e.feedback(&raw, &clock))
+            .await?
+            .map_err(to_status)?;
         saved(commit).await?;
         Ok(Response::new(proto::FeedbackResponse {
             lists_updated: lists

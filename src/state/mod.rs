@@ -3,13 +3,18 @@
 //! lists, as raw facts: counts and sums over windows, what each payment was,
 //! labels, list entries. Turning them into feature values is the job of
 //! `features`, never of a store. [`Store`] is the one trait the scoring path
-//! talks to; [`MemoryStore`] keeps everything in the process.
+//! talks to; [`MemoryStore`] keeps everything in the process,
+//! [`EmbeddedStore`] makes it durable in a data directory, and
+//! [`RedisStore`] shares it between replicas in one Redis.
 
 mod commit;
 pub mod embedded;
 pub mod long_window;
 mod memory;
+pub mod redis;
 pub mod window;
+
+pub use self::redis::{RedisOpenError, RedisOptions, RedisStore};
 
 pub use commit::{Commit, CommitSender};
 pub use embedded::{EmbeddedOptions, EmbeddedStore, Locked, OpenError, Restored};
@@ -391,4 +396,54 @@ pub trait Store: Send + Sync + 'static {
     fn sweep(&self) -> usize;
     /// Sizes, for metrics.
     fn stats(&self) -> StoreStats;
+    /// The batched, asynchronous side of a store whose state is in another
+    /// process: its synchronous methods wait for round trips, so a server
+    /// calls them off its async workers and scores through this instead.
+    /// `None` (the default) for a store in the process.
+    fn remote(&self) -> Option<&dyn Remote> {
+        None
+    }
+}
+
+/// The payment methods a batch names (`None` for one not registered), and
+/// whether finding them took a round trip.
+pub type Methods = (Vec<Option<Arc<StoredMethod>>>, bool);
+
+/// A boxed future that can cross threads.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// What one round trip for a batch of payments brought back.
+#[derive(Debug, Clone, Default)]
+pub struct ObservedBatch {
+    /// Each payment's velocity, in the order given.
+    pub observed: Vec<Observed>,
+    /// The version of the lists when they were read: list changes
+    /// acknowledged before it apply to these payments.
+    pub lists_version: u64,
+}
+
+/// A store reached over the network, used by scoring in batches: payment
+/// methods resolved from a local cache (one round trip for those it
+/// misses), a batch's windows read and updated in one round trip, amount
+/// ratios queued for the next one. Every future is bounded by the store's
+/// timeout and never waits on an async worker's thread.
+pub trait Remote: Send + Sync {
+    /// The payment methods `ids` name (`None` for one not registered), and
+    /// whether it took a round trip (some were not in the cache).
+    fn methods(&self, ids: Vec<String>) -> BoxFuture<'static, Result<Methods, StoreError>>;
+    /// Records a batch of payments ([`Store::observe`] for each) in one
+    /// round trip.
+    fn observe_batch(
+        &self,
+        batch: &[Observation<'_>],
+    ) -> BoxFuture<'static, Result<ObservedBatch, StoreError>>;
+    /// Waits until this replica's lists hold every change up to `version`.
+    fn lists_at_least(&self, version: u64) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// [`Store::record_amount_ratio`], sent ahead of the next batch.
+    fn queue_ratio(&self, obs: &Observation<'_>, ratio: u32, spike: bool);
+    /// Whether the store is reachable now (for health and metrics).
+    fn reachable(&self) -> bool;
+    /// Payment method lookups answered by the local cache, and those that
+    /// needed a round trip, since the store opened.
+    fn cache_lookups(&self) -> (u64, u64);
 }

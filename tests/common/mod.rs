@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod flood;
+pub mod redis_server;
 pub mod served;
 #[allow(unused_imports)]
 pub use served::*;

@@ -1,7 +1,10 @@
 //! The scoring engine: one synchronous call per request, from the request's
 //! bytes to an answer, through a borrowed view, validation, state, features,
 //! model, holdout and decision. The gRPC server, the tools and the benches all
-//! call it; nothing here awaits.
+//! call it; nothing here awaits, except the batched path of a remote store
+//! ([`batch`]), which awaits one round trip between synchronous halves.
+
+mod batch;
 
 use crate::decision::holdout::Holdout;
 use crate::decision::{Action, Context, Policy, RiskLevel, Verdict};
@@ -54,6 +57,8 @@ struct Inner {
     metrics: Metrics,
     log: Option<DecisionLog>,
     warned: AtomicBool,
+    /// When a failed store round trip was last logged (ms since the epoch).
+    store_warned_ms: std::sync::atomic::AtomicI64,
 }
 
 /// What [`Engine::prepare`] resolves for one payment.
@@ -76,6 +81,49 @@ struct Keys {
 /// The store key of a non-empty text value (`None` for an empty one).
 fn text_key(store: &dyn Store, v: &str) -> Option<Key> {
     (!v.is_empty()).then(|| store.key(v.as_bytes()))
+}
+
+/// The decision context of a payment whose method is of `kind`.
+fn context(p: &Payment<'_>, kind: MethodKind) -> Context {
+    Context {
+        setup_intent: p.object == ObjectKind::SetupIntent,
+        card: kind == MethodKind::Card,
+    }
+}
+
+/// What the store records of a payment whose registered method is
+/// `stored`, and the keys of its customer values.
+fn observation<'a>(
+    store: &dyn Store,
+    p: &Payment<'a>,
+    stored: Option<&StoredMethod>,
+) -> (Observation<'a>, Keys) {
+    let key = |v: &str| text_key(store, v);
+    let keys = Keys {
+        card: match p.method.card_fingerprint {
+            Some(fp) => key(fp),
+            None => stored.and_then(|s| s.card),
+        },
+        email: key(&p.customer.email).or(stored.and_then(|s| s.email)),
+        customer: key(&p.customer.id).or(stored.and_then(|s| s.customer)),
+        ip: p
+            .session
+            .as_ref()
+            .and_then(|s| s.ip)
+            .map(|ip| ip_key(store, ip)),
+        device: p.session.as_ref().and_then(|s| key(&s.device_id)),
+    };
+    let obs = Observation {
+        payment_id: p.payment_id,
+        at_ms: p.created_at_ms,
+        amount: p.amount,
+        card: keys.card,
+        email: keys.email,
+        ip: keys.ip,
+        device: keys.device,
+        merchant: key(p.merchant_id),
+    };
+    (obs, keys)
 }
 
 /// The store key of an IP address: its octets, IPv4-mapped addresses as IPv4.
@@ -290,6 +338,7 @@ impl Engine {
                 metrics,
                 log,
                 warned: AtomicBool::new(false),
+                store_warned_ms: std::sync::atomic::AtomicI64::new(i64::MIN / 2),
             }),
         }
     }
@@ -429,12 +478,15 @@ impl Engine {
     pub fn score_or_error(&self, raw: &Bytes, clock: &Clock) -> wire::Outcome {
         match self.score(raw, clock) {
             Ok(o) => o,
-            Err(e) => {
-                let id = view::salvage_payment_id(raw);
-                let id = raw.slice_ref(id);
-                error_outcome(id, &e)
-            }
+            Err(e) => self.error_for(raw, &e),
         }
+    }
+
+    /// The stream outcome of the rejected event `raw`, naming its
+    /// `payment_id` as [`Engine::score_or_error`] does.
+    pub fn error_for(&self, raw: &Bytes, e: &ServiceError) -> wire::Outcome {
+        let id = view::salvage_payment_id(raw);
+        error_outcome(raw.slice_ref(id), e)
     }
 
     /// [`Engine::register`] for a public message (tools and tests).
@@ -485,18 +537,19 @@ impl Engine {
     /// scoring it (what training collects). `None` when the payment is not
     /// assessed (other method types, opted out, recurring after the first).
     pub fn features(&self, p: &Payment<'_>) -> Option<FeatureVector> {
-        let registered = self.registered(p);
-        self.prepare(p, registered.as_deref()).features
+        let store = &*self.inner.store;
+        let registered = self.registered(store, p);
+        self.prepare(store, p, registered.as_deref()).features
     }
 
     /// The registered payment method a payment names, if any. An id the
     /// store does not hold is counted and scored without a creation session
     /// (a lost or never-seen registration must not break checkout).
-    fn registered(&self, p: &Payment<'_>) -> Option<Arc<StoredMethod>> {
+    fn registered(&self, store: &dyn Store, p: &Payment<'_>) -> Option<Arc<StoredMethod>> {
         if p.method.id.is_empty() {
             return None;
         }
-        let registered = self.inner.store.payment_method(p.method.id);
+        let registered = store.payment_method(p.method.id);
         if registered.is_none() {
             self.inner.metrics.unknown_payment_method();
         }
@@ -505,9 +558,13 @@ impl Engine {
 
     /// Resolves the payment method, records the payment in the store and
     /// computes its features.
-    fn prepare(&self, p: &Payment<'_>, stored: Option<&StoredMethod>) -> Prepared {
-        let store = &self.inner.store;
-        let key = |v: &str| text_key(&**store, v);
+    fn prepare(
+        &self,
+        store: &dyn Store,
+        p: &Payment<'_>,
+        stored: Option<&StoredMethod>,
+    ) -> Prepared {
+        let (obs, keys) = observation(store, p, stored);
         let reg = stored.map(|s| &s.method);
         // A method of unknown type (an id the store does not hold) is
         // scored as the card it nearly always is.
@@ -521,31 +578,6 @@ impl Engine {
         // Inline values win over the registered ones.
         let inline_facts = p.method.creation_session.as_ref().map(Facts::of);
         let creation = inline_facts.or(stored.and_then(|s| s.creation));
-        let keys = Keys {
-            card: match p.method.card_fingerprint {
-                Some(fp) => key(fp),
-                None => stored.and_then(|s| s.card),
-            },
-            email: key(&p.customer.email).or(stored.and_then(|s| s.email)),
-            customer: key(&p.customer.id).or(stored.and_then(|s| s.customer)),
-            ip: p
-                .session
-                .as_ref()
-                .and_then(|s| s.ip)
-                .map(|ip| ip_key(&**store, ip)),
-            device: p.session.as_ref().and_then(|s| key(&s.device_id)),
-        };
-
-        let obs = Observation {
-            payment_id: p.payment_id,
-            at_ms: p.created_at_ms,
-            amount: p.amount,
-            card: keys.card,
-            email: keys.email,
-            ip: keys.ip,
-            device: keys.device,
-            merchant: key(p.merchant_id),
-        };
         let observed = store.observe(&obs);
         let velocity = observed.velocity;
         if observed.first && obs.card.is_some() {
@@ -557,10 +589,7 @@ impl Engine {
             }
         }
 
-        let ctx = Context {
-            setup_intent: p.object == ObjectKind::SetupIntent,
-            card: kind == MethodKind::Card,
-        };
+        let ctx = context(p, kind);
         let not_assessed =
             !kind.is_assessed() || p.opt_out || p.recurring.as_ref().is_some_and(|r| !r.initial);
         let features = (!not_assessed).then(|| {
@@ -581,13 +610,19 @@ impl Engine {
 
     /// Assesses a validated payment: records it, scores it and decides.
     pub fn assess<'a>(&self, p: &'a Payment<'a>) -> Assessment<'a> {
+        self.assess_with(&*self.inner.store, p)
+    }
+
+    /// [`Engine::assess`] against `store` (the engine's, or what a batch's
+    /// round trip resolved).
+    fn assess_with<'a>(&self, store: &dyn Store, p: &'a Payment<'a>) -> Assessment<'a> {
         let inner = &*self.inner;
-        let registered = self.registered(p);
+        let registered = self.registered(store, p);
         let Prepared {
             ctx,
             features,
             keys,
-        } = self.prepare(p, registered.as_deref());
+        } = self.prepare(store, p, registered.as_deref());
         let compared = match (&p.method.creation_session, registered) {
             (Some(s), _) => Compared::Inline(&s.session_id),
             (None, Some(r)) if r.method.creation_session.is_some() => Compared::Registered(r),
@@ -657,10 +692,10 @@ impl Engine {
             }
         }
 
-        let list_hit = if inner.store.lists_empty() {
+        let list_hit = if store.lists_empty() {
             None
         } else {
-            self.list_hit(&keys)
+            self.list_hit(store, &keys)
         };
         a.verdict = match list_hit {
             Some(list) => Policy::list_verdict(list),
@@ -679,6 +714,13 @@ impl Engine {
                 ctx,
             );
         }
+        self.record(p, &a);
+        a
+    }
+
+    /// Counts the decision of `a` and writes it to the decision log.
+    fn record(&self, p: &Payment<'_>, a: &Assessment<'_>) {
+        let inner = &*self.inner;
         inner.metrics.decision(a.verdict.action, a.level);
         if let Some(log) = &inner.log {
             log.write(DecisionRecord {
@@ -700,12 +742,10 @@ impl Engine {
                 propensity: a.propensity,
             });
         }
-        a
     }
 
     /// The first list the payment matches: allow lists before block lists.
-    fn list_hit(&self, keys: &Keys) -> Option<List> {
-        let store = &self.inner.store;
+    fn list_hit(&self, store: &dyn Store, keys: &Keys) -> Option<List> {
         let checks = |lists: [List; 5]| {
             lists
                 .into_iter()

@@ -1,0 +1,412 @@
+//! The Lua scripts the Redis store runs: each change is one script, so that
+//! it is atomic on the server (two replicas updating the same card never
+//! lose an increment), and a batch of payments is one script call. They
+//! keep the windows exactly as the memory store's `Window`, `LongWindow`
+//! and `DelayedWindow` do (the conformance suite checks both), in hashes:
+//!
+//! - a short window (`…:s`): `c<bucket>` and `a<bucket>` (count and amount
+//!   of a 5-minute bucket), `last` (latest event ms), and for IPs and
+//!   devices `k<card>` (when each card was last seen);
+//! - a long window (`…:l`): `c<hour>`, `a<hour>`, `p<hour>` (peak amount
+//!   ratio), `f<hour>` and `s<hour>` (frauds, and frauds that were spikes),
+//!   `nh` (newest hour held).
+//!
+//! Numbers are Lua doubles: sums stay exact below 2^53 minor units.
+
+use redis::Script;
+use std::sync::LazyLock;
+
+/// Helpers shared by the scripts (bucket arithmetic, the windows).
+const COMMON: &str = r#"
+local BUCKET, HOUR, DAY = 300000, 3600000, 86400000
+local function fmt(n) return string.format('%d', n) end
+local function bucket(at) local b = math.floor(at / BUCKET); if b < 0 then b = 0 end; return b end
+local function hour(at) local h = math.floor(at / HOUR); if h < 0 then h = 0 end; return h end
+
+-- Adds one event to a short window when `add`, then its counts at `at`:
+-- 1 h and 24 h counts, 24 h amount and distinct cards (when `card` windows).
+local function short(key, add, at, amount, card, ttl)
+  local last = tonumber(redis.call('HGET', key, 'last') or nil)
+  if add then
+    local b = bucket(at)
+    redis.call('HINCRBY', key, 'c' .. b, 1)
+    redis.call('HINCRBY', key, 'a' .. b, amount)
+    if last == nil or at > last then
+      last = at
+      redis.call('HSET', key, 'last', fmt(at))
+    end
+    if card then
+      local seen = tonumber(redis.call('HGET', key, 'k' .. card) or nil)
+      if seen == nil or at > seen then redis.call('HSET', key, 'k' .. card, fmt(at)) end
+    end
+    redis.call('PEXPIRE', key, ttl)
+  end
+  if last == nil then return 0, 0, 0, 0 end
+  local idx, newest, horizon = bucket(at), bucket(last), last - DAY
+  local flat = redis.call('HGETALL', key)
+  local c1, c24, a24, cards = 0, 0, 0, 0
+  local stale, live, oldest, oldest_seen = {}, 0, nil, nil
+  for i = 1, #flat, 2 do
+    local f = flat[i]
+    local kind = string.sub(f, 1, 1)
+    local v = tonumber(flat[i + 1])
+    if kind == 'c' or kind == 'a' then
+      local b = tonumber(string.sub(f, 2))
+      if b <= newest - 288 then
+        stale[#stale + 1] = f
+      elseif b <= idx and b > idx - 288 then
+        if kind == 'c' then
+          c24 = c24 + v
+          if b > idx - 12 then c1 = c1 + v end
+        else
+          a24 = a24 + v
+        end
+      end
+    elseif kind == 'k' then
+      if add and v <= horizon then
+        stale[#stale + 1] = f
+      else
+        live = live + 1
+        if oldest_seen == nil or v < oldest_seen then oldest, oldest_seen = f, v end
+        if v > at - DAY then cards = cards + 1 end
+      end
+    end
+  end
+  if add and live > 64 then
+    -- Forget the card seen least recently.
+    stale[#stale + 1] = oldest
+    if oldest_seen > at - DAY then cards = cards - 1 end
+  end
+  if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
+  return c1, c24, a24, cards
+end
+
+-- Adds one event to a long window (hourly buckets, `horizon` hours kept).
+local function long_add(key, at, amount, horizon, ttl)
+  local h = hour(at)
+  redis.call('HINCRBY', key, 'c' .. h, 1)
+  redis.call('HINCRBY', key, 'a' .. h, amount)
+  local nh = tonumber(redis.call('HGET', key, 'nh') or nil)
+  if nh == nil or h > nh then redis.call('HSET', key, 'nh', fmt(h)) end
+  redis.call('PEXPIRE', key, ttl)
+end
+
+-- Sums over the hours in (end - days, end] for 1, 7 and 30 days, where end
+-- is the hour of `at` less `delay` days: {count, amount, frauds,
+-- spike frauds, peak, oldest plain-fraud hour or -1} each. Hours past the
+-- horizon of the newest are forgotten.
+local function trailing(key, at, delay, horizon)
+  local sums = {}
+  for d = 1, 3 do sums[d] = {0, 0, 0, 0, 0, -1} end
+  local nh = tonumber(redis.call('HGET', key, 'nh') or nil)
+  if nh == nil then return sums end
+  local e = hour(at) - 24 * delay
+  local days = {1, 7, 30}
+  local flat = redis.call('HGETALL', key)
+  local stale, frauds, spikes = {}, {}, {}
+  for i = 1, #flat, 2 do
+    local f = flat[i]
+    local kind = string.sub(f, 1, 1)
+    if kind ~= 'n' then
+      local h = tonumber(string.sub(f, 2))
+      local v = tonumber(flat[i + 1])
+      if h <= nh - horizon then
+        stale[#stale + 1] = f
+      elseif h <= e and h > e - 720 then
+        if kind == 'f' then frauds[h] = v elseif kind == 's' then spikes[h] = v end
+        for d = 1, 3 do
+          if h > e - 24 * days[d] then
+            local s = sums[d]
+            if kind == 'c' then s[1] = s[1] + v
+            elseif kind == 'a' then s[2] = s[2] + v
+            elseif kind == 'f' then s[3] = s[3] + v
+            elseif kind == 's' then s[4] = s[4] + v
+            elseif kind == 'p' then if v > s[5] then s[5] = v end
+            end
+          end
+        end
+      end
+    end
+  end
+  for h, f in pairs(frauds) do
+    if f > (spikes[h] or 0) then
+      for d = 1, 3 do
+        local s = sums[d]
+        if h > e - 24 * days[d] and (s[6] < 0 or h < s[6]) then s[6] = h end
+      end
+    end
+  end
+  if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
+  return sums
+end
+
+-- Whether the hour of `at` is held by the long window `key`.
+local function held(key, at, horizon)
+  local h = hour(at)
+  local nh = tonumber(redis.call('HGET', key, 'nh') or nil)
+  return nh ~= nil and h > nh - horizon and redis.call('HEXISTS', key, 'c' .. h) == 1, h
+end
+"#;
+
+/// Records a batch of payments and returns their velocity.
+///
+/// KEYS: watermark, lists version, the indexes of cards, emails, IPs,
+/// devices, merchants and payments, then per payment: its record, card
+/// short, card long, email, IP, device and merchant windows.
+/// ARGV: payments, payment TTL, short TTL, card TTL, merchant TTL, card
+/// horizon hours, merchant horizon hours, then per payment: time, amount,
+/// and the keys (hex, empty when none) of its card, email, IP, device and
+/// merchant.
+/// Returns the lists version, then per payment 48 numbers: first, card 1 h
+/// and 24 h counts and 24 h amount, email 1 h and 24 h, IP 1 h, 24 h and
+/// cards, device 1 h, 24 h and cards, then the card's 1, 7 and 30 days and
+/// the merchant's, 6 numbers each.
+const OBSERVE: &str = r#"
+local n = tonumber(ARGV[1])
+local pay_ttl, short_ttl, card_ttl, merchant_ttl = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local card_h, merchant_h = tonumber(ARGV[6]), tonumber(ARGV[7])
+local out = {}
+out[1] = tonumber(redis.call('GET', KEYS[2]) or '0')
+local wm = tonumber(redis.call('GET', KEYS[1]) or nil)
+local ix_card, ix_email, ix_ip, ix_device, ix_merchant, ix_pay = KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+for p = 0, n - 1 do
+  local k, a = 8 + p * 7, 7 + p * 7
+  local at, amount = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local card, email, ip, device, merchant = ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
+  local first = redis.call('EXISTS', KEYS[k + 1]) == 0
+  if first then
+    local rec = {'at', fmt(at), 'amt', fmt(amount), 'lab', '0', 'r', '0', 'sp', '0'}
+    for _, kv in ipairs({{'c', card}, {'e', email}, {'i', ip}, {'d', device}, {'m', merchant}}) do
+      if kv[2] ~= '' then rec[#rec + 1] = kv[1]; rec[#rec + 1] = kv[2] end
+    end
+    redis.call('HSET', KEYS[k + 1], unpack(rec))
+    redis.call('PEXPIRE', KEYS[k + 1], pay_ttl)
+    redis.call('ZADD', ix_pay, fmt(at), string.sub(KEYS[k + 1], -33, -2))
+    if wm == nil or at > wm then wm = at end
+  end
+  local r = {1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+  if not first then r[1] = 0 end
+  local card_days, merchant_days
+  if card ~= '' then
+    r[2], r[3], r[4] = short(KEYS[k + 2], first, at, amount, nil, card_ttl)
+    if first then
+      long_add(KEYS[k + 3], at, amount, card_h, card_ttl)
+      redis.call('ZADD', ix_card, 'GT', fmt(at), card)
+    end
+    card_days = trailing(KEYS[k + 3], at, 0, card_h)
+  end
+  if merchant ~= '' then
+    if first then
+      long_add(KEYS[k + 7], at, amount, merchant_h, merchant_ttl)
+      redis.call('ZADD', ix_merchant, 'GT', fmt(hour(at) * HOUR), merchant)
+    end
+    merchant_days = trailing(KEYS[k + 7], at, 7, merchant_h)
+  end
+  local with_card = nil
+  if card ~= '' then with_card = card end
+  if email ~= '' then
+    r[5], r[6] = short(KEYS[k + 4], first, at, amount, nil, short_ttl)
+    if first then redis.call('ZADD', ix_email, 'GT', fmt(at), email) end
+  end
+  if ip ~= '' then
+    local _
+    r[7], r[8], _, r[9] = short(KEYS[k + 5], first, at, amount, with_card, short_ttl)
+    if first then redis.call('ZADD', ix_ip, 'GT', fmt(at), ip) end
+  end
+  if device ~= '' then
+    local _
+    r[10], r[11], _, r[12] = short(KEYS[k + 6], first, at, amount, with_card, short_ttl)
+    if first then redis.call('ZADD', ix_device, 'GT', fmt(at), device) end
+  end
+  for _, v in ipairs(r) do out[#out + 1] = v end
+  local windows = {card_days, merchant_days}
+  for w = 1, 2 do
+    local days = windows[w]
+    for d = 1, 3 do
+      for j = 1, 6 do
+        if days then out[#out + 1] = days[d][j] else out[#out + 1] = (j == 6) and -1 or 0 end
+      end
+    end
+  end
+end
+if wm ~= nil then redis.call('SET', KEYS[1], fmt(wm)) end
+return out
+"#;
+
+/// Records the amount ratio of a payment observed for the first time.
+/// KEYS: its record, its card's long window (or a key never written).
+/// ARGV: time, ratio, spike (0/1), card horizon hours, has card (0/1).
+const RATIO: &str = r#"
+local at, ratio = tonumber(ARGV[1]), tonumber(ARGV[2])
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'r', ARGV[2], 'sp', ARGV[3])
+end
+if ARGV[5] == '1' then
+  local ok, h = held(KEYS[2], at, tonumber(ARGV[4]))
+  if ok then
+    local p = tonumber(redis.call('HGET', KEYS[2], 'p' .. h) or '0')
+    if ratio > p then redis.call('HSET', KEYS[2], 'p' .. h, ARGV[2]) end
+  end
+end
+return 0
+"#;
+
+/// Registers (or replaces) a payment method and tells the replicas.
+/// KEYS: its key, the index of methods. ARGV: the encoded method, the most
+/// methods, its member in the index, the channel, the message.
+/// Returns -1 when the store is full, else 0.
+const REGISTER: &str = r#"
+if redis.call('SISMEMBER', KEYS[2], ARGV[3]) == 0 and redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[2]) then
+  return -1
+end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return 0
+"#;
+
+/// Adds an entry to a list unless its key is there, and tells the replicas.
+/// KEYS: the list's entries, its expiries, the lists version.
+/// ARGV: the key (hex), the entry (JSON), its expiry (ms, 0 never), the
+/// channel, the message after the version.
+/// Returns the new lists version, or 0 when the key was there.
+const LIST_ADD: &str = r#"
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+if tonumber(ARGV[3]) > 0 then redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1]) end
+local v = redis.call('INCR', KEYS[3])
+redis.call('PUBLISH', ARGV[4], v .. ' ' .. ARGV[5])
+return v
+"#;
+
+/// Takes a key off a list and tells the replicas.
+/// KEYS: the list's entries, its expiries, the lists version.
+/// ARGV: the key (hex), the channel, the message after the version.
+/// Returns the new lists version, or 0 when the key was not there.
+const LIST_REMOVE: &str = r#"
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+local v = redis.call('INCR', KEYS[3])
+redis.call('PUBLISH', ARGV[2], v .. ' ' .. ARGV[3])
+return v
+"#;
+
+/// Labels a remembered payment (its merchant's fraud counts follow) and
+/// adds block entries to their lists, all at once.
+/// KEYS: the payment's record, the lists version, then per entry the
+/// list's entries and expiries.
+/// ARGV: the label code, the key prefix, the merchant horizon hours, the
+/// channel, then per entry: key (hex), entry (JSON), the message after the
+/// version.
+/// Returns -1 when the payment is unknown, else the 1-based positions of
+/// the entries added.
+const LABEL: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
+local code = tonumber(ARGV[1])
+local f = redis.call('HMGET', KEYS[1], 'lab', 'at', 'm', 'sp')
+local old = tonumber(f[1] or '0')
+local was = (old == 1 or old == 2) and 1 or 0
+local is = (code == 1 or code == 2) and 1 or 0
+redis.call('HSET', KEYS[1], 'lab', ARGV[1])
+local delta = is - was
+if delta ~= 0 and f[3] then
+  -- The merchant's key, named as the store names it (one Redis, not a cluster).
+  local mkey = ARGV[2] .. '{m:' .. f[3] .. '}:l'
+  local ok, h = held(mkey, tonumber(f[2]), tonumber(ARGV[3]))
+  if ok then
+    local function move(field)
+      local v = tonumber(redis.call('HGET', mkey, field) or '0') + delta
+      if v < 0 then v = 0 end
+      redis.call('HSET', mkey, field, fmt(v))
+    end
+    move('f' .. h)
+    if f[4] == '1' then move('s' .. h) end
+  end
+end
+local added = {}
+local entries = (#ARGV - 4) / 3
+for i = 0, entries - 1 do
+  local list, expiries = KEYS[3 + i * 2], KEYS[4 + i * 2]
+  local field, entry, msg = ARGV[5 + i * 3], ARGV[6 + i * 3], ARGV[7 + i * 3]
+  if redis.call('HSETNX', list, field, entry) == 1 then
+    local v = redis.call('INCR', KEYS[2])
+    redis.call('PUBLISH', ARGV[4], v .. ' ' .. msg)
+    added[#added + 1] = i + 1
+  end
+end
+return added
+"#;
+
+/// Forgets what is idle past the horizons, relative to the latest event
+/// time recorded (the watermark); a kind holding more than the most keys
+/// has its horizon halved until it fits (down to a minute). Key names are
+/// built here from the indexes' members (one Redis, not a cluster).
+/// KEYS: watermark, then the indexes of cards, emails, IPs, devices,
+/// merchants and payments.
+/// ARGV: prefix, most window keys, card, short and merchant horizons (ms),
+/// payment retention, most payments, least payment retention.
+/// Returns how many entries went.
+const SWEEP: &str = r#"
+local wm = tonumber(redis.call('GET', KEYS[1]) or nil)
+if wm == nil then return 0 end
+local prefix, max_keys = ARGV[1], tonumber(ARGV[2])
+local dropped = 0
+local function drop(ix, horizon, names)
+  local gone = redis.call('ZRANGEBYSCORE', ix, '-inf', fmt(wm - horizon))
+  for _, m in ipairs(gone) do
+    for _, name in ipairs(names) do redis.call('DEL', prefix .. string.format(name, m)) end
+  end
+  if #gone > 0 then redis.call('ZREMRANGEBYSCORE', ix, '-inf', fmt(wm - horizon)) end
+  dropped = dropped + #gone
+end
+local function kind(ix, horizon, least, most, names)
+  drop(ix, horizon, names)
+  while redis.call('ZCARD', ix) > most and horizon > least do
+    horizon = math.max(math.floor(horizon / 2), least)
+    drop(ix, horizon, names)
+  end
+end
+local card_ms, short_ms, merchant_ms = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+kind(KEYS[3], short_ms, 60000, max_keys, {'{e:%s}:s'})
+kind(KEYS[4], short_ms, 60000, max_keys, {'{i:%s}:s'})
+kind(KEYS[5], short_ms, 60000, max_keys, {'{d:%s}:s'})
+kind(KEYS[2], card_ms, 60000, max_keys, {'{c:%s}:s', '{c:%s}:l'})
+kind(KEYS[6], merchant_ms, 60000, max_keys, {'{m:%s}:l'})
+kind(KEYS[7], tonumber(ARGV[6]), tonumber(ARGV[8]), tonumber(ARGV[7]), {'{p:%s}'})
+return dropped
+"#;
+
+/// Takes the entries whose expiry has passed off a list, telling the
+/// replicas. KEYS: the list's entries, its expiries, the lists version.
+/// ARGV: now (ms), the channel, the message prefix (`r <list> `).
+/// Returns how many went.
+const LIST_EXPIRE: &str = r#"
+local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '1', ARGV[1])
+for _, field in ipairs(gone) do
+  redis.call('HDEL', KEYS[1], field)
+  redis.call('ZREM', KEYS[2], field)
+  local v = redis.call('INCR', KEYS[3])
+  redis.call('PUBLISH', ARGV[2], v .. ' ' .. ARGV[3] .. field)
+end
+return #gone
+"#;
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{COMMON}\n{body}"))
+}
+
+/// [`OBSERVE`].
+pub(super) static OBSERVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(OBSERVE));
+/// [`RATIO`].
+pub(super) static RATIO_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(RATIO));
+/// [`REGISTER`].
+pub(super) static REGISTER_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(REGISTER));
+/// [`LIST_ADD`].
+pub(super) static LIST_ADD_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(LIST_ADD));
+/// [`LIST_REMOVE`].
+pub(super) static LIST_REMOVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(LIST_REMOVE));
+/// [`LABEL`].
+pub(super) static LABEL_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(LABEL));
+/// [`SWEEP`].
+pub(super) static SWEEP_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(SWEEP));
+/// [`LIST_EXPIRE`].
+pub(super) static LIST_EXPIRE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(LIST_EXPIRE));

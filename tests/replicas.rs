@@ -1,0 +1,419 @@
+//! Several `riskstream serve` processes on one Redis (`--state redis://…`)
+//! act as one service: a registration acknowledged by one is scored by
+//! another with its creation session, a fraud report made to one blocks on
+//! another, and velocity counts payments made through either. Redis is a
+//! redis-server of this test binary's own.
+
+mod common;
+
+use common::redis_server;
+use common::*;
+use riskstream::proto::{self, Decision, RiskLevel};
+
+/// Two servers on the test binary's Redis, in a namespace of their own.
+fn two_replicas() -> (Served, Served, String) {
+    let url = redis_server::shared().url();
+    let prefix = redis_server::prefix();
+    let start = || Served::start(&["--state", &url, "--redis-prefix", &prefix]);
+    (start(), start(), prefix)
+}
+
+#[tokio::test]
+async fn a_registration_on_one_replica_is_scored_on_another_with_its_creation_session() {
+    let (a, b, _) = two_replicas();
+    let (mut ca, mut cb) = (a.client().await, b.client().await);
+    register_home_card(&mut ca).await;
+    let got = cb
+        .get_payment_method(proto::GetPaymentMethodRequest {
+            payment_method_id: "pm_1".into(),
+        })
+        .await
+        .expect("B holds A's registration")
+        .into_inner();
+    assert_eq!(
+        got.creation_session.map(|s| s.session_id).as_deref(),
+        Some("s0")
+    );
+    let o = score_ok(
+        &mut cb,
+        payment("pay_1", "pm_1", 2500, Some(home_session("s1")), customer(1)),
+    )
+    .await;
+    assert_eq!(
+        o.creation_session_id, "s0",
+        "B compared A's creation session"
+    );
+    assert_eq!(o.session_id, "s1");
+    assert_eq!(o.decision(), Decision::Allow);
+    assert!(
+        matches!(o.risk_level(), RiskLevel::Normal | RiskLevel::Elevated),
+        "{o:?}"
+    );
+    assert!(o.error.is_none());
+    a.assert_no_customer_data_logged();
+    b.assert_no_customer_data_logged();
+}
+
+#[tokio::test]
+async fn fraud_feedback_on_one_replica_blocks_on_another() {
+    let (a, b, _) = two_replicas();
+    let (mut ca, mut cb) = (a.client().await, b.client().await);
+    register_home_card(&mut ca).await;
+    let first = score_ok(
+        &mut cb,
+        payment("pay_1", "pm_1", 5000, Some(home_session("s1")), customer(1)),
+    )
+    .await;
+    assert_eq!(first.decision(), Decision::Allow);
+    // Reported to A, about a payment B scored.
+    let fb = feedback(&mut ca, "pay_1", proto::FeedbackKind::Fraudulent)
+        .await
+        .expect("A finds the payment B recorded");
+    let mut lists = fb.lists_updated.clone();
+    lists.sort();
+    assert_eq!(lists, ["block_card_fingerprint", "block_email"]);
+    // The very next payment on B is blocked.
+    let again = score_ok(
+        &mut cb,
+        payment("pay_2", "pm_1", 5000, Some(home_session("s2")), customer(1)),
+    )
+    .await;
+    assert_eq!(again.decision(), Decision::Block, "{again:?}");
+    assert_eq!(again.reason, "blocklist");
+}
+
+#[tokio::test]
+async fn velocity_counts_payments_made_through_either_replica_and_streams_batch() {
+    let (a, b, prefix) = two_replicas();
+    let (mut ca, mut cb) = (a.client().await, b.client().await);
+    register_home_card(&mut ca).await;
+    // Twenty payments of one card, alternating between the replicas; B
+    // takes its ten on one stream, sent at once (scored in batches).
+    for i in 0..10 {
+        score_ok(
+            &mut ca,
+            payment(
+                &format!("pay_a{i}"),
+                "pm_1",
+                1000,
+                Some(home_session("s")),
+                customer(1),
+            ),
+        )
+        .await;
+    }
+    let events: Vec<proto::PaymentEvent> = (0..10)
+        .map(|i| {
+            payment(
+                &format!("pay_b{i}"),
+                "pm_1",
+                1000,
+                Some(home_session("s")),
+                customer(1),
+            )
+        })
+        .collect();
+    let mut outcomes = cb
+        .score_stream(tokio_stream::iter(events))
+        .await
+        .expect("stream opens")
+        .into_inner();
+    let mut ids = Vec::new();
+    while let Some(o) = outcomes.message().await.expect("outcome") {
+        assert!(o.error.is_none(), "{o:?}");
+        assert_eq!(o.creation_session_id, "s0");
+        ids.push(o.payment_id);
+    }
+    let expected: Vec<String> = (0..10).map(|i| format!("pay_b{i}")).collect();
+    assert_eq!(ids, expected, "one outcome per event, in order");
+    // A retry of a payment A recorded is not counted again on B, and the
+    // next payment on A counts all twenty.
+    score_ok(
+        &mut cb,
+        payment("pay_a3", "pm_1", 1000, Some(home_session("s")), customer(1)),
+    )
+    .await;
+    let scored = b.metric("riskstream_store_round_trip_seconds_count");
+    assert!(scored >= 2.0, "B's payments went in round trips: {scored}");
+    assert_eq!(b.metric("riskstream_store_fail_open_total"), 0.0);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let hits = b.metric("riskstream_store_cache_lookups_total{result=\"hit\"}");
+    let misses = b.metric("riskstream_store_cache_lookups_total{result=\"miss\"}");
+    assert!(misses >= 1.0 && hits >= 1.0, "hits {hits}, misses {misses}");
+    // What Redis holds of the card: a retry reads its windows unchanged.
+    let counts = tokio::task::spawn_blocking(move || {
+        use riskstream::state::{Observation, RedisOptions, RedisStore, Store};
+        let s = RedisStore::open(RedisOptions {
+            prefix,
+            ..RedisOptions::new(redis_server::shared().url())
+        })
+        .expect("opens");
+        let o = s.observe(&Observation {
+            payment_id: "pay_a0",
+            at_ms: riskstream::engine::system_now_ms(),
+            amount: 1000,
+            card: Some(s.key(b"fp_1")),
+            email: None,
+            ip: None,
+            device: None,
+            merchant: None,
+        });
+        assert!(!o.first);
+        (o.velocity.card_1h, o.velocity.card_days[0].count)
+    })
+    .await
+    .expect("probe");
+    assert_eq!(
+        counts,
+        (20, 20),
+        "every payment counted once, on either replica"
+    );
+}
+
+/// The status health reports for `service`.
+async fn health_of(served: &Served, service: &str) -> i32 {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    HealthClient::new(served.channel().await)
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .expect("health answers")
+        .into_inner()
+        .status
+}
+
+const SERVING: i32 = 1;
+const NOT_SERVING: i32 = 2;
+
+#[tokio::test]
+async fn a_redis_outage_fails_payments_open_within_their_deadline_and_the_server_recovers() {
+    let mut redis = redis_server::RedisServer::start(&[]);
+    let port = redis.port;
+    let url = redis.url();
+    let a = Served::start(&["--state", &url, "--redis-timeout", "300ms"]);
+    let mut c = a.client().await;
+    register_home_card(&mut c).await;
+    let before = score_ok(
+        &mut c,
+        payment("pay_1", "pm_1", 2500, Some(home_session("s1")), customer(1)),
+    )
+    .await;
+    assert_ne!(before.risk_level(), RiskLevel::Unknown);
+    assert_eq!(health_of(&a, "riskstream.v1.Store").await, SERVING);
+
+    redis.kill();
+    // Scoring fails open well within the call's deadline.
+    let mut req = tonic::Request::new(payment(
+        "pay_2",
+        "pm_1",
+        2500,
+        Some(home_session("s2")),
+        customer(1),
+    ));
+    req.set_timeout(std::time::Duration::from_secs(2));
+    let started = std::time::Instant::now();
+    let o = c.score(req).await.expect("scored, open").into_inner();
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(2), "took {took:?}");
+    eprintln!("a payment during the outage was answered in {took:?}");
+    assert_eq!(o.risk_level(), RiskLevel::Unknown);
+    assert_eq!(o.decision(), Decision::Allow);
+    assert_eq!(o.reason, "unknown_risk_level");
+    // A stream's events too, one outcome each.
+    let events: Vec<proto::PaymentEvent> = (0..3)
+        .map(|i| {
+            payment(
+                &format!("pay_s{i}"),
+                "pm_1",
+                100,
+                Some(home_session("s")),
+                customer(1),
+            )
+        })
+        .collect();
+    let mut outcomes = c
+        .score_stream(tokio_stream::iter(events))
+        .await
+        .expect("stream opens")
+        .into_inner();
+    let mut n = 0;
+    while let Some(o) = outcomes.message().await.expect("outcome") {
+        assert_eq!(o.risk_level(), RiskLevel::Unknown, "{o:?}");
+        n += 1;
+    }
+    assert_eq!(n, 3);
+    // Writes answer UNAVAILABLE.
+    let started = std::time::Instant::now();
+    let refused = c
+        .register_payment_method(registration(
+            "pm_2",
+            "fp_2",
+            DAY_MS,
+            Some(home_session("s0")),
+            customer(2),
+        ))
+        .await
+        .expect_err("no store to save it");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    // Health and metrics show it; the server as a whole keeps serving.
+    assert_eq!(health_of(&a, "riskstream.v1.Store").await, NOT_SERVING);
+    assert_eq!(health_of(&a, "").await, SERVING);
+    assert_eq!(a.metric("riskstream_store_reachable"), 0.0);
+    assert!(a.metric("riskstream_store_fail_open_total") >= 4.0);
+
+    // Redis comes back (empty: it saved nothing); the server recovers by itself.
+    let _back = redis_server::RedisServer::start_on(port, &[]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while health_of(&a, "riskstream.v1.Store").await != SERVING {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store's health did not come back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(a.metric("riskstream_store_reachable"), 1.0);
+    register_home_card(&mut c).await;
+    let after = score_ok(
+        &mut c,
+        payment("pay_3", "pm_1", 2500, Some(home_session("s3")), customer(1)),
+    )
+    .await;
+    assert_ne!(after.risk_level(), RiskLevel::Unknown, "{after:?}");
+    assert_eq!(after.creation_session_id, "s0");
+    assert_eq!(a.logged("the store is not reachable"), 1);
+    assert_eq!(a.logged("the store is reachable again"), 1);
+}
+
+/// `riskstream replay TRAFFIC` against `served` (one stream, strict order,
+/// 64 events in flight); its outcome lines without their latencies.
+async fn replayed(
+    traffic: &std::path::Path,
+    served: &Served,
+    out: &std::path::Path,
+) -> Vec<String> {
+    let args: Vec<String> = [
+        "replay",
+        &traffic.display().to_string(),
+        "--progress",
+        "off",
+        "--target",
+        &format!("http://{}", served.grpc),
+        "--outcomes-out",
+        &out.display().to_string(),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_riskstream"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(&args)
+            .output()
+            .expect("replay runs")
+    })
+    .await
+    .expect("joins");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::read_to_string(out)
+        .expect("outcomes")
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).expect("JSON line");
+            v.as_object_mut().expect("object").remove("latency_us");
+            v.to_string()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_on_redis_scores_recorded_traffic_exactly_as_one_in_memory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let traffic = dir.path().join("sim.traffic");
+    let made = std::process::Command::new(env!("CARGO_BIN_EXE_riskstream"))
+        .args([
+            "simulate",
+            "--seed",
+            "4",
+            "--customers",
+            "600",
+            "--days",
+            "3",
+            "--out",
+        ])
+        .arg(&traffic)
+        .status()
+        .expect("simulate runs");
+    assert!(made.success());
+    let memory = Served::start(&["--state", "memory", "--holdout-rate", "0"]);
+    let url = redis_server::shared().url();
+    let prefix = redis_server::prefix();
+    let redis = Served::start(&[
+        "--state",
+        &url,
+        "--redis-prefix",
+        &prefix,
+        "--holdout-rate",
+        "0",
+    ]);
+    let in_memory = replayed(&traffic, &memory, &dir.path().join("memory.jsonl")).await;
+    let on_redis = replayed(&traffic, &redis, &dir.path().join("redis.jsonl")).await;
+    assert!(in_memory.len() > 100, "{} outcomes", in_memory.len());
+    assert_eq!(in_memory.len(), on_redis.len());
+    for (m, r) in in_memory.iter().zip(&on_redis) {
+        assert_eq!(m, r, "the same payment scored alike");
+    }
+    let batches = redis.metric("riskstream_store_round_trip_seconds_count");
+    assert!(
+        batches < in_memory.len() as f64,
+        "events were batched: {batches} round trips for {} payments",
+        in_memory.len()
+    );
+    eprintln!("{} payments in {batches} round trips", in_memory.len());
+}
+
+#[tokio::test]
+async fn a_list_change_through_one_replica_is_listed_by_another_within_100_ms() {
+    let (a, b, _) = two_replicas();
+    let (mut admin_a, mut admin_b) = (a.admin_client().await, b.admin_client().await);
+    let listed = |items: &[proto::ListItem]| items.iter().any(|i| i.value == "jane@example.com");
+    let started = std::time::Instant::now();
+    admin_a
+        .add_list_items(proto::AddListItemsRequest {
+            list: "allow_email".into(),
+            values: vec!["Jane@example.com".into()],
+            reason: "verified by phone".into(),
+            expires_at_ms: 0,
+        })
+        .await
+        .expect("added on A");
+    let acknowledged = started.elapsed();
+    let seen = loop {
+        let items = admin_b
+            .list_items(proto::ListItemsRequest {
+                list: "allow_email".into(),
+                page_size: 10,
+                page_token: String::new(),
+            })
+            .await
+            .expect("listed on B")
+            .into_inner()
+            .items;
+        if listed(&items) {
+            assert_eq!(items[0].reason, "verified by phone");
+            assert_eq!(items[0].source, "admin");
+            break started.elapsed();
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(100),
+            "B does not list A's entry after 100 ms"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    };
+    eprintln!("acknowledged by A in {acknowledged:?}, listed by B after {seen:?}");
+}
