@@ -107,6 +107,13 @@ pub struct Query {
     pub from_ms: Option<i64>,
     /// Payments attempted before this time (ms), if given.
     pub to_ms: Option<i64>,
+    /// The time the labels are known up to (ms), if given: with
+    /// `min_label_age_ms`, payments attempted later than
+    /// `as_of_ms - min_label_age_ms` are left out, their labels may be yet
+    /// to come.
+    pub as_of_ms: Option<i64>,
+    /// How old a payment must be at `as_of_ms` to count (ms, at least 0).
+    pub min_label_age_ms: i64,
     /// The share of draws each interval covers (strictly between 0 and 1).
     pub confidence: f64,
     /// Draws behind each interval (at least 100).
@@ -123,10 +130,30 @@ impl Query {
             thresholds,
             from_ms: None,
             to_ms: None,
+            as_of_ms: None,
+            min_label_age_ms: 0,
             confidence: DEFAULT_CONFIDENCE,
             draws: DEFAULT_DRAWS,
             seed: DEFAULT_SEED,
         }
+    }
+
+    /// The end (ms, exclusive) of the payments counted: `to_ms`, brought
+    /// forward to just after `as_of_ms - min_label_age_ms` when that is
+    /// earlier.
+    pub fn end_ms(&self) -> Option<i64> {
+        let labelled = self
+            .as_of_ms
+            .map(|a| a.saturating_sub(self.min_label_age_ms).saturating_add(1));
+        match (self.to_ms, labelled) {
+            (Some(t), Some(l)) => Some(t.min(l)),
+            (t, l) => t.or(l),
+        }
+    }
+
+    /// Whether a payment attempted at `ts_ms` is counted.
+    pub fn contains(&self, ts_ms: i64) -> bool {
+        self.from_ms.is_none_or(|f| ts_ms >= f) && self.end_ms().is_none_or(|e| ts_ms < e)
     }
 }
 
@@ -218,7 +245,8 @@ pub struct Counts {
 pub struct Report {
     /// The window's start (ms), if any.
     pub from_ms: Option<i64>,
-    /// The window's end (ms, exclusive), if any.
+    /// The window's end (ms, exclusive), if any: the query's, brought
+    /// forward by the minimum label age.
     pub to_ms: Option<i64>,
     /// The share each interval covers.
     pub confidence: f64,
@@ -237,6 +265,9 @@ pub enum PolicyError {
     /// A confidence not strictly between 0 and 1.
     #[error("confidence {0} is not strictly between 0 and 1")]
     Confidence(f64),
+    /// A negative minimum label age.
+    #[error("minimum label age {0} ms is negative")]
+    LabelAge(i64),
     /// Too few draws for an interval.
     #[error("{0} draws are too few; at least 100")]
     Draws(usize),
@@ -350,6 +381,9 @@ pub fn estimate(observations: &[Observation], query: &Query) -> Result<Report, P
     if query.draws < 100 {
         return Err(PolicyError::Draws(query.draws));
     }
+    if query.min_label_age_ms < 0 {
+        return Err(PolicyError::LabelAge(query.min_label_age_ms));
+    }
     if let (Some(from_ms), Some(to_ms)) = (query.from_ms, query.to_ms)
         && to_ms <= from_ms
     {
@@ -360,7 +394,7 @@ pub fn estimate(observations: &[Observation], query: &Query) -> Result<Report, P
     // (propensity bits, true score) → payments; scores above 100 fold into 100.
     let mut bins: BTreeMap<(u64, u32), Bin> = BTreeMap::new();
     for (index, o) in observations.iter().enumerate() {
-        if query.from_ms.is_some_and(|f| o.ts_ms < f) || query.to_ms.is_some_and(|t| o.ts_ms >= t) {
+        if !query.contains(o.ts_ms) {
             continue;
         }
         match o.decided_by {
@@ -415,7 +449,7 @@ pub fn estimate(observations: &[Observation], query: &Query) -> Result<Report, P
         .collect();
     Ok(Report {
         from_ms: query.from_ms,
-        to_ms: query.to_ms,
+        to_ms: query.end_ms(),
         confidence: query.confidence,
         counts,
         estimates,
@@ -811,6 +845,40 @@ mod tests {
             (1, 1, 1)
         );
         assert_eq!(r.counts.payments, base.counts.payments);
+    }
+
+    #[test]
+    fn payments_too_young_for_their_labels_are_left_out() {
+        let mut o = holdout_population();
+        // A fraud let through at 90 that would double the frauds seen above 75.
+        let mut young = obs(90, true, ABOVE, true);
+        young.ts_ms = 9000;
+        o.push(young);
+        let q = Query {
+            as_of_ms: Some(10_000),
+            min_label_age_ms: 5000,
+            ..Query::new(vec![75])
+        };
+        assert_eq!(q.end_ms(), Some(5001));
+        let r = estimate(&o, &q).expect("estimates");
+        assert_eq!(r.to_ms, Some(5001));
+        assert_eq!(r.estimates, run(&holdout_population(), &[75]).estimates);
+        // Old enough: counted.
+        let q = Query {
+            min_label_age_ms: 1000,
+            ..q
+        };
+        assert_eq!(estimate(&o, &q).expect("estimates").counts.payments, 141);
+        let q = Query {
+            to_ms: Some(2000),
+            ..q
+        };
+        assert_eq!(q.end_ms(), Some(2000));
+        let bad = Query {
+            min_label_age_ms: -1,
+            ..q
+        };
+        assert_eq!(estimate(&o, &bad), Err(PolicyError::LabelAge(-1)));
     }
 
     #[test]

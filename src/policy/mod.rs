@@ -6,9 +6,14 @@
 //!
 //! - [`estimate`]: the estimator (pure): observations → figures.
 //! - [`interval`]: the statistics behind the intervals.
+//! - [`files`]: observations from a decision log and a labels or
+//!   recorded-traffic file.
+//! - [`output`]: the evaluation as text or JSON.
 
 pub mod estimate;
+pub mod files;
 pub mod interval;
+pub mod output;
 
 #[cfg(test)]
 mod coverage;
