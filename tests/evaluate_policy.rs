@@ -342,12 +342,11 @@ async fn bad_flags_and_old_logs_are_refused() {
 /// lies inside the 95% intervals of recall and false-positive rate in at
 /// least 54 of the 60, and naive recall at 75 is far below the truth.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "slow: ten simulated months replayed through a server"]
 async fn ground_truth_over_ten_seeds() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut covered, mut total) = (0, 0);
     for seed in 1..=10 {
-        let served = serve_traffic(dir.path(), seed, 5000, 14).await;
+        let served = serve_traffic(dir.path(), seed, 3000, 14).await;
         let truth = Truth::read(&served);
         let report = json(
             &evaluate_policy(

@@ -19,7 +19,7 @@ pub struct Evaluation {
     pub report: Report,
 }
 
-/// `ms` as a UTC date-time, or `-` when absent.
+/// `ms` as a UTC date-time, or `-` when absent (no bound).
 fn when(ms: Option<i64>) -> String {
     ms.and_then(|ms| u64::try_from(ms).ok())
         .map(|ms| {
@@ -49,14 +49,16 @@ impl Evaluation {
             &self.model_version
         };
         let _ = writeln!(s, "model                  {version}");
+        let age = humantime::format_duration(std::time::Duration::from_millis(
+            u64::try_from(self.min_label_age_ms).unwrap_or(0),
+        ));
         let _ = writeln!(
             s,
-            "payments               {} decided by the model's policy, from {} to {} (labels as of {}, at least {} ms old)",
+            "payments               {} decided by the model's policy, from {} until {} (labels as of {}; payments at least {age} old)",
             c.payments,
             when(r.from_ms),
             when(r.to_ms),
             when(Some(self.as_of_ms)),
-            self.min_label_age_ms
         );
         let _ = writeln!(
             s,
