@@ -1,6 +1,6 @@
 //! The statistics behind the intervals: the normal quantile, Wilson score
 //! intervals for plain proportions, empirical quantiles of draws, and the
-//! draw of a propensity cell's unseen fraud count (see [`super::estimate`]
+//! draw of a propensity cell's unseen fraud count (see [`mod@super::estimate`]
 //! for why the intervals are built this way).
 
 use rand::Rng;

@@ -4,7 +4,7 @@
 //! figures that ignore the blocked payments. One estimator serves the
 //! `EvaluatePolicy` call, `riskstream evaluate-policy` and the metrics.
 //!
-//! - [`estimate`]: the estimator (pure): observations → figures.
+//! - [`mod@estimate`]: the estimator (pure): observations → figures.
 //! - [`interval`]: the statistics behind the intervals.
 //! - [`files`]: observations from a decision log and a labels or
 //!   recorded-traffic file.
