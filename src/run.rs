@@ -533,16 +533,17 @@ fn evaluate_policy(args: &EvaluatePolicyArgs) -> anyhow::Result<()> {
         .map(|a| config::date_ms("as-of", a))
         .transpose()?;
 
-    let log = DecisionLogFile::read(&args.decision_log)?;
     let labels = match (&args.labels, &args.traffic) {
         (Some(path), _) => Labels::from_json_lines(path)?,
         (None, Some(path)) => Labels::from_traffic(path)?,
         (None, None) => Labels::default(),
     };
+    // Without --as-of every label counts: the default time is the latest
+    // in the files, at or after every label.
+    let log = DecisionLogFile::read(&args.decision_log, &labels, as_of)?;
     let as_of_ms = as_of
         .or(log.latest_ms().max(labels.latest_ms()))
         .unwrap_or(0);
-    let observations = log.observations(&labels, as_of_ms)?;
     let query = crate::policy::Query {
         from_ms: w.from_ms,
         to_ms: w.to_ms,
@@ -551,9 +552,9 @@ fn evaluate_policy(args: &EvaluatePolicyArgs) -> anyhow::Result<()> {
         confidence: args.confidence,
         ..crate::policy::Query::new(args.thresholds.clone())
     };
-    let report = crate::policy::estimate(&observations, &query)?;
+    let report = crate::policy::estimate(log.observations(), &query)?;
     tracing::info!(
-        records = log.records.len(),
+        records = log.observations().len(),
         labels = labels.len(),
         "decision log and labels read"
     );

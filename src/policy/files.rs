@@ -52,105 +52,109 @@ pub enum FilesError {
     Traffic(#[from] TrafficError),
 }
 
-/// One decision log record and where it was read.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LoggedDecision {
-    /// The record.
-    pub record: DecisionRecord,
-    /// Its line number, from 1.
-    pub line: usize,
-}
-
-/// A decision log read whole.
+/// A decision log read into the estimator's observations, one per record
+/// in file order, without keeping the records themselves (a log of tens of
+/// millions of payments fits in memory).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecisionLogFile {
-    /// The file.
-    pub path: PathBuf,
-    /// Its records, in file order.
-    pub records: Vec<LoggedDecision>,
+    observations: Vec<Observation>,
+    /// Per observation, its index in `versions`.
+    version_of: Vec<u32>,
+    versions: Vec<String>,
+    latest_ms: Option<i64>,
 }
 
 impl DecisionLogFile {
-    /// Reads the decision log at `path` (blank lines are skipped).
-    pub fn read(path: &Path) -> Result<Self, FilesError> {
-        let mut records = Vec::new();
+    /// Reads the decision log at `path` (blank lines are skipped), each
+    /// payment labelled from `labels` as known at `as_of_ms` (every label
+    /// when `None`).
+    pub fn read(path: &Path, labels: &Labels, as_of_ms: Option<i64>) -> Result<Self, FilesError> {
+        let mut log = DecisionLogFile {
+            observations: Vec::new(),
+            version_of: Vec::new(),
+            versions: Vec::new(),
+            latest_ms: None,
+        };
+        let mut version_index: HashMap<String, u32> = HashMap::new();
+        let as_of_ms = as_of_ms.unwrap_or(i64::MAX);
         for_each_line(path, |line, text| {
-            let record = serde_json::from_str(text).map_err(|e| FilesError::Line {
+            let r: DecisionRecord = serde_json::from_str(text).map_err(|e| FilesError::Line {
                 path: path.to_owned(),
                 line,
                 message: format!("not a decision record: {e}"),
             })?;
-            records.push(LoggedDecision { record, line });
+            let observation =
+                observation(&r, labels, as_of_ms).ok_or_else(|| FilesError::MissingPropensity {
+                    path: path.to_owned(),
+                    line,
+                })?;
+            let next = log.versions.len() as u32;
+            let version = *version_index
+                .entry(r.model_version.clone())
+                .or_insert_with(|| {
+                    log.versions.push(r.model_version);
+                    next
+                });
+            log.observations.push(observation);
+            log.version_of.push(version);
+            log.latest_ms = log.latest_ms.max(Some(r.ts_ms));
             Ok(())
         })?;
-        Ok(DecisionLogFile {
-            path: path.to_owned(),
-            records,
-        })
+        Ok(log)
+    }
+
+    /// The estimator's view of every record, in file order.
+    pub fn observations(&self) -> &[Observation] {
+        &self.observations
     }
 
     /// The latest payment time in the log.
     pub fn latest_ms(&self) -> Option<i64> {
-        self.records.iter().map(|r| r.record.ts_ms).max()
+        self.latest_ms
     }
 
-    /// The estimator's view of every record, labelled from `labels` as
-    /// known at `as_of_ms`.
-    pub fn observations(
-        &self,
-        labels: &Labels,
-        as_of_ms: i64,
-    ) -> Result<Vec<Observation>, FilesError> {
-        self.records
-            .iter()
-            .map(|LoggedDecision { record: r, line }| {
-                let decided_by = r.decided_by.unwrap_or_else(|| decided_by_of(r));
-                let allowed = r.decision != "block";
-                let allowed_propensity = match (r.allowed_propensity, decided_by) {
-                    (Some(p), _) => p,
-                    // Nothing but the model's policy depends on the holdout.
-                    (None, DecidedBy::List | DecidedBy::NotAssessed | DecidedBy::ScoringFailed) => {
-                        if allowed {
-                            1.0
-                        } else {
-                            0.0
-                        }
-                    }
-                    (None, DecidedBy::Model) => {
-                        return Err(FilesError::MissingPropensity {
-                            path: self.path.clone(),
-                            line: *line,
-                        });
-                    }
-                };
-                let label = labels.latest(&r.payment_id, as_of_ms);
-                Ok(Observation {
-                    ts_ms: r.ts_ms,
-                    decided_by,
-                    true_score: r.true_score,
-                    allowed,
-                    allowed_propensity,
-                    holdout: r.holdout,
-                    labelled: label.is_some(),
-                    fraud: label.is_some_and(FeedbackKind::is_fraud),
-                })
-            })
-            .collect()
-    }
-
-    /// The model versions of the records the model's policy decided for
-    /// which `counted` holds, sorted and joined by commas.
+    /// The model versions of the payments the model's policy decided at
+    /// times for which `counted` holds, sorted and joined by commas.
     pub fn model_versions(&self, counted: impl Fn(i64) -> bool) -> String {
         let versions: BTreeSet<&str> = self
-            .records
+            .observations
             .iter()
-            .map(|r| &r.record)
-            .filter(|r| r.decided_by.unwrap_or_else(|| decided_by_of(r)) == DecidedBy::Model)
-            .filter(|r| counted(r.ts_ms))
-            .map(|r| r.model_version.as_str())
+            .zip(&self.version_of)
+            .filter(|(o, _)| o.decided_by == DecidedBy::Model && counted(o.ts_ms))
+            .map(|(_, v)| self.versions[*v as usize].as_str())
             .collect();
         versions.into_iter().collect::<Vec<_>>().join(",")
     }
+}
+
+/// The estimator's view of `r`, labelled as known at `as_of_ms`; `None`
+/// when the model's policy decided it and it lacks `allowed_propensity`.
+fn observation(r: &DecisionRecord, labels: &Labels, as_of_ms: i64) -> Option<Observation> {
+    let decided_by = r.decided_by.unwrap_or_else(|| decided_by_of(r));
+    let allowed = r.decision != "block";
+    let allowed_propensity = match (r.allowed_propensity, decided_by) {
+        (Some(p), _) => p,
+        // Nothing but the model's policy depends on the holdout.
+        (None, DecidedBy::List | DecidedBy::NotAssessed | DecidedBy::ScoringFailed) => {
+            if allowed {
+                1.0
+            } else {
+                0.0
+            }
+        }
+        (None, DecidedBy::Model) => return None,
+    };
+    let label = labels.latest(&r.payment_id, as_of_ms);
+    Some(Observation {
+        ts_ms: r.ts_ms,
+        decided_by,
+        true_score: r.true_score,
+        allowed,
+        allowed_propensity,
+        holdout: r.holdout,
+        labelled: label.is_some(),
+        fraud: label.is_some_and(FeedbackKind::is_fraud),
+    })
 }
 
 /// What decided a record written before `decided_by` was logged: its
@@ -315,14 +319,13 @@ mod tests {
         let new = r#"{"ts_ms":20,"payment_id":"p2","model_version":"m2","risk_level":"highest","decision":"review","reason":"highest_risk_level","true_score":90,"reported_score":90,"true_probability":0.9,"reported_probability":0.9,"holdout":false,"propensity":0.95,"decided_by":"model","allowed_propensity":0.9875}"#;
         let listed = r#"{"ts_ms":30,"payment_id":"p3","model_version":"m1","risk_level":"normal","decision":"block","reason":"blocklist","true_score":5,"reported_score":5,"true_probability":0.0,"reported_probability":0.0,"holdout":false,"propensity":1.0}"#;
         let path = write(dir.path(), "log.jsonl", &format!("{new}\n\n{listed}\n"));
-        let log = DecisionLogFile::read(&path).expect("reads");
-        assert_eq!(log.records.len(), 2);
-        assert_eq!(log.records[1].line, 3);
-        assert_eq!(log.latest_ms(), Some(30));
         let mut labels = Labels::default();
         labels.add("p2".into(), FeedbackKind::DisputeFraud, 100);
         labels.add("p3".into(), FeedbackKind::Fraudulent, 100);
-        let o = log.observations(&labels, 100).expect("observations");
+        let log = DecisionLogFile::read(&path, &labels, None).expect("reads");
+        let o = log.observations();
+        assert_eq!(o.len(), 2);
+        assert_eq!(log.latest_ms(), Some(30));
         assert_eq!(
             o[0],
             Observation {
@@ -339,30 +342,24 @@ mod tests {
         // Written before decided_by: the reason tells; 0 for a block.
         assert_eq!(o[1].decided_by, DecidedBy::List);
         assert_eq!((o[1].allowed, o[1].allowed_propensity), (false, 0.0));
-        // Labels not yet arrived at the evaluation time do not count.
-        let early = log.observations(&labels, 99).expect("observations");
-        assert!(!early[0].labelled && !early[0].fraud);
         assert_eq!(log.model_versions(|_| true), "m2");
+        assert_eq!(log.model_versions(|ts| ts > 20), "");
+        // Labels not yet arrived at the evaluation time do not count.
+        let early = DecisionLogFile::read(&path, &labels, Some(99)).expect("reads");
+        assert!(!early.observations()[0].labelled && !early.observations()[0].fraud);
 
         // A model decision without allowed_propensity cannot be weighted.
-        let path = write(dir.path(), "old.jsonl", &format!("{OLD}\n"));
-        let err = DecisionLogFile::read(&path)
-            .expect("reads")
-            .observations(&labels, 100)
-            .expect_err("refused");
+        let path = write(dir.path(), "old.jsonl", &format!("{listed}\n{OLD}\n"));
+        let err = DecisionLogFile::read(&path, &labels, None).expect_err("refused");
         assert!(
-            matches!(err, FilesError::MissingPropensity { line: 1, .. }),
+            matches!(err, FilesError::MissingPropensity { line: 2, .. }),
             "{err}"
         );
         assert!(err.to_string().contains("allowed_propensity"));
 
-        let path = write(
-            dir.path(),
-            "bad.jsonl",
-            &format!("{OLD}\n{{\"ts_ms\":1}}\n"),
-        );
-        let err = DecisionLogFile::read(&path).expect_err("refused");
-        assert!(matches!(err, FilesError::Line { line: 2, .. }), "{err}");
+        let path = write(dir.path(), "bad.jsonl", "{\"ts_ms\":1}\n");
+        let err = DecisionLogFile::read(&path, &labels, None).expect_err("refused");
+        assert!(matches!(err, FilesError::Line { line: 1, .. }), "{err}");
     }
 
     #[test]
