@@ -197,6 +197,24 @@ impl Estimate {
     pub fn covers(&self, x: f64) -> bool {
         self.lower <= x && x <= self.upper
     }
+
+    /// The interval with `value` as its point estimate, widened to hold it
+    /// (a cell where no fraud was seen estimates none, while a draw's lower
+    /// end may be above 0: as Jeffreys intervals do at 0 successes, the
+    /// interval then starts at the estimate).
+    fn with_value(self, value: Option<f64>) -> Self {
+        match value {
+            Some(v) => Estimate {
+                value: Some(v),
+                lower: self.lower.min(v),
+                upper: self.upper.max(v),
+            },
+            None => Estimate {
+                value: None,
+                ..self
+            },
+        }
+    }
 }
 
 /// The figures of one threshold.
@@ -502,18 +520,10 @@ fn threshold_estimate(
     let above_identified = cells.iter().filter(|c| c.above).all(Cell::identified);
 
     let (recall, false_positive_rate, precision) = intervals(&cells, t, query, point);
-    let recall = Estimate {
-        value: point.recall().filter(|_| all_identified),
-        ..recall
-    };
-    let false_positive_rate = Estimate {
-        value: point.false_positive_rate().filter(|_| all_identified),
-        ..false_positive_rate
-    };
-    let precision = Estimate {
-        value: point.precision().filter(|_| above_identified),
-        ..precision
-    };
+    let recall = recall.with_value(point.recall().filter(|_| all_identified));
+    let false_positive_rate =
+        false_positive_rate.with_value(point.false_positive_rate().filter(|_| all_identified));
+    let precision = precision.with_value(point.precision().filter(|_| above_identified));
 
     let block_rate = if counts.payments == 0 {
         Estimate::unknown()
@@ -908,6 +918,22 @@ mod tests {
             assert_eq!(e.precision, Estimate::unknown());
             assert_eq!(e.block_rate, Estimate::unknown());
         }
+    }
+
+    #[test]
+    fn the_interval_holds_the_estimate_when_no_fraud_is_seen() {
+        // 20 legitimate payments seen of 100,000 above 75: none fraudulent
+        // is the estimate, though the draws' lower end is above 0.
+        let mut o = Vec::new();
+        group(&mut o, 20, 1.0, 100, 100, 10);
+        group(&mut o, 80, ABOVE, 100_000, 20, 0);
+        let e = &run(&o, &[75]).estimates[0];
+        assert_eq!(value(&e.recall), 0.0);
+        assert_eq!(e.recall.lower, 0.0);
+        assert!(e.recall.upper > 0.9, "{:?}", e.recall);
+        assert_eq!(value(&e.precision), 0.0);
+        assert_eq!(e.precision.lower, 0.0);
+        assert!(e.precision.upper > 0.05, "{:?}", e.precision);
     }
 
     #[test]
