@@ -32,6 +32,10 @@ pub enum Command {
     Convert(ConvertArgs),
     /// Measure a model on recorded traffic replayed through the serving path.
     Evaluate(EvaluateArgs),
+    /// Estimate the recall, false-positive rate and precision of block
+    /// thresholds from a decision log and the labels that arrived, weighting
+    /// the payments the holdout let through.
+    EvaluatePolicy(EvaluatePolicyArgs),
     /// Replay recorded traffic against a running server and report its
     /// throughput and latency.
     Replay(ReplayArgs),
@@ -187,6 +191,51 @@ pub struct EvaluateArgs {
     /// leave out cards already known to be compromised.
     #[arg(long, env = "RISKSTREAM_HANDBOOK_TEST_SET")]
     pub handbook_test_set: bool,
+    /// Print the figures as JSON.
+    #[arg(long, env = "RISKSTREAM_JSON")]
+    pub json: bool,
+}
+
+/// Flags of `riskstream evaluate-policy`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("label_source").required(true)))]
+pub struct EvaluatePolicyArgs {
+    /// The decision log a server wrote (`serve --decision-log`).
+    #[arg(long, env = "RISKSTREAM_DECISION_LOG")]
+    pub decision_log: PathBuf,
+    /// Labels as JSON lines of `{payment_id, kind, reported_at_ms}`
+    /// (`kind`: fraudulent, dispute_fraud or legitimate).
+    #[arg(long, env = "RISKSTREAM_LABELS", group = "label_source")]
+    pub labels: Option<PathBuf>,
+    /// Labels from a recorded-traffic file's fraud reports instead.
+    #[arg(long, env = "RISKSTREAM_TRAFFIC", group = "label_source")]
+    pub traffic: Option<PathBuf>,
+    /// Thresholds on the true score (0–100) to estimate at; repeat the flag
+    /// or separate them with commas.
+    #[arg(
+        long = "threshold",
+        env = "RISKSTREAM_THRESHOLD",
+        value_delimiter = ',',
+        default_values_t = [65, 70, 75, 80, 85]
+    )]
+    pub thresholds: Vec<u32>,
+    /// First day (UTC date or date-time) of the payments counted.
+    #[arg(long, env = "RISKSTREAM_FROM")]
+    pub from: Option<String>,
+    /// The payments counted end before this day (UTC date or date-time).
+    #[arg(long, env = "RISKSTREAM_TO")]
+    pub to: Option<String>,
+    /// Leave out payments younger than this at --as-of: their labels may
+    /// be yet to come (e.g. `30days`).
+    #[arg(long, env = "RISKSTREAM_MIN_LABEL_AGE", default_value = "0s")]
+    pub min_label_age: String,
+    /// The time the labels are known up to (UTC date or date-time); labels
+    /// reported later are ignored. Default: the latest time in the files.
+    #[arg(long, env = "RISKSTREAM_AS_OF")]
+    pub as_of: Option<String>,
+    /// The share of draws each interval covers.
+    #[arg(long, env = "RISKSTREAM_CONFIDENCE", default_value_t = crate::policy::estimate::DEFAULT_CONFIDENCE)]
+    pub confidence: f64,
     /// Print the figures as JSON.
     #[arg(long, env = "RISKSTREAM_JSON")]
     pub json: bool,

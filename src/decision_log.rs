@@ -1,7 +1,8 @@
 //! The decision log: one JSON line per scored payment with its true score,
-//! reported score and the propensity of the decision taken, so that precision
-//! and recall of any threshold can be estimated by inverse propensity
-//! weighting once labels arrive.
+//! reported score, what decided it, the propensity of the decision taken
+//! and the probability that it was let through, so that precision and
+//! recall of any threshold can be estimated by inverse propensity weighting
+//! once labels arrive ([`crate::policy`]).
 //!
 //! Records are written by a thread of its own behind a bounded queue, and the
 //! scoring path never waits for it: when the queue is full (the disk is slow
@@ -15,6 +16,7 @@
 //! batch. Written records are synced to disk within the sync interval, and
 //! [`DecisionLog::flush`] writes and syncs everything queued before it.
 
+use crate::decision::DecidedBy;
 use crate::metrics::Metrics;
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
@@ -66,6 +68,17 @@ pub struct DecisionRecord {
     pub holdout: bool,
     /// Probability that this payment gets the decision it got, over the holdout draw.
     pub propensity: f64,
+    /// What decided: `model` (the level of the reported score), `list`,
+    /// `not_assessed` or `scoring_failed`. Absent from records written
+    /// before it was added.
+    #[serde(default)]
+    pub decided_by: Option<DecidedBy>,
+    /// Probability, over the holdout draw, that this payment is let through
+    /// (decision not `block`) given its true score: what weights its label
+    /// in holdout measurement (0 or 1 when the model's policy did not
+    /// decide). Absent from records written before it was added.
+    #[serde(default)]
+    pub allowed_propensity: Option<f64>,
 }
 
 /// Settings of the decision log.
@@ -615,6 +628,8 @@ mod tests {
             reported_probability: 0.01,
             holdout: false,
             propensity: 1.0,
+            decided_by: Some(DecidedBy::Model),
+            allowed_propensity: Some(1.0),
         }
     }
 

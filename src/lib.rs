@@ -21,6 +21,8 @@
 //! - [`engine`]: the synchronous scoring path tying them together.
 //! - [`lists`]: the default lists as operators manage them.
 //! - [`decision_log`]: the line-delimited record of every decision.
+//! - [`policy`]: holdout measurement: unbiased recall, false-positive rate
+//!   and precision of any threshold, with intervals.
 //! - [`metrics`]: every exported metric.
 //! - [`process`]: the process's CPU, memory and descriptors from `/proc`.
 //! - [`server`]: the tonic service, health, reflection, `/metrics`, shutdown.
@@ -45,6 +47,7 @@ pub mod fingerprint;
 pub mod lists;
 pub mod metrics;
 pub mod model;
+pub mod policy;
 pub mod process;
 pub mod proto;
 pub mod replay;

@@ -3,8 +3,8 @@
 
 use crate::cli::EstimatorArg;
 use crate::cli::{
-    Cli, Command, ConvertArgs, ConvertFormat, EvaluateArgs, ReplayArgs, ServeArgs, SimulateArgs,
-    TrainArgs,
+    Cli, Command, ConvertArgs, ConvertFormat, EvaluateArgs, EvaluatePolicyArgs, ReplayArgs,
+    ServeArgs, SimulateArgs, TrainArgs,
 };
 use crate::config::{self, ConfigError, ServeConfig, StateConfig, random_u64};
 use crate::decision_log::DecisionLog;
@@ -68,6 +68,7 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
         Command::Simulate(args) => simulate(&args),
         Command::Convert(args) => convert(&args),
         Command::Evaluate(args) => evaluate(&args),
+        Command::EvaluatePolicy(args) => evaluate_policy(&args),
         Command::Replay(args) => replay(&args),
     }
 }
@@ -514,6 +515,68 @@ fn evaluate(args: &EvaluateArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&e)?);
     } else {
         print!("{}", e.report());
+    }
+    Ok(())
+}
+
+fn evaluate_policy(args: &EvaluatePolicyArgs) -> anyhow::Result<()> {
+    use crate::policy::files::{DecisionLogFile, Labels};
+    use crate::policy::output::Evaluation;
+    let w = window(args.from.as_deref(), args.to.as_deref())?;
+    if let Some(t) = args.thresholds.iter().find(|t| **t > 100) {
+        return Err(config::invalid("threshold", format!("{t} is outside 0–100")).into());
+    }
+    if !(args.confidence > 0.0 && args.confidence < 1.0) {
+        return Err(config::invalid(
+            "confidence",
+            format!("{} is not strictly between 0 and 1", args.confidence),
+        )
+        .into());
+    }
+    let min_label_age = config::duration("min-label-age", &args.min_label_age)?;
+    let min_label_age_ms = i64::try_from(min_label_age.as_millis())
+        .map_err(|_| config::invalid("min-label-age", "is too long"))?;
+    let as_of = args
+        .as_of
+        .as_deref()
+        .map(|a| config::date_ms("as-of", a))
+        .transpose()?;
+
+    let labels = match (&args.labels, &args.traffic) {
+        (Some(path), _) => Labels::from_json_lines(path)?,
+        (None, Some(path)) => Labels::from_traffic(path)?,
+        (None, None) => Labels::default(),
+    };
+    // Without --as-of every label counts: the default time is the latest
+    // in the files, at or after every label.
+    let log = DecisionLogFile::read(&args.decision_log, &labels, as_of)?;
+    let as_of_ms = as_of
+        .or(log.latest_ms().max(labels.latest_ms()))
+        .unwrap_or(0);
+    let query = crate::policy::Query {
+        from_ms: w.from_ms,
+        to_ms: w.to_ms,
+        as_of_ms: Some(as_of_ms),
+        min_label_age_ms,
+        confidence: args.confidence,
+        ..crate::policy::Query::new(args.thresholds.clone())
+    };
+    let report = crate::policy::estimate(log.observations(), &query)?;
+    tracing::info!(
+        records = log.observations().len(),
+        labels = labels.len(),
+        "decision log and labels read"
+    );
+    let evaluation = Evaluation {
+        model_version: log.model_versions(|ts| query.contains(ts)),
+        as_of_ms,
+        min_label_age_ms,
+        report,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&evaluation)?);
+    } else {
+        print!("{}", evaluation.text());
     }
     Ok(())
 }

@@ -1,9 +1,10 @@
 //! Holdout at rate 0 and 1: what the outcomes show and what the decision log
-//! records for every scored payment.
+//! records for every scored payment (propensities included).
 
 mod common;
 
 use common::*;
+use riskstream::decision::DecidedBy;
 use riskstream::decision_log::DecisionRecord;
 use riskstream::proto::{self, Decision, RiskLevel};
 use std::collections::HashMap;
@@ -86,6 +87,13 @@ async fn rate_zero_reports_true_scores_with_propensity_one() {
         assert_eq!(r.true_score, r.reported_score);
         assert_eq!(r.reported_score, o.risk_score);
         assert_eq!(r.propensity, 1.0);
+        assert_eq!(r.decided_by, Some(DecidedBy::Model));
+        let blocked_here = o.decision() == Decision::Block;
+        assert_eq!(
+            r.allowed_propensity,
+            Some(if blocked_here { 0.0 } else { 1.0 }),
+            "without a holdout the true score decides"
+        );
         assert_eq!(
             r.decision,
             if o.decision() == Decision::Block {
@@ -137,6 +145,10 @@ async fn rate_one_perturbs_every_score_and_logs_the_propensity() {
             0.75
         };
         assert!((r.propensity - p).abs() < 1e-12, "{r:?}");
+        // Let through whenever the uniform score falls below 75.
+        let allowed = r.allowed_propensity.expect("logged");
+        assert!((allowed - 0.75).abs() < 1e-12, "{r:?}");
+        assert_eq!(r.decided_by, Some(DecidedBy::Model));
         changed += usize::from(r.true_score != r.reported_score);
         blocked += usize::from(o.decision() == Decision::Block);
         // Nothing in the outcome marks it.

@@ -89,6 +89,34 @@ impl Action {
     }
 }
 
+/// What decided a payment: the model's policy (its score and the
+/// thresholds, through the holdout), a list, or nothing (not assessed, or
+/// scoring failed and the payment failed open).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecidedBy {
+    /// The level of the reported score decided.
+    Model,
+    /// An allow or block list decided.
+    List,
+    /// The payment was not assessed (its level is `not_assessed`).
+    NotAssessed,
+    /// Scoring failed and the payment was allowed (its level is `unknown`).
+    ScoringFailed,
+}
+
+impl DecidedBy {
+    /// Lower-case name, as the decision log writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecidedBy::Model => "model",
+            DecidedBy::List => "list",
+            DecidedBy::NotAssessed => "not_assessed",
+            DecidedBy::ScoringFailed => "scoring_failed",
+        }
+    }
+}
+
 /// The decision on one payment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Verdict {
@@ -290,6 +318,19 @@ impl Policy {
         }
         (1.0 - rate) * own + rate * uniform
     }
+
+    /// Probability that a payment whose true score is `true_score` is let
+    /// through (its decision is anything but `Block`) under the holdout of
+    /// share `rate`: the propensity that weights its label when recall and
+    /// false-positive rates are estimated.
+    pub fn allowed_propensity(&self, true_score: u32, rate: f64, ctx: Context) -> f64 {
+        let allowed: f64 = Action::ALL
+            .iter()
+            .filter(|a| **a != Action::Block)
+            .map(|a| self.propensity(true_score, *a, rate, ctx))
+            .sum();
+        allowed.clamp(0.0, 1.0)
+    }
 }
 
 #[cfg(test)]
@@ -346,5 +387,23 @@ mod tests {
         assert!((p.propensity(10, Action::Block, 1.0, CARD) - 0.25).abs() < 1e-12);
         assert!((p.propensity(80, Action::Block, 0.01, CARD) - (0.99 + 0.0025)).abs() < 1e-12);
         assert_eq!(p.propensity(10, Action::Block, 0.0, CARD), 0.0);
+    }
+
+    #[test]
+    fn allowed_propensity_is_the_chance_of_anything_but_a_block() {
+        let review = Policy {
+            elevated_action: Action::Review,
+            ..Policy::default()
+        };
+        for p in [Policy::default(), review] {
+            // Below the block threshold: kept unless the holdout draws 75–99.
+            assert!((p.allowed_propensity(70, 0.05, CARD) - (0.95 + 0.05 * 0.75)).abs() < 1e-12);
+            // At or above it: let through only by a holdout draw below 75.
+            assert!((p.allowed_propensity(75, 0.05, CARD) - 0.05 * 0.75).abs() < 1e-12);
+            assert_eq!(p.allowed_propensity(10, 0.0, CARD), 1.0);
+            assert_eq!(p.allowed_propensity(99, 0.0, CARD), 0.0);
+        }
+        // A review counts as let through: P(allow) alone would be lower.
+        assert!(review.propensity(70, Action::Allow, 0.05, CARD) < 0.9);
     }
 }

@@ -10,7 +10,7 @@
 //! `UNKNOWN`, allowed, reason `unknown_risk_level`.
 
 use super::{Assessment, Compared, Engine, MAX_INSIGHTS, context, observation};
-use crate::decision::RiskLevel;
+use crate::decision::{DecidedBy, RiskLevel};
 use crate::domain::{MethodKind, Payment};
 use crate::error::ServiceError;
 use crate::features::Feature;
@@ -327,6 +327,8 @@ impl Engine {
             reported_probability: 0.0,
             holdout: false,
             propensity: 1.0,
+            decided_by: DecidedBy::ScoringFailed,
+            allowed_propensity: 1.0,
             insights: [(Feature::SessionMissing, 0.0); MAX_INSIGHTS],
             insight_count: 0,
             model_version: None,

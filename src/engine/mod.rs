@@ -7,7 +7,7 @@
 mod batch;
 
 use crate::decision::holdout::Holdout;
-use crate::decision::{Action, Context, Policy, RiskLevel, Verdict};
+use crate::decision::{Action, Context, DecidedBy, Policy, RiskLevel, Verdict};
 use crate::decision_log::{DecisionLog, DecisionRecord};
 use crate::domain::{MethodKind, ObjectKind, Payment, RegisteredMethod, Session};
 use crate::error::ServiceError;
@@ -168,6 +168,12 @@ pub struct Assessment<'a> {
     pub holdout: bool,
     /// Probability of the decision taken, over the holdout draw.
     pub propensity: f64,
+    /// What decided: the model's policy, a list, or nothing.
+    pub decided_by: DecidedBy,
+    /// Probability, over the holdout draw, that the payment is let through
+    /// (decision not `Block`) given its true score: 0 or 1 when the model's
+    /// policy did not decide.
+    pub allowed_propensity: f64,
     /// Largest contributions to the reported score, largest first.
     pub insights: [(Feature, f64); MAX_INSIGHTS],
     /// How many of `insights` are set.
@@ -638,6 +644,8 @@ impl Engine {
             reported_probability: 0.0,
             holdout: false,
             propensity: 1.0,
+            decided_by: DecidedBy::NotAssessed,
+            allowed_propensity: 1.0,
             insights: [(Feature::SessionMissing, 0.0); MAX_INSIGHTS],
             insight_count: 0,
             model_version: None,
@@ -701,18 +709,25 @@ impl Engine {
             Some(list) => Policy::list_verdict(list),
             None => inner.config.policy.decide(a.level, ctx),
         };
-        if list_hit.is_none()
-            && matches!(
-                a.level,
-                RiskLevel::Normal | RiskLevel::Elevated | RiskLevel::Highest
-            )
-        {
-            a.propensity = inner.config.policy.propensity(
-                a.true_score,
-                a.verdict.action,
-                inner.config.holdout.rate(),
-                ctx,
-            );
+        a.decided_by = match (list_hit, a.level) {
+            (Some(_), _) => DecidedBy::List,
+            (None, RiskLevel::NotAssessed) => DecidedBy::NotAssessed,
+            (None, RiskLevel::Unknown) => DecidedBy::ScoringFailed,
+            (None, RiskLevel::Normal | RiskLevel::Elevated | RiskLevel::Highest) => {
+                DecidedBy::Model
+            }
+        };
+        if a.decided_by == DecidedBy::Model {
+            let rate = inner.config.holdout.rate();
+            let policy = &inner.config.policy;
+            a.propensity = policy.propensity(a.true_score, a.verdict.action, rate, ctx);
+            a.allowed_propensity = policy.allowed_propensity(a.true_score, rate, ctx);
+        } else {
+            a.allowed_propensity = if a.verdict.action == Action::Block {
+                0.0
+            } else {
+                1.0
+            };
         }
         self.record(p, &a);
         a
@@ -740,6 +755,8 @@ impl Engine {
                 reported_probability: a.reported_probability,
                 holdout: a.holdout,
                 propensity: a.propensity,
+                decided_by: Some(a.decided_by),
+                allowed_propensity: Some(a.allowed_propensity),
             });
         }
     }
