@@ -377,6 +377,150 @@ async fn a_server_on_redis_scores_recorded_traffic_exactly_as_one_in_memory() {
     eprintln!("{} payments in {batches} round trips", in_memory.len());
 }
 
+/// What a server answered to one record of traffic: a registration's
+/// acknowledgement, a payment's outcome, or a fraud report's lists.
+#[derive(Debug, PartialEq)]
+enum Answer {
+    Registered,
+    Scored(Box<proto::Outcome>),
+    Reported(Vec<String>),
+    Refused(tonic::Code, String),
+}
+
+/// Sends `records` one at a time, waiting for each answer, record `i` to
+/// `targets[i % targets.len()]`; the answers in order.
+async fn spread(records: &[proto::TrafficRecord], targets: &[&Served]) -> Vec<Answer> {
+    use proto::traffic_record::Request;
+    let mut clients = Vec::new();
+    for t in targets {
+        clients.push(t.client().await);
+    }
+    let mut answers = Vec::with_capacity(records.len());
+    for (i, r) in records.iter().enumerate() {
+        let c = &mut clients[i % targets.len()];
+        let answer = match r.request.clone().expect("a request") {
+            Request::Register(req) => c
+                .register_payment_method(req)
+                .await
+                .map(|_| Answer::Registered),
+            Request::Payment(ev) => c
+                .score(ev)
+                .await
+                .map(|o| Answer::Scored(Box::new(o.into_inner()))),
+            Request::Feedback(ev) => c.report_feedback(ev).await.map(|f| {
+                let mut lists = f.into_inner().lists_updated;
+                lists.sort();
+                Answer::Reported(lists)
+            }),
+        };
+        answers.push(answer.unwrap_or_else(|s| Answer::Refused(s.code(), s.message().into())));
+    }
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_spread_over_two_replicas_are_scored_as_one_server_scores_them_all() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let traffic = dir.path().join("sim.traffic");
+    let made = std::process::Command::new(env!("CARGO_BIN_EXE_riskstream"))
+        .args([
+            "simulate",
+            "--seed",
+            "7",
+            "--customers",
+            "600",
+            "--days",
+            "3",
+            "--fraud-rate",
+            "0.05",
+            "--out",
+        ])
+        .arg(&traffic)
+        .status()
+        .expect("simulate runs");
+    assert!(made.success());
+    // A model on every feature (amount spikes and their peaks included),
+    // so that any feature that differs moves a probability.
+    let model = dir.path().join("model.json");
+    let trained = std::process::Command::new(env!("CARGO_BIN_EXE_riskstream"))
+        .args(["train", "--feature-set", "5", "--traffic"])
+        .arg(&traffic)
+        .arg("--out")
+        .arg(&model)
+        .status()
+        .expect("train runs");
+    assert!(trained.success());
+    let model = model.display().to_string();
+    let mut reader = riskstream::traffic::TrafficReader::open(&traffic).expect("opens");
+    let mut records = Vec::new();
+    while let Some(r) = reader.next_record().expect("reads") {
+        records.push(r);
+    }
+    let count = |kind: &str| {
+        records
+            .iter()
+            .filter(|r| riskstream::traffic::kind(r) == kind)
+            .count()
+    };
+    assert!(
+        count("payment") > 300 && count("feedback") > 5 && count("register") > 100,
+        "payments {}, reports {}, registrations {}",
+        count("payment"),
+        count("feedback"),
+        count("register")
+    );
+    let one = Served::start(&[
+        "--state",
+        "memory",
+        "--holdout-rate",
+        "0",
+        "--model",
+        &model,
+    ]);
+    let url = redis_server::shared().url();
+    let prefix = redis_server::prefix();
+    let replica = || {
+        Served::start(&[
+            "--state",
+            &url,
+            "--redis-prefix",
+            &prefix,
+            "--holdout-rate",
+            "0",
+            "--model",
+            &model,
+        ])
+    };
+    let (a, b) = (replica(), replica());
+    let alone = spread(&records, &[&one]).await;
+    let together = spread(&records, &[&a, &b]).await;
+    assert_eq!(alone.len(), together.len());
+    let mut scored = 0;
+    let mut features_moved = 0;
+    for (i, (x, y)) in alone.iter().zip(&together).enumerate() {
+        assert_eq!(x, y, "record {i}: one server and two replicas answer alike");
+        if let Answer::Scored(o) = x {
+            assert!(o.error.is_none(), "{o:?}");
+            assert_ne!(o.risk_level(), RiskLevel::Unknown, "{o:?}");
+            scored += 1;
+            features_moved += usize::from(!o.insights.is_empty());
+        }
+    }
+    let blocked = alone
+        .iter()
+        .filter(|x| matches!(x, Answer::Scored(o) if o.reason == "blocklist"))
+        .count();
+    eprintln!(
+        "{scored} payments, {features_moved} with insights, {blocked} blocked by a report made to either replica: identical"
+    );
+    assert!(
+        features_moved > scored / 2,
+        "outcomes carry their features' contributions"
+    );
+    assert_eq!(a.metric("riskstream_store_fail_open_total"), 0.0);
+    assert_eq!(b.metric("riskstream_store_fail_open_total"), 0.0);
+}
+
 #[tokio::test]
 async fn a_list_change_through_one_replica_is_listed_by_another_within_100_ms() {
     let (a, b, _) = two_replicas();

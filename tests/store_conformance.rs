@@ -934,3 +934,68 @@ fn redis_payments_without_some_keys_are_counted_and_read_back() {
     assert!(none.first);
     assert_eq!(none.velocity, Default::default());
 }
+
+#[test]
+fn redis_batches_record_each_amount_ratio_as_the_engine_computes_it() {
+    // One card's payments, some in one batch, with amounts from cents to
+    // the largest accepted (where amount x count x 1000 passes 2^53 and the
+    // script's arithmetic must stay exact), against a memory store to which
+    // the engine's ratio is given one by one.
+    let (s, _, _) = replicas();
+    let remote = riskstream::state::Store::remote(&s).expect("Redis is remote");
+    let memory = MemoryStore::new(StoreLimits::default(), 1);
+    // Ten payments of 4,300,001 in all, then one whose exact ratio,
+    // 2,147,490,000, is one below what dividing in doubles gives.
+    let mut amounts: Vec<i64> = vec![430_000; 9];
+    amounts.extend([430_001, 923_420_915_179]);
+    amounts.extend(
+        [
+            1_000,
+            999_999_999_999,
+            1,
+            7,
+            1_000_000_000_000,
+            333_333_333_333,
+            2_500,
+            999_999_999_999,
+            1_000_000_000_000,
+            3,
+        ]
+        .into_iter()
+        .cycle()
+        .take(30)
+        .enumerate()
+        .map(|(i, a)| a - i as i64 % 3),
+    );
+    let ids: Vec<String> = (0..amounts.len()).map(|i| format!("p{i}")).collect();
+    let obs = |st: &dyn Store, i: usize| Observation {
+        amount: amounts[i],
+        ..pay(st, &ids[i], T0 + i as i64 * MIN, "fp_1", "d1")
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut on_redis = Vec::new();
+    for chunk in (0..amounts.len()).collect::<Vec<_>>().chunks(7) {
+        let batch: Vec<Observation<'_>> = chunk.iter().map(|&i| obs(&s, i)).collect();
+        let got = rt.block_on(remote.observe_batch(&batch)).expect("observed");
+        on_redis.extend(got.observed);
+    }
+    let mut ratios = Vec::new();
+    for (i, redis) in on_redis.iter().enumerate() {
+        let o = obs(&memory, i);
+        let v = memory.observe(&o);
+        let ratio = riskstream::features::card_amount_ratio(&o, &v.velocity);
+        memory.record_amount_ratio(&o, ratio, ratio >= riskstream::features::SPIKE_RATIO);
+        ratios.push(ratio);
+        assert_eq!(
+            redis.velocity.card_days, v.velocity.card_days,
+            "payment {i}: the card's windows, peaks included"
+        );
+    }
+    assert!(ratios.iter().any(|r| *r >= 2_500) && ratios.iter().any(|r| (1..2_500).contains(r)));
+    assert_eq!(ratios[10], 2_147_490_000);
+    // A retry records nothing again.
+    let again = rt
+        .block_on(remote.observe_batch(&[obs(&s, 3)]))
+        .expect("observed");
+    assert!(!again.observed[0].first);
+}

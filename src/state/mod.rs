@@ -424,23 +424,24 @@ pub struct ObservedBatch {
 
 /// A store reached over the network, used by scoring in batches: payment
 /// methods resolved from a local cache (one round trip for those it
-/// misses), a batch's windows read and updated in one round trip, amount
-/// ratios queued for the next one. Every future is bounded by the store's
+/// misses), a batch's windows read and updated (amount ratios included) in
+/// one round trip. Every future is bounded by the store's
 /// timeout and never waits on an async worker's thread.
 pub trait Remote: Send + Sync {
     /// The payment methods `ids` name (`None` for one not registered), and
     /// whether it took a round trip (some were not in the cache).
     fn methods(&self, ids: Vec<String>) -> BoxFuture<'static, Result<Methods, StoreError>>;
     /// Records a batch of payments ([`Store::observe`] for each) in one
-    /// round trip.
+    /// round trip, and each new payment's amount ratio with its card
+    /// ([`Store::record_amount_ratio`] with
+    /// [`crate::features::card_amount_ratio`]) before the next payment is
+    /// read: the card's next payment sees it, in the batch or elsewhere.
     fn observe_batch(
         &self,
         batch: &[Observation<'_>],
     ) -> BoxFuture<'static, Result<ObservedBatch, StoreError>>;
     /// Waits until this replica's lists hold every change up to `version`.
     fn lists_at_least(&self, version: u64) -> BoxFuture<'_, Result<(), StoreError>>;
-    /// [`Store::record_amount_ratio`], sent ahead of the next batch.
-    fn queue_ratio(&self, obs: &Observation<'_>, ratio: u32, spike: bool);
     /// Whether the store is reachable now (for health and metrics).
     fn reachable(&self) -> bool;
     /// Payment method lookups answered by the local cache, and those that

@@ -29,9 +29,10 @@
 //! the keys), the batch's windows are read and updated in one async round
 //! trip, and the engine finishes each payment synchronously (features,
 //! model, decision) from what came back. Memory and embedded stores keep
-//! their fused path untouched. Amount ratios, known only after features,
-//! are queued and sent ahead of the next batch on the same connection (so
-//! a replica's next payment of the card sees them), or within 20 ms.
+//! their fused path untouched. A batch's script also records each new
+//! payment's amount ratio (its amount over its card's mean before it) as
+//! soon as it has read the card's windows, so that the card's next
+//! payment, in the same batch or on any replica, sees it.
 //!
 //! **Caches.** Payment methods and lists are served from a local cache
 //! ([`cache`]) kept fresh by change messages over pub/sub.
@@ -47,6 +48,7 @@ use super::{
 };
 use super::{LABEL_DELAY_DAYS, MIN_PAYMENT_RETENTION_MS};
 use crate::domain::{FeedbackKind, RegisteredMethod};
+use crate::features::SPIKE_RATIO;
 use cache::{Applied, Cache};
 use redis::aio::ConnectionManager;
 use redis::{RedisError, Value};
@@ -63,8 +65,6 @@ const CARD_HORIZON_HOURS: i64 = 30 * 24;
 const MERCHANT_HORIZON_HOURS: i64 = (30 + LABEL_DELAY_DAYS) * 24;
 /// Numbers per payment in the observe script's answer.
 const PER_PAYMENT: usize = 48;
-/// Longest wait before queued amount ratios are sent on their own.
-const RATIO_FLUSH: Duration = Duration::from_millis(20);
 
 /// Settings of the Redis store.
 #[derive(Debug, Clone)]
@@ -228,7 +228,7 @@ struct PlannedPayment {
     merchant: Option<Key>,
 }
 
-/// An amount ratio waiting to be sent.
+/// An amount ratio to record.
 #[derive(Debug, Clone)]
 struct Ratio {
     id: String,
@@ -247,11 +247,6 @@ struct Inner {
     limits: StoreLimits,
     timeout: Duration,
     cache: Arc<Cache>,
-    ratios: Arc<Mutex<Vec<Ratio>>>,
-    /// Keeps queued amount ratios ahead of the payments after them: a batch
-    /// holds it shared from taking the queue until its answer, the flusher
-    /// exclusively (so a batch never overtakes ratios the flusher took).
-    send_order: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl Drop for Inner {
@@ -465,35 +460,6 @@ async fn follow_changes(
     }
 }
 
-/// Sends the queued amount ratios every [`RATIO_FLUSH`].
-async fn flush_ratios(store: std::sync::Weak<Inner>) {
-    loop {
-        tokio::time::sleep(RATIO_FLUSH).await;
-        let Some(inner) = store.upgrade() else { return };
-        if inner
-            .ratios
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_empty()
-        {
-            continue;
-        }
-        let order = Arc::clone(&inner.send_order);
-        let _sending = order.write().await;
-        let queued =
-            std::mem::take(&mut *inner.ratios.lock().unwrap_or_else(PoisonError::into_inner));
-        let (conn, names, timeout) = (inner.conn.clone(), inner.names.clone(), inner.timeout);
-        drop(inner);
-        let sent = tokio::time::timeout(timeout, send_ratios(&conn, &names, &queued)).await;
-        if !matches!(sent, Ok(Ok(()))) {
-            tracing::debug!(
-                ratios = queued.len(),
-                "amount ratios not sent: Redis did not take them"
-            );
-        }
-    }
-}
-
 /// The invocation recording one amount ratio.
 fn ratio_invocation<'a>(names: &Names, r: &Ratio) -> redis::ScriptInvocation<'a> {
     let mut inv = RATIO_SCRIPT.prepare_invoke();
@@ -576,8 +542,6 @@ impl RedisStore {
             limits: options.limits,
             timeout: options.timeout,
             cache: Arc::clone(&cache),
-            ratios: Arc::default(),
-            send_order: Arc::default(),
             runtime: Mutex::new(Some(runtime)),
         });
         handle.spawn(follow_changes(
@@ -587,7 +551,6 @@ impl RedisStore {
             Arc::clone(&cache),
             seed,
         ));
-        handle.spawn(flush_ratios(Arc::downgrade(&inner)));
         let store = RedisStore { inner };
         // The lists are read before the store serves (up to the timeout).
         let deadline = std::time::Instant::now() + options.timeout.max(Duration::from_secs(2));
@@ -752,22 +715,20 @@ impl RedisStore {
         }
     }
 
-    /// Records a batch of payments in one round trip (with the amount
-    /// ratios queued before it) and returns their velocity. Runs on the
+    /// Records a batch of payments in one round trip (and, `with_ratios`,
+    /// each new one's amount ratio) and returns their velocity. Runs on the
     /// store's I/O thread; bounded by the store's timeout.
     fn send_batch(
         &self,
         batch: Vec<PlannedPayment>,
+        with_ratios: bool,
     ) -> impl Future<Output = Result<ObservedBatch, StoreError>> + Send + 'static {
         let inner = Arc::clone(&self.inner);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let (conn, names, timeout) = (inner.conn.clone(), inner.names.clone(), inner.timeout);
         let retention = inner.limits.payment_retention_ms;
-        let (queue, order) = (Arc::clone(&inner.ratios), Arc::clone(&inner.send_order));
         inner.handle.spawn(async move {
-            let _in_order = order.read().await;
-            let ratios = std::mem::take(&mut *queue.lock().unwrap_or_else(PoisonError::into_inner));
-            let run = observe(&conn, &names, retention, &ratios, &batch);
+            let run = observe(&conn, &names, retention, with_ratios, &batch);
             let r = match tokio::time::timeout(timeout, run).await {
                 Ok(r) => r.map_err(|e| unavailable(&e)),
                 Err(_) => Err(StoreError::Unavailable(format!(
@@ -786,12 +747,13 @@ impl RedisStore {
     }
 }
 
-/// Records `batch` (after `ratios`) in one round trip.
+/// Records `batch` in one round trip (`with_ratios`: each new payment's
+/// amount ratio too).
 async fn observe(
     conn: &ConnectionManager,
     names: &Names,
     retention_ms: i64,
-    ratios: &[Ratio],
+    with_ratios: bool,
     batch: &[PlannedPayment],
 ) -> redis::RedisResult<ObservedBatch> {
     let hex = |k: Option<Key>| k.map_or_else(String::new, |k| format!("{:016x}", k.0));
@@ -819,7 +781,8 @@ async fn observe(
             .arg((CARD_HORIZON_HOURS + 24) * HOUR_MS)
             .arg((MERCHANT_HORIZON_HOURS + 24) * HOUR_MS)
             .arg(CARD_HORIZON_HOURS)
-            .arg(MERCHANT_HORIZON_HOURS);
+            .arg(MERCHANT_HORIZON_HOURS)
+            .arg(if with_ratios { SPIKE_RATIO } else { 0 });
         for p in batch {
             inv.arg(p.at_ms)
                 .arg(p.amount)
@@ -829,15 +792,7 @@ async fn observe(
                 .arg(hex(p.device))
                 .arg(hex(p.merchant));
         }
-        let mut pipe = redis::pipe();
-        for r in ratios {
-            pipe.invoke_script(&ratio_invocation(names, r)).ignore();
-        }
-        pipe.invoke_script(&inv);
-        async move {
-            let (values,): (Vec<i64>,) = pipe.query_async(&mut c).await?;
-            Ok(values)
-        }
+        async move { inv.invoke_async::<Vec<i64>>(&mut c).await }
     })
     .await?;
     if values.len() != 1 + batch.len() * PER_PAYMENT {
@@ -901,26 +856,11 @@ impl Remote for RedisStore {
         &self,
         batch: &[Observation<'_>],
     ) -> BoxFuture<'static, Result<ObservedBatch, StoreError>> {
-        Box::pin(self.send_batch(batch.iter().map(|o| self.plan(o)).collect()))
+        Box::pin(self.send_batch(batch.iter().map(|o| self.plan(o)).collect(), true))
     }
 
     fn lists_at_least(&self, version: u64) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.lists_caught_up(version, LISTS_CATCH_UP))
-    }
-
-    fn queue_ratio(&self, obs: &Observation<'_>, ratio: u32, spike: bool) {
-        let r = Ratio {
-            id: self.inner.hashing.id(obs.payment_id),
-            at_ms: obs.at_ms,
-            card: obs.card,
-            ratio,
-            spike,
-        };
-        self.inner
-            .ratios
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(r);
     }
 
     fn reachable(&self) -> bool {
@@ -1005,7 +945,7 @@ impl Store for RedisStore {
     }
 
     fn observe(&self, obs: &Observation<'_>) -> Observed {
-        let batch = self.send_batch(vec![self.plan(obs)]);
+        let batch = self.send_batch(vec![self.plan(obs)], false);
         let done = block(&self.inner.handle, batch);
         match done {
             Some(Ok(mut b)) => b.observed.pop().unwrap_or_default(),
@@ -1179,17 +1119,6 @@ impl Store for RedisStore {
     }
 
     fn sync(&self) -> Commit {
-        let queued = std::mem::take(
-            &mut *self
-                .inner
-                .ratios
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        if !queued.is_empty() {
-            let (conn, names) = (self.inner.conn.clone(), self.inner.names.clone());
-            let _ = self.wait(async move { send_ratios(&conn, &names, &queued).await });
-        }
         Commit::done()
     }
 

@@ -140,6 +140,54 @@ local function trailing(key, at, delay, horizon)
   return sums
 end
 
+-- Exact integer arithmetic on doubles: non-negative integers below 2^53
+-- as three base-2^24 limbs, their products as six.
+local LIMB, U32 = 16777216, 4294967295
+local function limbs(x)
+  local l0 = x % LIMB
+  x = (x - l0) / LIMB
+  local l1 = x % LIMB
+  return {l0, l1, (x - l1) / LIMB}
+end
+local function product(x, y)
+  local a, b, r = limbs(x), limbs(y), {0, 0, 0, 0, 0, 0}
+  for i = 1, 3 do
+    for j = 1, 3 do r[i + j - 1] = r[i + j - 1] + a[i] * b[j] end
+  end
+  for i = 1, 5 do
+    local carry = math.floor(r[i] / LIMB)
+    r[i] = r[i] - carry * LIMB
+    r[i + 1] = r[i + 1] + carry
+  end
+  return r
+end
+local function above(p, q)
+  for i = 6, 1, -1 do
+    if p[i] ~= q[i] then return p[i] > q[i] end
+  end
+  return false
+end
+-- floor(x * y / d), at most U32 (x, y, d integers below 2^53, d > 0): the
+-- quotient in doubles is within one of the truth, and checked exactly.
+local function muldiv(x, y, d)
+  local k = math.floor(x * y / d)
+  if k > U32 + 2 then return U32 end
+  local n = product(x, y)
+  while k > 0 and above(product(k, d), n) do k = k - 1 end
+  while not above(product(k + 1, d), n) do k = k + 1 end
+  if k > U32 then return U32 end
+  return k
+end
+
+-- A payment's amount over its card's mean amount in the 30 days before it,
+-- in thousandths (`features::card_amount_ratio`), from the card's 30-day
+-- sums with the payment in them; 0 when there is nothing to compare with.
+local function amount_ratio(amount, days30)
+  local count, before = days30[1] - 1, days30[2] - amount
+  if count <= 0 or before <= 0 then return 0 end
+  return muldiv(amount, count * 1000, before)
+end
+
 -- Whether the hour of `at` is held by the long window `key`.
 local function held(key, at, horizon)
   local h = hour(at)
@@ -154,9 +202,16 @@ end
 /// devices, merchants and payments, then per payment: its record, card
 /// short, card long, email, IP, device and merchant windows.
 /// ARGV: payments, payment TTL, short TTL, card TTL, merchant TTL, card
-/// horizon hours, merchant horizon hours, then per payment: time, amount,
+/// horizon hours, merchant horizon hours, spike ratio (0: no ratios), then
+/// per payment:
+/// time, amount,
 /// and the keys (hex, empty when none) of its card, email, IP, device and
 /// merchant.
+/// With a spike ratio (ARGV[8] > 0), each new payment with a card also
+/// records its amount ratio (as [`RATIO`] does, with
+/// `features::card_amount_ratio`'s value, a spike from that ratio on) once
+/// its windows are read, so that the next payment of the card, in this
+/// batch or on any replica, sees it.
 /// Returns the lists version, then per payment 48 numbers: first, card 1 h
 /// and 24 h counts and 24 h amount, email 1 h and 24 h, IP 1 h, 24 h and
 /// cards, device 1 h, 24 h and cards, then the card's 1, 7 and 30 days and
@@ -165,12 +220,13 @@ const OBSERVE: &str = r#"
 local n = tonumber(ARGV[1])
 local pay_ttl, short_ttl, card_ttl, merchant_ttl = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local card_h, merchant_h = tonumber(ARGV[6]), tonumber(ARGV[7])
+local spike_ratio = tonumber(ARGV[8])
 local out = {}
 out[1] = tonumber(redis.call('GET', KEYS[2]) or '0')
 local wm = tonumber(redis.call('GET', KEYS[1]) or nil)
 local ix_card, ix_email, ix_ip, ix_device, ix_merchant, ix_pay = KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 for p = 0, n - 1 do
-  local k, a = 8 + p * 7, 7 + p * 7
+  local k, a = 8 + p * 7, 8 + p * 7
   local at, amount = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local card, email, ip, device, merchant = ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
   local first = redis.call('EXISTS', KEYS[k + 1]) == 0
@@ -194,6 +250,19 @@ for p = 0, n - 1 do
       redis.call('ZADD', ix_card, 'GT', fmt(at), card)
     end
     card_days = trailing(KEYS[k + 3], at, 0, card_h)
+    if first and spike_ratio > 0 then
+      local ratio = amount_ratio(amount, card_days[3])
+      if ratio > 0 then
+        local spike = '0'
+        if ratio >= spike_ratio then spike = '1' end
+        redis.call('HSET', KEYS[k + 1], 'r', fmt(ratio), 'sp', spike)
+        local ok, h = held(KEYS[k + 3], at, card_h)
+        if ok then
+          local peak = tonumber(redis.call('HGET', KEYS[k + 3], 'p' .. h) or '0')
+          if ratio > peak then redis.call('HSET', KEYS[k + 3], 'p' .. h, fmt(ratio)) end
+        end
+      end
+    end
   end
   if merchant ~= '' then
     if first then
