@@ -174,12 +174,19 @@ fn label(s: &dyn Store, id: &str, kind: FeedbackKind) {
 
 fn registration_replaces_and_keeps_the_creation_session(h: &dyn Harness) {
     let s = &**h.store();
-    assert!(s.payment_method("pm_1").is_none());
+    assert!(
+        s.payment_method("pm_1")
+            .expect("the store answers")
+            .is_none()
+    );
     saved(
         s.register(stored(s, method("pm_1", "fp_1", Some("sess_a"))))
             .expect("registered"),
     );
-    let m = s.payment_method("pm_1").expect("registered method");
+    let m = s
+        .payment_method("pm_1")
+        .expect("the store answers")
+        .expect("registered method");
     assert_eq!(&m.creation_session_id[..], b"sess_a");
     assert!(m.creation.is_some());
     assert_eq!(m.card, Some(s.key(b"fp_1")));
@@ -188,7 +195,10 @@ fn registration_replaces_and_keeps_the_creation_session(h: &dyn Harness) {
         s.register(stored(s, method("pm_1", "fp_2", None)))
             .expect("replaced"),
     );
-    let m = s.payment_method("pm_1").expect("replaced method");
+    let m = s
+        .payment_method("pm_1")
+        .expect("the store answers")
+        .expect("replaced method");
     assert_eq!(m.method.card_fingerprint.as_deref(), Some("fp_2"));
     assert!(m.creation.is_none() && m.creation_session_id.is_empty());
     assert_eq!(s.stats().payment_methods, 1);
@@ -209,12 +219,15 @@ fn payments_count_once_per_id(h: &dyn Harness) {
     let retry = observe(s, &pay(s, "p2", T0 + 2000, "fp_1", "d1"));
     assert!(!retry.first, "a retried payment id is not counted twice");
     assert_eq!(retry.velocity.card_1h, 2);
-    let rec = s.payment("p2").expect("remembered");
+    let rec = s
+        .payment("p2")
+        .expect("the store answers")
+        .expect("remembered");
     assert_eq!(rec.card, Some(s.key(b"fp_1")));
     assert_eq!(rec.email, Some(s.key(b"a@example.com")));
     assert_eq!(rec.at_ms, T0 + 1000);
     assert_eq!(rec.label, None);
-    assert!(s.payment("p3").is_none());
+    assert!(s.payment("p3").expect("the store answers").is_none());
     assert_eq!(s.stats().payments, 2);
 }
 
@@ -294,7 +307,9 @@ fn merchant_windows_see_only_labels_that_have_arrived(h: &dyn Harness) {
     );
     label(s, "p0", FeedbackKind::Fraudulent);
     assert_eq!(
-        s.payment("p0").and_then(|r| r.label),
+        s.payment("p0")
+            .expect("the store answers")
+            .and_then(|r| r.label),
         Some(FeedbackKind::Fraudulent)
     );
     let v = observe(s, &pay(s, "p2", T0 + 10 * DAY, "fp_2", "d2")).velocity;
@@ -427,7 +442,9 @@ fn a_fraud_label_adds_its_block_entries_once(h: &dyn Harness) {
     saved(again.commit);
     assert_eq!(s.stats().list_entries, 2);
     assert_eq!(
-        s.payment("p2").and_then(|r| r.label),
+        s.payment("p2")
+            .expect("the store answers")
+            .and_then(|r| r.label),
         Some(FeedbackKind::DisputeFraud)
     );
 }
@@ -445,8 +462,11 @@ fn sweep_forgets_idle_keys_and_old_payments(h: &dyn Harness) {
     assert_eq!(s.stats().payments, 2, "payments are kept for feedback");
     observe(s, &pay(s, "p3", T0 + 200 * DAY, "fp_3", "d3"));
     s.sweep();
-    assert!(s.payment("p1").is_none(), "past the retention");
-    assert!(s.payment("p3").is_some());
+    assert!(
+        s.payment("p1").expect("the store answers").is_none(),
+        "past the retention"
+    );
+    assert!(s.payment("p3").expect("the store answers").is_some());
     assert_eq!(s.stats().payments, 1);
 }
 
@@ -464,7 +484,11 @@ fn limits_refuse_new_methods_when_full(h: &dyn Harness) {
         s.register(stored(s, method("pm_2", "fp_2", None))),
         Err(StoreError::PaymentMethodsFull(1))
     ));
-    assert!(s.payment_method("pm_2").is_none());
+    assert!(
+        s.payment_method("pm_2")
+            .expect("the store answers")
+            .is_none()
+    );
 }
 
 fn sync_completes(h: &dyn Harness) {
@@ -623,7 +647,7 @@ fn everything_acknowledged_and_every_window_survives_a_reopen() {
         let s = &**h.store();
         (
             probe(s, "p3", T0 + 8 * DAY, "fp_1", "d1"),
-            s.payment("p1"),
+            s.payment("p1").expect("the store answers"),
             s.stats(),
         )
     };
@@ -633,12 +657,17 @@ fn everything_acknowledged_and_every_window_survives_a_reopen() {
     assert_eq!(restored.payments, 4);
     assert_eq!(restored.list_entries, 1);
     assert_eq!(restored.damaged_files, 0);
-    let m = s.payment_method("pm_1").expect("registration kept");
+    let m = s
+        .payment_method("pm_1")
+        .expect("the store answers")
+        .expect("registration kept");
     assert_eq!(&m.creation_session_id[..], b"sess_a");
     assert!(m.creation.is_some());
-    assert_eq!(s.payment("p1"), before.1);
+    assert_eq!(s.payment("p1").expect("the store answers"), before.1);
     assert_eq!(
-        s.payment("p1").and_then(|r| r.label),
+        s.payment("p1")
+            .expect("the store answers")
+            .and_then(|r| r.label),
         Some(FeedbackKind::Fraudulent)
     );
     assert!(s.list_contains(List::BlockEmail, s.key(b"bad@example.com")));
@@ -717,8 +746,13 @@ fn snapshots_replace_old_logs_and_keep_everything() {
     let (store, restored) = EmbeddedStore::open(options).expect("reopens");
     assert_eq!(restored.payment_methods, 300);
     assert_eq!(restored.payments, 300);
-    assert!(store.payment_method("pm_299").is_some());
-    assert!(store.payment("p0").is_some());
+    assert!(
+        store
+            .payment_method("pm_299")
+            .expect("the store answers")
+            .is_some()
+    );
+    assert!(store.payment("p0").expect("the store answers").is_some());
 }
 
 // ---- the Redis store's own server ------------------------------------------
@@ -845,7 +879,10 @@ fn redis_a_change_through_one_replica_reaches_the_others_cache_within_100_ms() {
         a.register(stored(&a, method("pm_1", "fp_1", Some("sess_a"))))
             .expect("registered"),
     );
-    let m = b.payment_method("pm_1").expect("B reads A's registration");
+    let m = b
+        .payment_method("pm_1")
+        .expect("the store answers")
+        .expect("B reads A's registration");
     assert_eq!(&m.creation_session_id[..], b"sess_a");
     // Replaced on A, B's cached copy goes.
     saved(
@@ -854,6 +891,7 @@ fn redis_a_change_through_one_replica_reaches_the_others_cache_within_100_ms() {
     );
     let took = within(limit, || {
         b.payment_method("pm_1")
+            .expect("the store answers")
             .is_some_and(|m| &m.creation_session_id[..] == b"sess_b")
     });
     assert!(
@@ -900,7 +938,9 @@ fn redis_a_change_through_one_replica_reaches_the_others_cache_within_100_ms() {
     );
     assert!(within(limit, || !b.list_contains(List::BlockEmail, k)).is_some());
     assert_eq!(
-        b.payment("p1").and_then(|r| r.label),
+        b.payment("p1")
+            .expect("the store answers")
+            .and_then(|r| r.label),
         Some(FeedbackKind::Fraudulent)
     );
 }

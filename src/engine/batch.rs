@@ -41,8 +41,8 @@ impl Store for Resolved {
     fn register(&self, method: StoredMethod) -> Result<Commit, StoreError> {
         self.store.register(method)
     }
-    fn payment_method(&self, _id: &str) -> Option<Arc<StoredMethod>> {
-        self.method.clone()
+    fn payment_method(&self, _id: &str) -> Result<Option<Arc<StoredMethod>>, StoreError> {
+        Ok(self.method.clone())
     }
     fn observe(&self, _obs: &Observation<'_>) -> Observed {
         self.observed
@@ -50,7 +50,7 @@ impl Store for Resolved {
     fn record_amount_ratio(&self, _obs: &Observation<'_>, _ratio: u32, _spike: bool) {
         // The batch's round trip recorded it ([`Remote::observe_batch`]).
     }
-    fn payment(&self, payment_id: &str) -> Option<PaymentRecord> {
+    fn payment(&self, payment_id: &str) -> Result<Option<PaymentRecord>, StoreError> {
         self.store.payment(payment_id)
     }
     fn label(

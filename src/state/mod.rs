@@ -349,8 +349,9 @@ pub trait Store: Send + Sync + 'static {
     fn key(&self, value: &[u8]) -> Key;
     /// Stores (or replaces) a payment method; visible once committed.
     fn register(&self, method: StoredMethod) -> Result<Commit, StoreError>;
-    /// The payment method registered as `id`.
-    fn payment_method(&self, id: &str) -> Option<Arc<StoredMethod>>;
+    /// The payment method registered as `id` (`Ok(None)` when none is; an
+    /// error when the store could not be asked).
+    fn payment_method(&self, id: &str) -> Result<Option<Arc<StoredMethod>>, StoreError>;
     /// Records a payment and returns its velocity counts, itself included.
     /// A payment id already recorded is counted once.
     fn observe(&self, obs: &Observation<'_>) -> Observed;
@@ -359,8 +360,9 @@ pub trait Store: Send + Sync + 'static {
     /// card's later payments as their windows' `peak`, and whether it was a
     /// spike (counted apart in its merchant's fraud reports).
     fn record_amount_ratio(&self, obs: &Observation<'_>, ratio: u32, spike: bool);
-    /// The recent payment `payment_id`, if remembered.
-    fn payment(&self, payment_id: &str) -> Option<PaymentRecord>;
+    /// The recent payment `payment_id`, if remembered (an error when the
+    /// store could not be asked).
+    fn payment(&self, payment_id: &str) -> Result<Option<PaymentRecord>, StoreError>;
     /// Records a label on a remembered payment (its merchant's fraud counts
     /// follow) and adds the `block` entries to their lists (those not there
     /// yet), all saved together or not at all; `Ok(None)` when the payment

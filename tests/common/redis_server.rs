@@ -1,5 +1,6 @@
 //! A `redis-server` of the test binary's own: on a free loopback port, in a
-//! temporary directory, saving nothing (`--save ''`, no append-only file),
+//! temporary directory (or one the test keeps, to restart it on what it
+//! saved), saving nothing unless told (`--save ''`, no append-only file),
 //! stopped when the test process ends (a shell watchdog waits for it) or
 //! when the handle is dropped. [`shared`] is one server for the whole test
 //! binary; each test takes a namespace of its own with [`prefix`]. A
@@ -20,7 +21,9 @@ pub struct RedisServer {
     child: Child,
     /// Its port on 127.0.0.1.
     pub port: u16,
-    _dir: tempfile::TempDir,
+    /// Its working directory (where an append-only file goes).
+    pub dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
 }
 
 /// The `redis-server` binary, or a failure that says how to install it.
@@ -50,8 +53,14 @@ impl RedisServer {
     /// Starts a server of its own with the extra `config` lines given as
     /// flags (e.g. `["--appendonly", "yes"]`).
     pub fn start(config: &[&str]) -> RedisServer {
+        RedisServer::start_in(None, config)
+    }
+
+    /// Starts a server on a free port in `dir` (a temporary directory of
+    /// its own when `None`).
+    pub fn start_in(dir: Option<&std::path::Path>, config: &[&str]) -> RedisServer {
         for _ in 0..5 {
-            if let Some(server) = RedisServer::try_on(free_port(), config) {
+            if let Some(server) = RedisServer::try_on(free_port(), dir, config) {
                 return server;
             }
             // The port was taken meanwhile: try another.
@@ -61,8 +70,14 @@ impl RedisServer {
 
     /// Starts a server on `port` (a restart where one was stopped).
     pub fn start_on(port: u16, config: &[&str]) -> RedisServer {
+        RedisServer::restart_in(port, None, config)
+    }
+
+    /// Starts a server on `port` in `dir` (a restart on what a server
+    /// stopped there saved; a temporary directory of its own when `None`).
+    pub fn restart_in(port: u16, dir: Option<&std::path::Path>, config: &[&str]) -> RedisServer {
         for _ in 0..50 {
-            if let Some(server) = RedisServer::try_on(port, config) {
+            if let Some(server) = RedisServer::try_on(port, dir, config) {
                 return server;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -70,9 +85,16 @@ impl RedisServer {
         panic!("redis-server did not start again on port {port}");
     }
 
-    fn try_on(port: u16, config: &[&str]) -> Option<RedisServer> {
+    fn try_on(port: u16, dir: Option<&std::path::Path>, config: &[&str]) -> Option<RedisServer> {
         let bin = binary();
-        let dir = tempfile::tempdir().expect("tempdir");
+        let (temp, dir) = match dir {
+            Some(d) => (None, d.to_owned()),
+            None => {
+                let t = tempfile::tempdir().expect("tempdir");
+                let d = t.path().to_owned();
+                (Some(t), d)
+            }
+        };
         // The watchdog stops the server once this process is gone (a
         // test binary's statics are never dropped) or the server exits.
         let script = format!(
@@ -85,7 +107,7 @@ impl RedisServer {
             .arg(&bin)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .arg("--dir")
-            .arg(dir.path())
+            .arg(&dir)
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .args(config)
             .stdout(Stdio::null())
@@ -95,7 +117,8 @@ impl RedisServer {
         let mut server = RedisServer {
             child,
             port,
-            _dir: dir,
+            dir,
+            _temp: temp,
         };
         if server.wait_ready() {
             return Some(server);

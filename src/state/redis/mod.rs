@@ -518,8 +518,12 @@ impl RedisStore {
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.timeout))
             .set_response_timeout(Some(options.timeout))
+            // One quick second attempt at connecting (a blip), then the
+            // call fails: a payment waiting on a Redis that is down fails
+            // open in milliseconds, not after a backoff.
             .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(Duration::from_millis(50));
         let lazy = client.clone();
         let conn = block(&handle, async move {
             redis::aio::ConnectionManager::new_lazy_with_config(lazy, config)
@@ -917,31 +921,34 @@ impl Store for RedisStore {
         Ok(Commit::done())
     }
 
-    fn payment_method(&self, id: &str) -> Option<Arc<StoredMethod>> {
+    fn payment_method(&self, id: &str) -> Result<Option<Arc<StoredMethod>>, StoreError> {
         let inner = &self.inner;
         let hashed = inner.hashing.id(id);
         if let Some(m) = inner.cache.method(&hashed) {
-            return Some(m);
+            return Ok(Some(m));
         }
         let generation = inner.cache.generation();
         let (mut conn, key) = (inner.conn.clone(), inner.names.method(&hashed));
-        let raw = self
-            .wait(async move {
-                redis::cmd("GET")
-                    .arg(key)
-                    .query_async::<Option<Vec<u8>>>(&mut conn)
-                    .await
-            })
-            .ok()??;
-        let method: RegisteredMethod = postcard::from_bytes(&raw).ok()?;
+        let raw = self.wait(async move {
+            redis::cmd("GET")
+                .arg(key)
+                .query_async::<Option<Vec<u8>>>(&mut conn)
+                .await
+        })?;
+        // Another id with the same 128-bit hash, or bytes of another
+        // version, are no registration of this id.
+        let Some(method) = raw.and_then(|r| postcard::from_bytes::<RegisteredMethod>(&r).ok())
+        else {
+            return Ok(None);
+        };
         if method.id != id {
-            return None;
+            return Ok(None);
         }
         let stored = Arc::new(StoredMethod::of(method, |v| self.key(v)));
         inner
             .cache
             .put_method(hashed, Arc::clone(&stored), generation);
-        Some(stored)
+        Ok(Some(stored))
     }
 
     fn observe(&self, obs: &Observation<'_>) -> Observed {
@@ -969,27 +976,26 @@ impl Store for RedisStore {
         let _ = self.wait(async move { send_ratios(&conn, &names, &[r]).await });
     }
 
-    fn payment(&self, payment_id: &str) -> Option<PaymentRecord> {
+    fn payment(&self, payment_id: &str) -> Result<Option<PaymentRecord>, StoreError> {
         let (mut conn, key) = (
             self.inner.conn.clone(),
             self.inner.names.payment(&self.inner.hashing.id(payment_id)),
         );
-        let fields: (Option<i64>, Option<String>, Option<String>, Option<u8>) = self
-            .wait(async move {
+        let fields: (Option<i64>, Option<String>, Option<String>, Option<u8>) =
+            self.wait(async move {
                 redis::cmd("HMGET")
                     .arg(key)
                     .arg(&["at", "c", "e", "lab"])
                     .query_async(&mut conn)
                     .await
-            })
-            .ok()?;
+            })?;
         let key_of = |h: Option<String>| h.and_then(|h| u64::from_str_radix(&h, 16).ok()).map(Key);
-        Some(PaymentRecord {
-            at_ms: fields.0?,
+        Ok(fields.0.map(|at_ms| PaymentRecord {
+            at_ms,
             card: key_of(fields.1),
             email: key_of(fields.2),
             label: super::memory::label_of(fields.3.unwrap_or(0)),
-        })
+        }))
     }
 
     fn label(
