@@ -97,6 +97,17 @@ fn redis(limits: StoreLimits) -> Redis {
     Redis(Arc::new(RedisStore::open(options).expect("opens")))
 }
 
+/// A Redis store in a namespace of its own on the test binary's cluster of
+/// three masters.
+fn redis_cluster(limits: StoreLimits) -> Redis {
+    let options = RedisOptions {
+        prefix: redis_server::prefix(),
+        limits,
+        ..RedisOptions::new(redis_server::shared_cluster().url())
+    };
+    Redis(Arc::new(RedisStore::open(options).expect("opens")))
+}
+
 fn method(id: &str, fingerprint: &str, session: Option<&str>) -> RegisteredMethod {
     RegisteredMethod {
         id: id.into(),
@@ -601,6 +612,10 @@ mod redis {
     conformance!(redis);
 }
 
+mod redis_cluster {
+    conformance!(redis_cluster);
+}
+
 // ---- what an embedded store keeps across a reopen -----------------------
 
 /// The velocity a store gives the payment `id` (already recorded) at `at`:
@@ -776,35 +791,88 @@ fn a_test_redis_server_starts_answers_and_stops() {
 
 // ---- what the Redis store keeps in Redis, and two replicas on one Redis ----
 
-/// Two Redis stores on one namespace: two replicas.
-fn replicas() -> (RedisStore, RedisStore, String) {
+/// Where the replicas' Redis is: the test binary's server or its cluster.
+#[derive(Debug, Clone, Copy)]
+enum Place {
+    One,
+    Cluster,
+}
+
+impl Place {
+    fn url(self) -> String {
+        match self {
+            Place::One => redis_server::shared().url(),
+            Place::Cluster => redis_server::shared_cluster().url(),
+        }
+    }
+
+    /// A connection to each server (each master of the cluster).
+    fn connections(self) -> Vec<::redis::Connection> {
+        match self {
+            Place::One => vec![redis_server::shared().connection()],
+            Place::Cluster => redis_server::shared_cluster()
+                .nodes
+                .iter()
+                .map(|n| n.connection())
+                .collect(),
+        }
+    }
+}
+
+/// Two Redis stores on one namespace at `place`: two replicas.
+fn replicas_at(place: Place) -> (RedisStore, RedisStore, String) {
     let prefix = redis_server::prefix();
     let open = || {
         RedisStore::open(RedisOptions {
             prefix: prefix.clone(),
-            ..RedisOptions::new(redis_server::shared().url())
+            ..RedisOptions::new(place.url())
         })
         .expect("opens")
     };
     (open(), open(), prefix)
 }
 
-#[test]
-fn redis_keys_are_namespaced_hashed_and_expire() {
-    let (s, _, prefix) = replicas();
+/// Runs `body` on one Redis (`$one`) and on the cluster (`$cluster`).
+macro_rules! on_both {
+    ($one:ident, $cluster:ident, $body:ident) => {
+        #[test]
+        fn $one() {
+            $body(Place::One);
+        }
+        #[test]
+        fn $cluster() {
+            $body(Place::Cluster);
+        }
+    };
+}
+
+on_both!(
+    redis_keys_are_namespaced_hashed_and_expire,
+    redis_cluster_keys_are_namespaced_hashed_and_expire,
+    keys_are_namespaced_hashed_and_expire
+);
+
+fn keys_are_namespaced_hashed_and_expire(place: Place) {
+    let (s, _, prefix) = replicas_at(place);
     saved(
         s.register(stored(&s, method("pm_1", "fp_1", Some("sess_a"))))
             .expect("registered"),
     );
     s.observe(&pay(&s, "pay_1", T0, "fp_1", "dev_1"));
     assert!(list_add(&s, List::BlockEmail, "jane@example.com", 0));
-    let mut c = redis_server::shared().connection();
-    let keys: Vec<String> = ::redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query(&mut c)
-        .expect("keys");
+    let mut keys = Vec::new();
+    for mut c in place.connections() {
+        let held: Vec<String> = ::redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query(&mut c)
+            .expect("keys");
+        keys.extend(held.into_iter().map(|k| {
+            let ttl: i64 = ::redis::cmd("PTTL").arg(&k).query(&mut c).expect("pttl");
+            (k, ttl)
+        }));
+    }
     assert!(keys.len() >= 10, "{keys:?}");
-    for k in &keys {
+    for (k, ttl) in &keys {
         for raw in [
             "fp_1",
             "jane",
@@ -818,22 +886,48 @@ fn redis_keys_are_namespaced_hashed_and_expire() {
         }
         // One hash tag per entity: its keys share a cluster slot.
         assert_eq!(k.matches('{').count(), 1, "{k}");
-        let ttl: i64 = ::redis::cmd("PTTL").arg(k).query(&mut c).expect("pttl");
         let windows_or_payment = k.contains("{p:") || k.ends_with(":s") || k.ends_with(":l");
         if windows_or_payment {
-            assert!(ttl > 0, "{k} has no expiry");
+            assert!(*ttl > 0, "{k} has no expiry");
         }
     }
-    let other: Vec<String> = ::redis::cmd("KEYS").arg("*").query(&mut c).expect("keys");
-    assert!(
-        other.iter().filter(|k| k.starts_with(&prefix)).count() == keys.len(),
-        "every key of the store is in its namespace"
-    );
 }
 
 #[test]
-fn redis_replicas_count_every_payment_of_a_card_under_concurrent_updates() {
-    let (a, b, _) = replicas();
+fn redis_cluster_keys_are_spread_over_the_three_masters() {
+    let (s, _, prefix) = replicas_at(Place::Cluster);
+    for i in 0..100 {
+        s.observe(&pay(&s, &format!("p{i}"), T0 + i, &format!("fp_{i}"), "d"));
+    }
+    let held: Vec<usize> = Place::Cluster
+        .connections()
+        .into_iter()
+        .map(|mut c| {
+            ::redis::cmd("KEYS")
+                .arg(format!("{prefix}*"))
+                .query::<Vec<String>>(&mut c)
+                .expect("keys")
+                .len()
+        })
+        .collect();
+    assert_eq!(held.len(), 3);
+    assert!(held.iter().all(|n| *n > 20), "keys per master: {held:?}");
+    let v = s.observe(&pay(&s, "p0", T0 + 1_000, "fp_0", "d")).velocity;
+    assert_eq!(
+        (v.card_1h, v.device_1h),
+        (1, 100),
+        "a retry reads them back"
+    );
+}
+
+on_both!(
+    redis_replicas_count_every_payment_of_a_card_under_concurrent_updates,
+    redis_cluster_replicas_count_every_payment_of_a_card_under_concurrent_updates,
+    replicas_count_every_payment_of_a_card_under_concurrent_updates
+);
+
+fn replicas_count_every_payment_of_a_card_under_concurrent_updates(place: Place) {
+    let (a, b, _) = replicas_at(place);
     let per_replica = 200;
     std::thread::scope(|scope| {
         for (name, s) in [("a", &a), ("b", &b)] {
@@ -870,9 +964,14 @@ fn within(within: std::time::Duration, cond: impl Fn() -> bool) -> Option<std::t
     None
 }
 
-#[test]
-fn redis_a_change_through_one_replica_reaches_the_others_cache_within_100_ms() {
-    let (a, b, _) = replicas();
+on_both!(
+    redis_a_change_through_one_replica_reaches_the_others_cache_within_100_ms,
+    redis_cluster_a_change_through_one_replica_reaches_the_others_cache_within_100_ms,
+    a_change_through_one_replica_reaches_the_others_cache_within_100_ms
+);
+
+fn a_change_through_one_replica_reaches_the_others_cache_within_100_ms(place: Place) {
+    let (a, b, _) = replicas_at(place);
     let limit = std::time::Duration::from_millis(100);
     // A registration made on A is read by B (absences are never cached).
     saved(
@@ -945,9 +1044,14 @@ fn redis_a_change_through_one_replica_reaches_the_others_cache_within_100_ms() {
     );
 }
 
-#[test]
-fn redis_payments_without_some_keys_are_counted_and_read_back() {
-    let (s, _, _) = replicas();
+on_both!(
+    redis_payments_without_some_keys_are_counted_and_read_back,
+    redis_cluster_payments_without_some_keys_are_counted_and_read_back,
+    payments_without_some_keys_are_counted_and_read_back
+);
+
+fn payments_without_some_keys_are_counted_and_read_back(place: Place) {
+    let (s, _, _) = replicas_at(place);
     let only_card = |id| Observation {
         payment_id: id,
         at_ms: T0,
@@ -975,13 +1079,18 @@ fn redis_payments_without_some_keys_are_counted_and_read_back() {
     assert_eq!(none.velocity, Default::default());
 }
 
-#[test]
-fn redis_batches_record_each_amount_ratio_as_the_engine_computes_it() {
+on_both!(
+    redis_batches_record_each_amount_ratio_as_the_engine_computes_it,
+    redis_cluster_batches_record_each_amount_ratio_as_the_engine_computes_it,
+    batches_record_each_amount_ratio_as_the_engine_computes_it
+);
+
+fn batches_record_each_amount_ratio_as_the_engine_computes_it(place: Place) {
     // One card's payments, some in one batch, with amounts from cents to
     // the largest accepted (where amount x count x 1000 passes 2^53 and the
     // script's arithmetic must stay exact), against a memory store to which
     // the engine's ratio is given one by one.
-    let (s, _, _) = replicas();
+    let (s, _, _) = replicas_at(place);
     let remote = riskstream::state::Store::remote(&s).expect("Redis is remote");
     let memory = MemoryStore::new(StoreLimits::default(), 1);
     // Ten payments of 4,300,001 in all, then one whose exact ratio,

@@ -219,3 +219,97 @@ pub fn prefix() -> String {
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// A Redis Cluster of three masters of the test binary's own: three
+/// servers on free loopback ports (each with a cluster bus port of its
+/// own), joined by `redis-cli --cluster create`, the slots shared among
+/// them; stopped with its servers. A machine without `redis-cli` fails
+/// the test, saying how to install it.
+pub struct RedisCluster {
+    /// Its masters.
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts three masters and joins them; ready once every node reports
+    /// `cluster_state:ok` and knows the three.
+    pub fn start() -> RedisCluster {
+        let cli = Command::new("redis-cli")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            cli,
+            "redis-cli is not installed, and the Redis Cluster tests need it: install it: apt-get install -y redis-server (it brings redis-cli)"
+        );
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                let bus = free_port().to_string();
+                RedisServer::start(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-port",
+                    &bus,
+                    "--cluster-node-timeout",
+                    "5000",
+                ])
+            })
+            .collect();
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("redis-cli runs");
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&created.stdout),
+            String::from_utf8_lossy(&created.stderr)
+        );
+        let cluster = RedisCluster { nodes };
+        let deadline = Instant::now() + STARTUP;
+        while !cluster.ready() {
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not become ready"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cluster
+    }
+
+    /// Whether every node reports the cluster ok with three masters.
+    fn ready(&self) -> bool {
+        self.nodes.iter().all(|n| {
+            redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query::<String>(&mut n.connection())
+                .is_ok_and(|info| {
+                    info.contains("cluster_state:ok")
+                        && info.contains("cluster_known_nodes:3")
+                        && info.contains("cluster_slots_ok:16384")
+                })
+        })
+    }
+
+    /// Its URL, `redis+cluster://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3`.
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+}
+
+/// The test binary's one shared cluster, started on first use.
+pub fn shared_cluster() -> &'static RedisCluster {
+    static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
+    CLUSTER.get_or_init(RedisCluster::start)
+}
