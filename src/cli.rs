@@ -378,7 +378,8 @@ pub struct ServeArgs {
     pub sync_interval: String,
     /// Where state is kept: `embedded` (durable, under --data-dir),
     /// `memory` (nothing survives the process), or a Redis shared by
-    /// replicas: `redis://HOST:PORT[/DB]` (`rediss://` for TLS).
+    /// replicas: `redis://HOST:PORT[/DB]` (`rediss://` for TLS), or a
+    /// Redis Cluster: `redis+cluster://HOST:PORT[,HOST:PORT…]`.
     #[arg(long, env = "RISKSTREAM_STATE", default_value = "embedded")]
     pub state: String,
     /// The namespace every key of the Redis store starts with (replicas of

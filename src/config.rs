@@ -96,7 +96,7 @@ fn redis_options(
     url: &str,
     limits: StoreLimits,
 ) -> Result<RedisOptions, ConfigError> {
-    if let Err(e) = redis::Client::open(url) {
+    if let Err(e) = RedisOptions::check_url(url) {
         return Err(invalid("state", format!("not a usable Redis URL: {e}")));
     }
     if a.redis_prefix.is_empty() || a.redis_prefix.contains(['{', '}']) {
@@ -473,14 +473,17 @@ impl ServeConfig {
                     sync_interval,
                     ..EmbeddedOptions::new(&a.data_dir)
                 }),
-                url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                url if url.starts_with("redis://")
+                    || url.starts_with("rediss://")
+                    || url.starts_with("redis+cluster://") =>
+                {
                     StateConfig::Redis(redis_options(a, url, limits)?)
                 }
                 other => {
                     return Err(invalid(
                         "state",
                         format!(
-                            "{other:?} is not embedded, memory, or a Redis URL (redis://HOST:PORT[/DB], rediss://…)"
+                            "{other:?} is not embedded, memory, or a Redis URL (redis://HOST:PORT[/DB], rediss://…, redis+cluster://HOST:PORT[,HOST:PORT…])"
                         ),
                     ));
                 }

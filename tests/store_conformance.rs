@@ -97,6 +97,17 @@ fn redis(limits: StoreLimits) -> Redis {
     Redis(Arc::new(RedisStore::open(options).expect("opens")))
 }
 
+/// A Redis store in a namespace of its own on the test binary's cluster of
+/// three masters.
+fn redis_cluster(limits: StoreLimits) -> Redis {
+    let options = RedisOptions {
+        prefix: redis_server::prefix(),
+        limits,
+        ..RedisOptions::new(redis_server::shared_cluster().url())
+    };
+    Redis(Arc::new(RedisStore::open(options).expect("opens")))
+}
+
 fn method(id: &str, fingerprint: &str, session: Option<&str>) -> RegisteredMethod {
     RegisteredMethod {
         id: id.into(),
@@ -174,12 +185,19 @@ fn label(s: &dyn Store, id: &str, kind: FeedbackKind) {
 
 fn registration_replaces_and_keeps_the_creation_session(h: &dyn Harness) {
     let s = &**h.store();
-    assert!(s.payment_method("pm_1").is_none());
+    assert!(
+        s.payment_method("pm_1")
+            .expect("the store answers")
+            .is_none()
+    );
     saved(
         s.register(stored(s, method("pm_1", "fp_1", Some("sess_a"))))
             .expect("registered"),
     );
-    let m = s.payment_method("pm_1").expect("registered method");
+    let m = s
+        .payment_method("pm_1")
+        .expect("the store answers")
+        .expect("registered method");
     assert_eq!(&m.creation_session_id[..], b"sess_a");
     assert!(m.creation.is_some());
     assert_eq!(m.card, Some(s.key(b"fp_1")));
@@ -188,7 +206,10 @@ fn registration_replaces_and_keeps_the_creation_session(h: &dyn Harness) {
         s.register(stored(s, method("pm_1", "fp_2", None)))
             .expect("replaced"),
     );
-    let m = s.payment_method("pm_1").expect("replaced method");
+    let m = s
+        .payment_method("pm_1")
+        .expect("the store answers")
+        .expect("replaced method");
     assert_eq!(m.method.card_fingerprint.as_deref(), Some("fp_2"));
     assert!(m.creation.is_none() && m.creation_session_id.is_empty());
     assert_eq!(s.stats().payment_methods, 1);
@@ -209,12 +230,15 @@ fn payments_count_once_per_id(h: &dyn Harness) {
     let retry = observe(s, &pay(s, "p2", T0 + 2000, "fp_1", "d1"));
     assert!(!retry.first, "a retried payment id is not counted twice");
     assert_eq!(retry.velocity.card_1h, 2);
-    let rec = s.payment("p2").expect("remembered");
+    let rec = s
+        .payment("p2")
+        .expect("the store answers")
+        .expect("remembered");
     assert_eq!(rec.card, Some(s.key(b"fp_1")));
     assert_eq!(rec.email, Some(s.key(b"a@example.com")));
     assert_eq!(rec.at_ms, T0 + 1000);
     assert_eq!(rec.label, None);
-    assert!(s.payment("p3").is_none());
+    assert!(s.payment("p3").expect("the store answers").is_none());
     assert_eq!(s.stats().payments, 2);
 }
 
@@ -294,7 +318,9 @@ fn merchant_windows_see_only_labels_that_have_arrived(h: &dyn Harness) {
     );
     label(s, "p0", FeedbackKind::Fraudulent);
     assert_eq!(
-        s.payment("p0").and_then(|r| r.label),
+        s.payment("p0")
+            .expect("the store answers")
+            .and_then(|r| r.label),
         Some(FeedbackKind::Fraudulent)
     );
     let v = observe(s, &pay(s, "p2", T0 + 10 * DAY, "fp_2", "d2")).velocity;
@@ -427,7 +453,9 @@ fn a_fraud_label_adds_its_block_entries_once(h: &dyn Harness) {
     saved(again.commit);
     assert_eq!(s.stats().list_entries, 2);
     assert_eq!(
-        s.payment("p2").and_then(|r| r.label),
+        s.payment("p2")
+            .expect("the store answers")
+            .and_then(|r| r.label),
         Some(FeedbackKind::DisputeFraud)
     );
 }
@@ -445,8 +473,11 @@ fn sweep_forgets_idle_keys_and_old_payments(h: &dyn Harness) {
     assert_eq!(s.stats().payments, 2, "payments are kept for feedback");
     observe(s, &pay(s, "p3", T0 + 200 * DAY, "fp_3", "d3"));
     s.sweep();
-    assert!(s.payment("p1").is_none(), "past the retention");
-    assert!(s.payment("p3").is_some());
+    assert!(
+        s.payment("p1").expect("the store answers").is_none(),
+        "past the retention"
+    );
+    assert!(s.payment("p3").expect("the store answers").is_some());
     assert_eq!(s.stats().payments, 1);
 }
 
@@ -464,7 +495,11 @@ fn limits_refuse_new_methods_when_full(h: &dyn Harness) {
         s.register(stored(s, method("pm_2", "fp_2", None))),
         Err(StoreError::PaymentMethodsFull(1))
     ));
-    assert!(s.payment_method("pm_2").is_none());
+    assert!(
+        s.payment_method("pm_2")
+            .expect("the store answers")
+            .is_none()
+    );
 }
 
 fn sync_completes(h: &dyn Harness) {
@@ -577,6 +612,10 @@ mod redis {
     conformance!(redis);
 }
 
+mod redis_cluster {
+    conformance!(redis_cluster);
+}
+
 // ---- what an embedded store keeps across a reopen -----------------------
 
 /// The velocity a store gives the payment `id` (already recorded) at `at`:
@@ -623,7 +662,7 @@ fn everything_acknowledged_and_every_window_survives_a_reopen() {
         let s = &**h.store();
         (
             probe(s, "p3", T0 + 8 * DAY, "fp_1", "d1"),
-            s.payment("p1"),
+            s.payment("p1").expect("the store answers"),
             s.stats(),
         )
     };
@@ -633,12 +672,17 @@ fn everything_acknowledged_and_every_window_survives_a_reopen() {
     assert_eq!(restored.payments, 4);
     assert_eq!(restored.list_entries, 1);
     assert_eq!(restored.damaged_files, 0);
-    let m = s.payment_method("pm_1").expect("registration kept");
+    let m = s
+        .payment_method("pm_1")
+        .expect("the store answers")
+        .expect("registration kept");
     assert_eq!(&m.creation_session_id[..], b"sess_a");
     assert!(m.creation.is_some());
-    assert_eq!(s.payment("p1"), before.1);
+    assert_eq!(s.payment("p1").expect("the store answers"), before.1);
     assert_eq!(
-        s.payment("p1").and_then(|r| r.label),
+        s.payment("p1")
+            .expect("the store answers")
+            .and_then(|r| r.label),
         Some(FeedbackKind::Fraudulent)
     );
     assert!(s.list_contains(List::BlockEmail, s.key(b"bad@example.com")));
@@ -717,8 +761,13 @@ fn snapshots_replace_old_logs_and_keep_everything() {
     let (store, restored) = EmbeddedStore::open(options).expect("reopens");
     assert_eq!(restored.payment_methods, 300);
     assert_eq!(restored.payments, 300);
-    assert!(store.payment_method("pm_299").is_some());
-    assert!(store.payment("p0").is_some());
+    assert!(
+        store
+            .payment_method("pm_299")
+            .expect("the store answers")
+            .is_some()
+    );
+    assert!(store.payment("p0").expect("the store answers").is_some());
 }
 
 // ---- the Redis store's own server ------------------------------------------
@@ -742,35 +791,88 @@ fn a_test_redis_server_starts_answers_and_stops() {
 
 // ---- what the Redis store keeps in Redis, and two replicas on one Redis ----
 
-/// Two Redis stores on one namespace: two replicas.
-fn replicas() -> (RedisStore, RedisStore, String) {
+/// Where the replicas' Redis is: the test binary's server or its cluster.
+#[derive(Debug, Clone, Copy)]
+enum Place {
+    One,
+    Cluster,
+}
+
+impl Place {
+    fn url(self) -> String {
+        match self {
+            Place::One => redis_server::shared().url(),
+            Place::Cluster => redis_server::shared_cluster().url(),
+        }
+    }
+
+    /// A connection to each server (each master of the cluster).
+    fn connections(self) -> Vec<::redis::Connection> {
+        match self {
+            Place::One => vec![redis_server::shared().connection()],
+            Place::Cluster => redis_server::shared_cluster()
+                .nodes
+                .iter()
+                .map(|n| n.connection())
+                .collect(),
+        }
+    }
+}
+
+/// Two Redis stores on one namespace at `place`: two replicas.
+fn replicas_at(place: Place) -> (RedisStore, RedisStore, String) {
     let prefix = redis_server::prefix();
     let open = || {
         RedisStore::open(RedisOptions {
             prefix: prefix.clone(),
-            ..RedisOptions::new(redis_server::shared().url())
+            ..RedisOptions::new(place.url())
         })
         .expect("opens")
     };
     (open(), open(), prefix)
 }
 
-#[test]
-fn redis_keys_are_namespaced_hashed_and_expire() {
-    let (s, _, prefix) = replicas();
+/// Runs `body` on one Redis (`$one`) and on the cluster (`$cluster`).
+macro_rules! on_both {
+    ($one:ident, $cluster:ident, $body:ident) => {
+        #[test]
+        fn $one() {
+            $body(Place::One);
+        }
+        #[test]
+        fn $cluster() {
+            $body(Place::Cluster);
+        }
+    };
+}
+
+on_both!(
+    redis_keys_are_namespaced_hashed_and_expire,
+    redis_cluster_keys_are_namespaced_hashed_and_expire,
+    keys_are_namespaced_hashed_and_expire
+);
+
+fn keys_are_namespaced_hashed_and_expire(place: Place) {
+    let (s, _, prefix) = replicas_at(place);
     saved(
         s.register(stored(&s, method("pm_1", "fp_1", Some("sess_a"))))
             .expect("registered"),
     );
     s.observe(&pay(&s, "pay_1", T0, "fp_1", "dev_1"));
     assert!(list_add(&s, List::BlockEmail, "jane@example.com", 0));
-    let mut c = redis_server::shared().connection();
-    let keys: Vec<String> = ::redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query(&mut c)
-        .expect("keys");
+    let mut keys = Vec::new();
+    for mut c in place.connections() {
+        let held: Vec<String> = ::redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query(&mut c)
+            .expect("keys");
+        keys.extend(held.into_iter().map(|k| {
+            let ttl: i64 = ::redis::cmd("PTTL").arg(&k).query(&mut c).expect("pttl");
+            (k, ttl)
+        }));
+    }
     assert!(keys.len() >= 10, "{keys:?}");
-    for k in &keys {
+    for (k, ttl) in &keys {
         for raw in [
             "fp_1",
             "jane",
@@ -784,22 +886,48 @@ fn redis_keys_are_namespaced_hashed_and_expire() {
         }
         // One hash tag per entity: its keys share a cluster slot.
         assert_eq!(k.matches('{').count(), 1, "{k}");
-        let ttl: i64 = ::redis::cmd("PTTL").arg(k).query(&mut c).expect("pttl");
         let windows_or_payment = k.contains("{p:") || k.ends_with(":s") || k.ends_with(":l");
         if windows_or_payment {
-            assert!(ttl > 0, "{k} has no expiry");
+            assert!(*ttl > 0, "{k} has no expiry");
         }
     }
-    let other: Vec<String> = ::redis::cmd("KEYS").arg("*").query(&mut c).expect("keys");
-    assert!(
-        other.iter().filter(|k| k.starts_with(&prefix)).count() == keys.len(),
-        "every key of the store is in its namespace"
-    );
 }
 
 #[test]
-fn redis_replicas_count_every_payment_of_a_card_under_concurrent_updates() {
-    let (a, b, _) = replicas();
+fn redis_cluster_keys_are_spread_over_the_three_masters() {
+    let (s, _, prefix) = replicas_at(Place::Cluster);
+    for i in 0..100 {
+        s.observe(&pay(&s, &format!("p{i}"), T0 + i, &format!("fp_{i}"), "d"));
+    }
+    let held: Vec<usize> = Place::Cluster
+        .connections()
+        .into_iter()
+        .map(|mut c| {
+            ::redis::cmd("KEYS")
+                .arg(format!("{prefix}*"))
+                .query::<Vec<String>>(&mut c)
+                .expect("keys")
+                .len()
+        })
+        .collect();
+    assert_eq!(held.len(), 3);
+    assert!(held.iter().all(|n| *n > 20), "keys per master: {held:?}");
+    let v = s.observe(&pay(&s, "p0", T0 + 1_000, "fp_0", "d")).velocity;
+    assert_eq!(
+        (v.card_1h, v.device_1h),
+        (1, 100),
+        "a retry reads them back"
+    );
+}
+
+on_both!(
+    redis_replicas_count_every_payment_of_a_card_under_concurrent_updates,
+    redis_cluster_replicas_count_every_payment_of_a_card_under_concurrent_updates,
+    replicas_count_every_payment_of_a_card_under_concurrent_updates
+);
+
+fn replicas_count_every_payment_of_a_card_under_concurrent_updates(place: Place) {
+    let (a, b, _) = replicas_at(place);
     let per_replica = 200;
     std::thread::scope(|scope| {
         for (name, s) in [("a", &a), ("b", &b)] {
@@ -836,16 +964,24 @@ fn within(within: std::time::Duration, cond: impl Fn() -> bool) -> Option<std::t
     None
 }
 
-#[test]
-fn redis_a_change_through_one_replica_reaches_the_others_cache_within_100_ms() {
-    let (a, b, _) = replicas();
+on_both!(
+    redis_a_change_through_one_replica_reaches_the_others_cache_within_100_ms,
+    redis_cluster_a_change_through_one_replica_reaches_the_others_cache_within_100_ms,
+    a_change_through_one_replica_reaches_the_others_cache_within_100_ms
+);
+
+fn a_change_through_one_replica_reaches_the_others_cache_within_100_ms(place: Place) {
+    let (a, b, _) = replicas_at(place);
     let limit = std::time::Duration::from_millis(100);
     // A registration made on A is read by B (absences are never cached).
     saved(
         a.register(stored(&a, method("pm_1", "fp_1", Some("sess_a"))))
             .expect("registered"),
     );
-    let m = b.payment_method("pm_1").expect("B reads A's registration");
+    let m = b
+        .payment_method("pm_1")
+        .expect("the store answers")
+        .expect("B reads A's registration");
     assert_eq!(&m.creation_session_id[..], b"sess_a");
     // Replaced on A, B's cached copy goes.
     saved(
@@ -854,6 +990,7 @@ fn redis_a_change_through_one_replica_reaches_the_others_cache_within_100_ms() {
     );
     let took = within(limit, || {
         b.payment_method("pm_1")
+            .expect("the store answers")
             .is_some_and(|m| &m.creation_session_id[..] == b"sess_b")
     });
     assert!(
@@ -900,14 +1037,21 @@ fn redis_a_change_through_one_replica_reaches_the_others_cache_within_100_ms() {
     );
     assert!(within(limit, || !b.list_contains(List::BlockEmail, k)).is_some());
     assert_eq!(
-        b.payment("p1").and_then(|r| r.label),
+        b.payment("p1")
+            .expect("the store answers")
+            .and_then(|r| r.label),
         Some(FeedbackKind::Fraudulent)
     );
 }
 
-#[test]
-fn redis_payments_without_some_keys_are_counted_and_read_back() {
-    let (s, _, _) = replicas();
+on_both!(
+    redis_payments_without_some_keys_are_counted_and_read_back,
+    redis_cluster_payments_without_some_keys_are_counted_and_read_back,
+    payments_without_some_keys_are_counted_and_read_back
+);
+
+fn payments_without_some_keys_are_counted_and_read_back(place: Place) {
+    let (s, _, _) = replicas_at(place);
     let only_card = |id| Observation {
         payment_id: id,
         at_ms: T0,
@@ -933,4 +1077,74 @@ fn redis_payments_without_some_keys_are_counted_and_read_back() {
     });
     assert!(none.first);
     assert_eq!(none.velocity, Default::default());
+}
+
+on_both!(
+    redis_batches_record_each_amount_ratio_as_the_engine_computes_it,
+    redis_cluster_batches_record_each_amount_ratio_as_the_engine_computes_it,
+    batches_record_each_amount_ratio_as_the_engine_computes_it
+);
+
+fn batches_record_each_amount_ratio_as_the_engine_computes_it(place: Place) {
+    // One card's payments, some in one batch, with amounts from cents to
+    // the largest accepted (where amount x count x 1000 passes 2^53 and the
+    // script's arithmetic must stay exact), against a memory store to which
+    // the engine's ratio is given one by one.
+    let (s, _, _) = replicas_at(place);
+    let remote = riskstream::state::Store::remote(&s).expect("Redis is remote");
+    let memory = MemoryStore::new(StoreLimits::default(), 1);
+    // Ten payments of 4,300,001 in all, then one whose exact ratio,
+    // 2,147,490,000, is one below what dividing in doubles gives.
+    let mut amounts: Vec<i64> = vec![430_000; 9];
+    amounts.extend([430_001, 923_420_915_179]);
+    amounts.extend(
+        [
+            1_000,
+            999_999_999_999,
+            1,
+            7,
+            1_000_000_000_000,
+            333_333_333_333,
+            2_500,
+            999_999_999_999,
+            1_000_000_000_000,
+            3,
+        ]
+        .into_iter()
+        .cycle()
+        .take(30)
+        .enumerate()
+        .map(|(i, a)| a - i as i64 % 3),
+    );
+    let ids: Vec<String> = (0..amounts.len()).map(|i| format!("p{i}")).collect();
+    let obs = |st: &dyn Store, i: usize| Observation {
+        amount: amounts[i],
+        ..pay(st, &ids[i], T0 + i as i64 * MIN, "fp_1", "d1")
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut on_redis = Vec::new();
+    for chunk in (0..amounts.len()).collect::<Vec<_>>().chunks(7) {
+        let batch: Vec<Observation<'_>> = chunk.iter().map(|&i| obs(&s, i)).collect();
+        let got = rt.block_on(remote.observe_batch(&batch)).expect("observed");
+        on_redis.extend(got.observed);
+    }
+    let mut ratios = Vec::new();
+    for (i, redis) in on_redis.iter().enumerate() {
+        let o = obs(&memory, i);
+        let v = memory.observe(&o);
+        let ratio = riskstream::features::card_amount_ratio(&o, &v.velocity);
+        memory.record_amount_ratio(&o, ratio, ratio >= riskstream::features::SPIKE_RATIO);
+        ratios.push(ratio);
+        assert_eq!(
+            redis.velocity.card_days, v.velocity.card_days,
+            "payment {i}: the card's windows, peaks included"
+        );
+    }
+    assert!(ratios.iter().any(|r| *r >= 2_500) && ratios.iter().any(|r| (1..2_500).contains(r)));
+    assert_eq!(ratios[10], 2_147_490_000);
+    // A retry records nothing again.
+    let again = rt
+        .block_on(remote.observe_batch(&[obs(&s, 3)]))
+        .expect("observed");
+    assert!(!again.observed[0].first);
 }

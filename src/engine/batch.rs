@@ -41,18 +41,16 @@ impl Store for Resolved {
     fn register(&self, method: StoredMethod) -> Result<Commit, StoreError> {
         self.store.register(method)
     }
-    fn payment_method(&self, _id: &str) -> Option<Arc<StoredMethod>> {
-        self.method.clone()
+    fn payment_method(&self, _id: &str) -> Result<Option<Arc<StoredMethod>>, StoreError> {
+        Ok(self.method.clone())
     }
     fn observe(&self, _obs: &Observation<'_>) -> Observed {
         self.observed
     }
-    fn record_amount_ratio(&self, obs: &Observation<'_>, ratio: u32, spike: bool) {
-        if let Some(remote) = self.store.remote() {
-            remote.queue_ratio(obs, ratio, spike);
-        }
+    fn record_amount_ratio(&self, _obs: &Observation<'_>, _ratio: u32, _spike: bool) {
+        // The batch's round trip recorded it ([`Remote::observe_batch`]).
     }
-    fn payment(&self, payment_id: &str) -> Option<PaymentRecord> {
+    fn payment(&self, payment_id: &str) -> Result<Option<PaymentRecord>, StoreError> {
         self.store.payment(payment_id)
     }
     fn label(
@@ -187,54 +185,39 @@ impl Engine {
             .filter(|i| payments[*i].is_ok())
             .collect();
         let payment = |i: usize| payments[i].as_ref().ok();
-        let mut start = 0;
-        while start < valid.len() {
-            // A run of payments goes in one round trip, cut before a card
-            // it already holds: the first payment's amount ratio must be
-            // recorded before the card's next one is read, as one by one.
-            let mut cards: Vec<Key> = Vec::new();
-            let mut observations = Vec::new();
-            let mut end = start;
-            if let Some(methods) = &methods {
-                while let Some(p) = valid.get(end).and_then(|i| payment(*i)) {
-                    let (obs, _) = observation(store_ref, p, methods[valid[end]].as_deref());
-                    if let Some(card) = obs.card {
-                        if cards.contains(&card) {
-                            break;
-                        }
-                        cards.push(card);
-                    }
-                    observations.push(obs);
-                    end += 1;
+        // The whole batch goes in one round trip: the store records each
+        // new payment's amount ratio before it reads the next, so a card's
+        // payments in one batch see each other as one by one.
+        let observations: Vec<Observation<'_>> = match &methods {
+            Some(methods) => valid
+                .iter()
+                .filter_map(|&i| Some(observation(store_ref, payment(i)?, methods[i].as_deref()).0))
+                .collect(),
+            None => Vec::new(),
+        };
+        let observed = match &methods {
+            Some(_) => self.observe_run(remote, &observations, until).await,
+            None => None,
+        };
+        for (k, &i) in valid.iter().enumerate() {
+            let Some(p) = payment(i) else { continue };
+            let resolved = methods
+                .as_ref()
+                .zip(observed.as_ref())
+                .and_then(|(m, o)| Some((m[i].clone(), *o.get(k)?)));
+            let a = match resolved {
+                Some((method, observed)) => {
+                    let one = Resolved {
+                        store: Arc::clone(&store),
+                        method,
+                        observed,
+                    };
+                    self.assess_with(&one, p)
                 }
-            } else {
-                end = valid.len();
-            }
-            let observed = match &methods {
-                Some(_) => self.observe_run(remote, &observations, until).await,
-                None => None,
+                None => self.fail_open(p),
             };
-            for (k, &i) in valid[start..end].iter().enumerate() {
-                let Some(p) = payment(i) else { continue };
-                let resolved = methods
-                    .as_ref()
-                    .zip(observed.as_ref())
-                    .and_then(|(m, o)| Some((m[i].clone(), *o.get(k)?)));
-                let a = match resolved {
-                    Some((method, observed)) => {
-                        let one = Resolved {
-                            store: Arc::clone(&store),
-                            method,
-                            observed,
-                        };
-                        self.assess_with(&one, p)
-                    }
-                    None => self.fail_open(p),
-                };
-                outcomes[i] = Some(a.into_outcome(&events[i].0, p));
-                m.score_duration(started.elapsed().as_secs_f64());
-            }
-            start = end;
+            outcomes[i] = Some(a.into_outcome(&events[i].0, p));
+            m.score_duration(started.elapsed().as_secs_f64());
         }
         payments
             .into_iter()
@@ -294,7 +277,7 @@ impl Engine {
         )
     }
 
-    /// Records a run of payments in one round trip: their velocity, in
+    /// Records a batch's payments in one round trip: their velocity, in
     /// order; `None` when the store did not give it by `until`.
     async fn observe_run(
         &self,

@@ -399,7 +399,7 @@ impl Engine {
         m.event(EventKind::Get);
         let v = view::get(raw).inspect_err(|_| m.invalid(EventKind::Get))?;
         let id = validate::get_request(&v).inspect_err(|_| m.invalid(EventKind::Get))?;
-        match self.inner.store.payment_method(id) {
+        match self.inner.store.payment_method(id)? {
             Some(pm) => Ok(method_proto(&pm.method)),
             None => Err(ServiceError::NotFound {
                 field: "payment_method_id",
@@ -422,7 +422,7 @@ impl Engine {
         let v = view::feedback(raw).inspect_err(|_| m.invalid(EventKind::Feedback))?;
         let fb = validate::feedback(&v, clock).inspect_err(|_| m.invalid(EventKind::Feedback))?;
         let store = &self.inner.store;
-        let Some(rec) = store.payment(fb.payment_id) else {
+        let Some(rec) = store.payment(fb.payment_id)? else {
             return Err(ServiceError::NotFound {
                 field: "payment_id",
                 message: "no recent payment has this id".into(),
@@ -550,12 +550,14 @@ impl Engine {
 
     /// The registered payment method a payment names, if any. An id the
     /// store does not hold is counted and scored without a creation session
-    /// (a lost or never-seen registration must not break checkout).
+    /// (a lost or never-seen registration must not break checkout); so is
+    /// one the store could not be asked about (only a remote store fails,
+    /// and the server scores with one through [`Engine::score_batch`]).
     fn registered(&self, store: &dyn Store, p: &Payment<'_>) -> Option<Arc<StoredMethod>> {
         if p.method.id.is_empty() {
             return None;
         }
-        let registered = store.payment_method(p.method.id);
+        let registered = store.payment_method(p.method.id).ok().flatten();
         if registered.is_none() {
             self.inner.metrics.unknown_payment_method();
         }

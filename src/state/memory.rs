@@ -517,8 +517,8 @@ impl Store for MemoryStore {
         Ok(Commit::done())
     }
 
-    fn payment_method(&self, id: &str) -> Option<Arc<StoredMethod>> {
-        self.methods.get(id).map(|m| Arc::clone(&m))
+    fn payment_method(&self, id: &str) -> Result<Option<Arc<StoredMethod>>, StoreError> {
+        Ok(self.methods.get(id).map(|m| Arc::clone(&m)))
     }
 
     fn observe(&self, obs: &Observation<'_>) -> Observed {
@@ -605,12 +605,13 @@ impl Store for MemoryStore {
         }
     }
 
-    fn payment(&self, payment_id: &str) -> Option<PaymentRecord> {
+    fn payment(&self, payment_id: &str) -> Result<Option<PaymentRecord>, StoreError> {
         let (key, check) = self.payment_key(payment_id);
-        self.payments
+        Ok(self
+            .payments
             .get(&key)
             .filter(|s| s.check == check)
-            .map(|s| s.record())
+            .map(|s| s.record()))
     }
 
     fn label(

@@ -349,8 +349,9 @@ pub trait Store: Send + Sync + 'static {
     fn key(&self, value: &[u8]) -> Key;
     /// Stores (or replaces) a payment method; visible once committed.
     fn register(&self, method: StoredMethod) -> Result<Commit, StoreError>;
-    /// The payment method registered as `id`.
-    fn payment_method(&self, id: &str) -> Option<Arc<StoredMethod>>;
+    /// The payment method registered as `id` (`Ok(None)` when none is; an
+    /// error when the store could not be asked).
+    fn payment_method(&self, id: &str) -> Result<Option<Arc<StoredMethod>>, StoreError>;
     /// Records a payment and returns its velocity counts, itself included.
     /// A payment id already recorded is counted once.
     fn observe(&self, obs: &Observation<'_>) -> Observed;
@@ -359,8 +360,9 @@ pub trait Store: Send + Sync + 'static {
     /// card's later payments as their windows' `peak`, and whether it was a
     /// spike (counted apart in its merchant's fraud reports).
     fn record_amount_ratio(&self, obs: &Observation<'_>, ratio: u32, spike: bool);
-    /// The recent payment `payment_id`, if remembered.
-    fn payment(&self, payment_id: &str) -> Option<PaymentRecord>;
+    /// The recent payment `payment_id`, if remembered (an error when the
+    /// store could not be asked).
+    fn payment(&self, payment_id: &str) -> Result<Option<PaymentRecord>, StoreError>;
     /// Records a label on a remembered payment (its merchant's fraud counts
     /// follow) and adds the `block` entries to their lists (those not there
     /// yet), all saved together or not at all; `Ok(None)` when the payment
@@ -424,23 +426,24 @@ pub struct ObservedBatch {
 
 /// A store reached over the network, used by scoring in batches: payment
 /// methods resolved from a local cache (one round trip for those it
-/// misses), a batch's windows read and updated in one round trip, amount
-/// ratios queued for the next one. Every future is bounded by the store's
+/// misses), a batch's windows read and updated (amount ratios included) in
+/// one round trip. Every future is bounded by the store's
 /// timeout and never waits on an async worker's thread.
 pub trait Remote: Send + Sync {
     /// The payment methods `ids` name (`None` for one not registered), and
     /// whether it took a round trip (some were not in the cache).
     fn methods(&self, ids: Vec<String>) -> BoxFuture<'static, Result<Methods, StoreError>>;
     /// Records a batch of payments ([`Store::observe`] for each) in one
-    /// round trip.
+    /// round trip, and each new payment's amount ratio with its card
+    /// ([`Store::record_amount_ratio`] with
+    /// [`crate::features::card_amount_ratio`]) before the next payment is
+    /// read: the card's next payment sees it, in the batch or elsewhere.
     fn observe_batch(
         &self,
         batch: &[Observation<'_>],
     ) -> BoxFuture<'static, Result<ObservedBatch, StoreError>>;
     /// Waits until this replica's lists hold every change up to `version`.
     fn lists_at_least(&self, version: u64) -> BoxFuture<'_, Result<(), StoreError>>;
-    /// [`Store::record_amount_ratio`], sent ahead of the next batch.
-    fn queue_ratio(&self, obs: &Observation<'_>, ratio: u32, spike: bool);
     /// Whether the store is reachable now (for health and metrics).
     fn reachable(&self) -> bool;
     /// Payment method lookups answered by the local cache, and those that

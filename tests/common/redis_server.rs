@@ -1,5 +1,6 @@
 //! A `redis-server` of the test binary's own: on a free loopback port, in a
-//! temporary directory, saving nothing (`--save ''`, no append-only file),
+//! temporary directory (or one the test keeps, to restart it on what it
+//! saved), saving nothing unless told (`--save ''`, no append-only file),
 //! stopped when the test process ends (a shell watchdog waits for it) or
 //! when the handle is dropped. [`shared`] is one server for the whole test
 //! binary; each test takes a namespace of its own with [`prefix`]. A
@@ -20,7 +21,9 @@ pub struct RedisServer {
     child: Child,
     /// Its port on 127.0.0.1.
     pub port: u16,
-    _dir: tempfile::TempDir,
+    /// Its working directory (where an append-only file goes).
+    pub dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
 }
 
 /// The `redis-server` binary, or a failure that says how to install it.
@@ -50,8 +53,14 @@ impl RedisServer {
     /// Starts a server of its own with the extra `config` lines given as
     /// flags (e.g. `["--appendonly", "yes"]`).
     pub fn start(config: &[&str]) -> RedisServer {
+        RedisServer::start_in(None, config)
+    }
+
+    /// Starts a server on a free port in `dir` (a temporary directory of
+    /// its own when `None`).
+    pub fn start_in(dir: Option<&std::path::Path>, config: &[&str]) -> RedisServer {
         for _ in 0..5 {
-            if let Some(server) = RedisServer::try_on(free_port(), config) {
+            if let Some(server) = RedisServer::try_on(free_port(), dir, config) {
                 return server;
             }
             // The port was taken meanwhile: try another.
@@ -61,8 +70,14 @@ impl RedisServer {
 
     /// Starts a server on `port` (a restart where one was stopped).
     pub fn start_on(port: u16, config: &[&str]) -> RedisServer {
+        RedisServer::restart_in(port, None, config)
+    }
+
+    /// Starts a server on `port` in `dir` (a restart on what a server
+    /// stopped there saved; a temporary directory of its own when `None`).
+    pub fn restart_in(port: u16, dir: Option<&std::path::Path>, config: &[&str]) -> RedisServer {
         for _ in 0..50 {
-            if let Some(server) = RedisServer::try_on(port, config) {
+            if let Some(server) = RedisServer::try_on(port, dir, config) {
                 return server;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -70,9 +85,16 @@ impl RedisServer {
         panic!("redis-server did not start again on port {port}");
     }
 
-    fn try_on(port: u16, config: &[&str]) -> Option<RedisServer> {
+    fn try_on(port: u16, dir: Option<&std::path::Path>, config: &[&str]) -> Option<RedisServer> {
         let bin = binary();
-        let dir = tempfile::tempdir().expect("tempdir");
+        let (temp, dir) = match dir {
+            Some(d) => (None, d.to_owned()),
+            None => {
+                let t = tempfile::tempdir().expect("tempdir");
+                let d = t.path().to_owned();
+                (Some(t), d)
+            }
+        };
         // The watchdog stops the server once this process is gone (a
         // test binary's statics are never dropped) or the server exits.
         let script = format!(
@@ -85,7 +107,7 @@ impl RedisServer {
             .arg(&bin)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .arg("--dir")
-            .arg(dir.path())
+            .arg(&dir)
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .args(config)
             .stdout(Stdio::null())
@@ -95,7 +117,8 @@ impl RedisServer {
         let mut server = RedisServer {
             child,
             port,
-            _dir: dir,
+            dir,
+            _temp: temp,
         };
         if server.wait_ready() {
             return Some(server);
@@ -195,4 +218,98 @@ pub fn prefix() -> String {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// A Redis Cluster of three masters of the test binary's own: three
+/// servers on free loopback ports (each with a cluster bus port of its
+/// own), joined by `redis-cli --cluster create`, the slots shared among
+/// them; stopped with its servers. A machine without `redis-cli` fails
+/// the test, saying how to install it.
+pub struct RedisCluster {
+    /// Its masters.
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts three masters and joins them; ready once every node reports
+    /// `cluster_state:ok` and knows the three.
+    pub fn start() -> RedisCluster {
+        let cli = Command::new("redis-cli")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            cli,
+            "redis-cli is not installed, and the Redis Cluster tests need it: install it: apt-get install -y redis-server (it brings redis-cli)"
+        );
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                let bus = free_port().to_string();
+                RedisServer::start(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-port",
+                    &bus,
+                    "--cluster-node-timeout",
+                    "5000",
+                ])
+            })
+            .collect();
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("redis-cli runs");
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&created.stdout),
+            String::from_utf8_lossy(&created.stderr)
+        );
+        let cluster = RedisCluster { nodes };
+        let deadline = Instant::now() + STARTUP;
+        while !cluster.ready() {
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not become ready"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cluster
+    }
+
+    /// Whether every node reports the cluster ok with three masters.
+    fn ready(&self) -> bool {
+        self.nodes.iter().all(|n| {
+            redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query::<String>(&mut n.connection())
+                .is_ok_and(|info| {
+                    info.contains("cluster_state:ok")
+                        && info.contains("cluster_known_nodes:3")
+                        && info.contains("cluster_slots_ok:16384")
+                })
+        })
+    }
+
+    /// Its URL, `redis+cluster://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3`.
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+}
+
+/// The test binary's one shared cluster, started on first use.
+pub fn shared_cluster() -> &'static RedisCluster {
+    static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
+    CLUSTER.get_or_init(RedisCluster::start)
 }

@@ -459,7 +459,7 @@ impl Store for EmbeddedStore {
         self.durable(&[record], vec![Apply::Method(Arc::clone(&method))])
     }
 
-    fn payment_method(&self, id: &str) -> Option<Arc<StoredMethod>> {
+    fn payment_method(&self, id: &str) -> Result<Option<Arc<StoredMethod>>, StoreError> {
         self.memory.payment_method(id)
     }
 
@@ -490,7 +490,7 @@ impl Store for EmbeddedStore {
         });
     }
 
-    fn payment(&self, payment_id: &str) -> Option<PaymentRecord> {
+    fn payment(&self, payment_id: &str) -> Result<Option<PaymentRecord>, StoreError> {
         self.memory.payment(payment_id)
     }
 
@@ -500,7 +500,7 @@ impl Store for EmbeddedStore {
         kind: FeedbackKind,
         block: &[(List, Key, ListEntry)],
     ) -> Result<Option<Labelled>, StoreError> {
-        if self.memory.payment(payment_id).is_none() {
+        if self.memory.payment(payment_id)?.is_none() {
             return Ok(None);
         }
         let (key, check) = self.memory.payment_key(payment_id);

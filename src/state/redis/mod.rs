@@ -1,15 +1,16 @@
-//! The Redis store: state shared by several replicas in one Redis, so that
-//! they act as one service.
+//! The Redis store: state shared by several replicas in one Redis or one
+//! Redis Cluster, so that they act as one service.
 //!
 //! **Keys.** Every key starts with the namespace (`--redis-prefix`,
 //! `riskstream:` by default) and holds one entity in one hash tag, so that
 //! an entity's keys share a cluster slot: `{c:K}:s` and `{c:K}:l` (a card's
 //! short and long windows), `{e:K}:s`, `{i:K}:s`, `{d:K}:s` (email, IP,
-//! device), `{m:K}:l` (merchant), `{p:H}` (a remembered payment), `{pm:H}`
-//! (a payment method), `{l:NAME}` and `{l:NAME}:x` (a list's entries and
-//! expiries); `{ix:KIND}` index each kind by its latest event time (sizes
-//! and sweeps), and `{meta}:…` hold the hash key, the latest event time and
-//! the lists version. `K` is the store's keyed 64-bit hash of the customer
+//! device), `{m:K}:l` (merchant; on a cluster `{m:K}:f` holds what it
+//! counted of labelled payments), `{p:H}` (a remembered payment), `{pm:H}`
+//! (a payment method), `{l}:NAME`, `{l}:NAME:x` and `{l}:version` (every
+//! list's entries and expiries and the lists version, in one slot);
+//! `{ix:KIND}` index each kind by its latest event time (sizes and sweeps),
+//! and `{meta}:…` hold the hash key and the latest event time. `K` is the store's keyed 64-bit hash of the customer
 //! value, `H` a keyed 128-bit hash of the payment or payment method id: no
 //! key names an email, IP address or card fingerprint. The hash key is
 //! drawn once and kept in Redis, so that every replica hashes alike.
@@ -17,9 +18,14 @@
 //! last write, payments after `--payment-retention`: Redis never grows
 //! without bound, even with no replica sweeping.
 //!
-//! **Consistency.** Every change is one Lua script, atomic on the server:
-//! concurrent payments of one card on two replicas both count. A batch of
-//! payments is one script call, one round trip.
+//! **Consistency.** Every change to an entity is one Lua script, atomic on
+//! the server: concurrent payments of one card on two replicas both count.
+//! On one Redis a batch of payments is one script call, one round trip; on
+//! a cluster, where a call may only name keys of one slot, it is two round
+//! trips ([`observe`]). Registrations, sweeps and amount ratios are a few
+//! single-slot calls on either; a fraud report is one script on one Redis,
+//! and on a cluster its payment's label, then its merchant's counts and its
+//! block entries, each step safe to repeat.
 //!
 //! **The hot path.** The trait's methods are synchronous, and here each
 //! waits for a round trip on the store's own I/O thread (fine for tools,
@@ -29,26 +35,30 @@
 //! the keys), the batch's windows are read and updated in one async round
 //! trip, and the engine finishes each payment synchronously (features,
 //! model, decision) from what came back. Memory and embedded stores keep
-//! their fused path untouched. Amount ratios, known only after features,
-//! are queued and sent ahead of the next batch on the same connection (so
-//! a replica's next payment of the card sees them), or within 20 ms.
+//! their fused path untouched. A batch's script also records each new
+//! payment's amount ratio (its amount over its card's mean before it) as
+//! soon as it has read the card's windows, so that the card's next
+//! payment, in the same batch or on any replica, sees it.
 //!
 //! **Caches.** Payment methods and lists are served from a local cache
 //! ([`cache`]) kept fresh by change messages over pub/sub.
 
 mod cache;
+mod conn;
+mod observe;
 mod scripts;
 
-use super::long_window::{HOUR_MS, Sums};
+use super::long_window::HOUR_MS;
 use super::window::DAY_MS;
 use super::{
     BoxFuture, Commit, Key, Labelled, List, ListEntry, Observation, Observed, ObservedBatch,
-    PaymentRecord, Remote, Store, StoreError, StoreLimits, StoreStats, StoredMethod, Velocity,
+    PaymentRecord, Remote, Store, StoreError, StoreLimits, StoreStats, StoredMethod,
 };
 use super::{LABEL_DELAY_DAYS, MIN_PAYMENT_RETENTION_MS};
 use crate::domain::{FeedbackKind, RegisteredMethod};
 use cache::{Applied, Cache};
-use redis::aio::ConnectionManager;
+use conn::{Conn, Target};
+use observe::{PlannedPayment, observe};
 use redis::{RedisError, Value};
 use scripts::*;
 use std::collections::BTreeMap;
@@ -61,15 +71,12 @@ use tokio_stream::StreamExt;
 const CARD_HORIZON_HOURS: i64 = 30 * 24;
 /// Hours a merchant's long window holds.
 const MERCHANT_HORIZON_HOURS: i64 = (30 + LABEL_DELAY_DAYS) * 24;
-/// Numbers per payment in the observe script's answer.
-const PER_PAYMENT: usize = 48;
-/// Longest wait before queued amount ratios are sent on their own.
-const RATIO_FLUSH: Duration = Duration::from_millis(20);
 
 /// Settings of the Redis store.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
-    /// `redis://HOST:PORT[/DB]` or `rediss://…` (TLS).
+    /// `redis://HOST:PORT[/DB]`, `rediss://…` (TLS), or
+    /// `redis+cluster://HOST:PORT[,HOST:PORT…]` (a Redis Cluster).
     pub url: String,
     /// The namespace every key starts with.
     pub prefix: String,
@@ -82,6 +89,12 @@ pub struct RedisOptions {
 }
 
 impl RedisOptions {
+    /// Whether `url` names a Redis or a Redis Cluster the store can use
+    /// (what is wrong with it if not); nothing is connected to.
+    pub fn check_url(url: &str) -> Result<(), String> {
+        Target::parse(url).map(|_| ())
+    }
+
     /// The defaults for `url`.
     pub fn new(url: impl Into<String>) -> RedisOptions {
         RedisOptions {
@@ -99,7 +112,7 @@ impl RedisOptions {
 pub enum RedisOpenError {
     /// The URL is not one the store can use.
     #[error(
-        "{url} is not a Redis URL (redis://HOST:PORT[/DB] or rediss://HOST:PORT[/DB]): {reason}"
+        "{url} is not a Redis URL (redis://HOST:PORT[/DB], rediss://HOST:PORT[/DB] or redis+cluster://HOST:PORT[,HOST:PORT…]): {reason}"
     )]
     Url {
         /// The URL, without its password.
@@ -165,10 +178,17 @@ impl Names {
         format!("{}{{pm:{id}}}", self.prefix)
     }
     fn list(&self, list: List) -> String {
-        format!("{}{{l:{}}}", self.prefix, list.name())
+        format!("{}{{l}}:{}", self.prefix, list.name())
     }
     fn list_expiries(&self, list: List) -> String {
-        format!("{}{{l:{}}}:x", self.prefix, list.name())
+        format!("{}{{l}}:{}:x", self.prefix, list.name())
+    }
+    fn lists_version(&self) -> String {
+        format!("{}{{l}}:version", self.prefix)
+    }
+    /// What a merchant counted of labelled payments (on a cluster).
+    fn merchant_labels(&self, key: Key) -> String {
+        self.entity("m", key, ":f")
     }
     /// A key never written: the place of an entity a payment lacks.
     fn none(&self) -> String {
@@ -214,44 +234,15 @@ impl Hashing {
     }
 }
 
-/// One payment to record, owned (it crosses to the I/O thread).
-#[derive(Debug, Clone)]
-struct PlannedPayment {
-    /// The hash of its id.
-    id: String,
-    at_ms: i64,
-    amount: i64,
-    card: Option<Key>,
-    email: Option<Key>,
-    ip: Option<Key>,
-    device: Option<Key>,
-    merchant: Option<Key>,
-}
-
-/// An amount ratio waiting to be sent.
-#[derive(Debug, Clone)]
-struct Ratio {
-    id: String,
-    at_ms: i64,
-    card: Option<Key>,
-    ratio: u32,
-    spike: bool,
-}
-
 struct Inner {
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
     handle: tokio::runtime::Handle,
-    conn: ConnectionManager,
+    conn: Conn,
     names: Names,
     hashing: Hashing,
     limits: StoreLimits,
     timeout: Duration,
     cache: Arc<Cache>,
-    ratios: Arc<Mutex<Vec<Ratio>>>,
-    /// Keeps queued amount ratios ahead of the payments after them: a batch
-    /// holds it shared from taking the queue until its answer, the flusher
-    /// exclusively (so a batch never overtakes ratios the flusher took).
-    send_order: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl Drop for Inner {
@@ -293,25 +284,17 @@ fn block<T: Send + 'static>(
 }
 
 /// Runs `f` on a connection; when Redis no longer knows the scripts (it
-/// restarted), loads them and runs it again.
-async fn with_scripts<T, F, Fut>(conn: &ConnectionManager, f: F) -> redis::RedisResult<T>
+/// restarted), loads them and runs it again (a pipeline of scripts does not
+/// load them by itself, as a script call does).
+async fn with_scripts<T, F, Fut>(conn: &Conn, f: F) -> redis::RedisResult<T>
 where
-    F: Fn(ConnectionManager) -> Fut,
+    F: Fn(Conn) -> Fut,
     Fut: Future<Output = redis::RedisResult<T>>,
 {
     match f(conn.clone()).await {
         Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
             let mut c = conn.clone();
-            for s in [
-                &*OBSERVE_SCRIPT,
-                &*RATIO_SCRIPT,
-                &*REGISTER_SCRIPT,
-                &*LIST_ADD_SCRIPT,
-                &*LIST_REMOVE_SCRIPT,
-                &*LABEL_SCRIPT,
-                &*SWEEP_SCRIPT,
-                &*LIST_EXPIRE_SCRIPT,
-            ] {
+            for s in scripts::all() {
                 s.prepare_invoke().load_async(&mut c).await?;
             }
             f(conn.clone()).await
@@ -320,45 +303,22 @@ where
     }
 }
 
-/// The velocity of one payment from its 48 numbers.
-fn observed_of(v: &[i64]) -> Observed {
-    let n = |i: usize| v.get(i).copied().unwrap_or(0).max(0);
-    let u = |i: usize| u32::try_from(n(i)).unwrap_or(u32::MAX);
-    let sums = |at: usize| Sums {
-        count: u(at),
-        amount: n(at + 1) as u64,
-        frauds: u(at + 2),
-        spike_frauds: u(at + 3),
-        peak: u(at + 4),
-        oldest_plain_fraud_hour: (v.get(at + 5).copied().unwrap_or(-1) >= 0).then(|| u(at + 5)),
-    };
-    Observed {
-        first: n(0) == 1,
-        velocity: Velocity {
-            card_1h: u(1),
-            card_24h: u(2),
-            card_amount_24h: n(3) as u64,
-            email_1h: u(4),
-            email_24h: u(5),
-            ip_1h: u(6),
-            ip_24h: u(7),
-            ip_cards_24h: u(8),
-            device_1h: u(9),
-            device_24h: u(10),
-            device_cards_24h: u(11),
-            card_days: [sums(12), sums(18), sums(24)],
-            merchant_delayed: [sums(30), sums(36), sums(42)],
-        },
-    }
+/// Runs a script call (which loads its script into a Redis that lost it).
+async fn invoke<T: redis::FromRedisValue>(
+    conn: &Conn,
+    inv: redis::ScriptInvocation<'_>,
+) -> redis::RedisResult<T> {
+    let mut c = conn.clone();
+    inv.invoke_async(&mut c).await
 }
 
 /// Reads every list and the lists version, at once.
 async fn read_lists(
-    conn: &ConnectionManager,
+    conn: &Conn,
     names: &Names,
 ) -> redis::RedisResult<(u64, Vec<(List, BTreeMap<u64, ListEntry>)>)> {
     let mut pipe = redis::pipe();
-    pipe.atomic().get(names.meta("lists"));
+    pipe.atomic().get(names.lists_version());
     for list in List::ALL {
         pipe.hgetall(names.list(list));
     }
@@ -389,18 +349,12 @@ async fn read_lists(
 /// Follows the change messages of every replica into `cache`, for as long
 /// as the store lives; reads every list again whenever messages may have
 /// been missed.
-async fn follow_changes(
-    client: redis::Client,
-    conn: ConnectionManager,
-    names: Names,
-    cache: Arc<Cache>,
-    seed: u64,
-) {
+async fn follow_changes(target: Target, conn: Conn, names: Names, cache: Arc<Cache>, seed: u64) {
     let channel = names.channel();
     let mut warned = false;
     loop {
         let subscribed = async {
-            let mut pubsub = client.get_async_pubsub().await?;
+            let mut pubsub = target.pubsub().await?;
             pubsub.subscribe(&channel).await?;
             Ok::<_, RedisError>(pubsub)
         };
@@ -465,104 +419,29 @@ async fn follow_changes(
     }
 }
 
-/// Sends the queued amount ratios every [`RATIO_FLUSH`].
-async fn flush_ratios(store: std::sync::Weak<Inner>) {
-    loop {
-        tokio::time::sleep(RATIO_FLUSH).await;
-        let Some(inner) = store.upgrade() else { return };
-        if inner
-            .ratios
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_empty()
-        {
-            continue;
-        }
-        let order = Arc::clone(&inner.send_order);
-        let _sending = order.write().await;
-        let queued =
-            std::mem::take(&mut *inner.ratios.lock().unwrap_or_else(PoisonError::into_inner));
-        let (conn, names, timeout) = (inner.conn.clone(), inner.names.clone(), inner.timeout);
-        drop(inner);
-        let sent = tokio::time::timeout(timeout, send_ratios(&conn, &names, &queued)).await;
-        if !matches!(sent, Ok(Ok(()))) {
-            tracing::debug!(
-                ratios = queued.len(),
-                "amount ratios not sent: Redis did not take them"
-            );
-        }
-    }
-}
-
-/// The invocation recording one amount ratio.
-fn ratio_invocation<'a>(names: &Names, r: &Ratio) -> redis::ScriptInvocation<'a> {
-    let mut inv = RATIO_SCRIPT.prepare_invoke();
-    inv.key(names.payment(&r.id))
-        .key(
-            r.card
-                .map_or_else(|| names.none(), |k| names.entity("c", k, ":l")),
-        )
-        .arg(r.at_ms)
-        .arg(r.ratio)
-        .arg(u8::from(r.spike))
-        .arg(CARD_HORIZON_HOURS)
-        .arg(u8::from(r.card.is_some()));
-    inv
-}
-
-/// Sends amount ratios in one round trip.
-async fn send_ratios(
-    conn: &ConnectionManager,
-    names: &Names,
-    ratios: &[Ratio],
-) -> redis::RedisResult<()> {
-    with_scripts(conn, |mut c| {
-        let mut pipe = redis::pipe();
-        for r in ratios {
-            pipe.invoke_script(&ratio_invocation(names, r)).ignore();
-        }
-        async move { pipe.query_async::<()>(&mut c).await }
-    })
-    .await
-}
-
 impl RedisStore {
     /// Connects to Redis (waiting up to `connect_within`), reads or draws
     /// the hash key, and starts following the replicas' changes. Blocks;
     /// never call it on an async worker.
     pub fn open(options: RedisOptions) -> Result<RedisStore, RedisOpenError> {
         let url = redacted(&options.url);
-        if options.url.starts_with("redis+cluster://") {
-            return Err(RedisOpenError::Url {
-                url,
-                reason: "Redis Cluster is not supported yet; give one Redis".into(),
-            });
-        }
-        let client =
-            redis::Client::open(options.url.as_str()).map_err(|e| RedisOpenError::Url {
-                url: url.clone(),
-                reason: e.to_string(),
-            })?;
+        let target = Target::parse(&options.url).map_err(|reason| RedisOpenError::Url {
+            url: url.clone(),
+            reason,
+        })?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("riskstream-redis")
             .enable_all()
             .build()?;
         let handle = runtime.handle().clone();
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(options.timeout))
-            .set_response_timeout(Some(options.timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let lazy = client.clone();
-        let conn = block(&handle, async move {
-            redis::aio::ConnectionManager::new_lazy_with_config(lazy, config)
-        })
-        .ok_or_else(|| std::io::Error::other("the Redis client's thread stopped"))?
-        .map_err(|e| RedisOpenError::Url {
-            url: url.clone(),
-            reason: e.to_string(),
-        })?;
+        let (lazy, timeout) = (target.clone(), options.timeout);
+        let conn = block(&handle, async move { lazy.connect(timeout) })
+            .ok_or_else(|| std::io::Error::other("the Redis client's thread stopped"))?
+            .map_err(|e| RedisOpenError::Url {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
         let names = Names {
             prefix: options.prefix.clone(),
         };
@@ -576,18 +455,15 @@ impl RedisStore {
             limits: options.limits,
             timeout: options.timeout,
             cache: Arc::clone(&cache),
-            ratios: Arc::default(),
-            send_order: Arc::default(),
             runtime: Mutex::new(Some(runtime)),
         });
         handle.spawn(follow_changes(
-            client,
+            target,
             conn,
             names,
             Arc::clone(&cache),
             seed,
         ));
-        handle.spawn(flush_ratios(Arc::downgrade(&inner)));
         let store = RedisStore { inner };
         // The lists are read before the store serves (up to the timeout).
         let deadline = std::time::Instant::now() + options.timeout.max(Duration::from_secs(2));
@@ -602,7 +478,7 @@ impl RedisStore {
     /// The hash key kept in Redis (drawn by the first replica).
     fn hash_key(
         handle: &tokio::runtime::Handle,
-        conn: &ConnectionManager,
+        conn: &Conn,
         names: &Names,
         url: &str,
         options: &RedisOptions,
@@ -752,22 +628,20 @@ impl RedisStore {
         }
     }
 
-    /// Records a batch of payments in one round trip (with the amount
-    /// ratios queued before it) and returns their velocity. Runs on the
+    /// Records a batch of payments in one round trip (and, `with_ratios`,
+    /// each new one's amount ratio) and returns their velocity. Runs on the
     /// store's I/O thread; bounded by the store's timeout.
     fn send_batch(
         &self,
         batch: Vec<PlannedPayment>,
+        with_ratios: bool,
     ) -> impl Future<Output = Result<ObservedBatch, StoreError>> + Send + 'static {
         let inner = Arc::clone(&self.inner);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let (conn, names, timeout) = (inner.conn.clone(), inner.names.clone(), inner.timeout);
         let retention = inner.limits.payment_retention_ms;
-        let (queue, order) = (Arc::clone(&inner.ratios), Arc::clone(&inner.send_order));
         inner.handle.spawn(async move {
-            let _in_order = order.read().await;
-            let ratios = std::mem::take(&mut *queue.lock().unwrap_or_else(PoisonError::into_inner));
-            let run = observe(&conn, &names, retention, &ratios, &batch);
+            let run = observe(&conn, &names, retention, with_ratios, &batch);
             let r = match tokio::time::timeout(timeout, run).await {
                 Ok(r) => r.map_err(|e| unavailable(&e)),
                 Err(_) => Err(StoreError::Unavailable(format!(
@@ -784,72 +658,6 @@ impl RedisStore {
             })
         }
     }
-}
-
-/// Records `batch` (after `ratios`) in one round trip.
-async fn observe(
-    conn: &ConnectionManager,
-    names: &Names,
-    retention_ms: i64,
-    ratios: &[Ratio],
-    batch: &[PlannedPayment],
-) -> redis::RedisResult<ObservedBatch> {
-    let hex = |k: Option<Key>| k.map_or_else(String::new, |k| format!("{:016x}", k.0));
-    let values: Vec<i64> = with_scripts(conn, |mut c| {
-        let mut inv = OBSERVE_SCRIPT.prepare_invoke();
-        inv.key(names.meta("watermark")).key(names.meta("lists"));
-        for kind in ["c", "e", "i", "d", "m", "p"] {
-            inv.key(names.index(kind));
-        }
-        for p in batch {
-            let entity = |tag: &str, k: Option<Key>, suffix: &str| {
-                k.map_or_else(|| names.none(), |k| names.entity(tag, k, suffix))
-            };
-            inv.key(names.payment(&p.id))
-                .key(entity("c", p.card, ":s"))
-                .key(entity("c", p.card, ":l"))
-                .key(entity("e", p.email, ":s"))
-                .key(entity("i", p.ip, ":s"))
-                .key(entity("d", p.device, ":s"))
-                .key(entity("m", p.merchant, ":l"));
-        }
-        inv.arg(batch.len())
-            .arg(retention_ms)
-            .arg(DAY_MS + HOUR_MS)
-            .arg((CARD_HORIZON_HOURS + 24) * HOUR_MS)
-            .arg((MERCHANT_HORIZON_HOURS + 24) * HOUR_MS)
-            .arg(CARD_HORIZON_HOURS)
-            .arg(MERCHANT_HORIZON_HOURS);
-        for p in batch {
-            inv.arg(p.at_ms)
-                .arg(p.amount)
-                .arg(hex(p.card))
-                .arg(hex(p.email))
-                .arg(hex(p.ip))
-                .arg(hex(p.device))
-                .arg(hex(p.merchant));
-        }
-        let mut pipe = redis::pipe();
-        for r in ratios {
-            pipe.invoke_script(&ratio_invocation(names, r)).ignore();
-        }
-        pipe.invoke_script(&inv);
-        async move {
-            let (values,): (Vec<i64>,) = pipe.query_async(&mut c).await?;
-            Ok(values)
-        }
-    })
-    .await?;
-    if values.len() != 1 + batch.len() * PER_PAYMENT {
-        return Err(RedisError::from((
-            redis::ErrorKind::UnexpectedReturnType,
-            "the observe script answered an unexpected number of values",
-        )));
-    }
-    Ok(ObservedBatch {
-        lists_version: u64::try_from(values[0]).unwrap_or(0),
-        observed: values[1..].chunks(PER_PAYMENT).map(observed_of).collect(),
-    })
 }
 
 /// How long a payment waits for its replica to apply list changes its
@@ -901,26 +709,11 @@ impl Remote for RedisStore {
         &self,
         batch: &[Observation<'_>],
     ) -> BoxFuture<'static, Result<ObservedBatch, StoreError>> {
-        Box::pin(self.send_batch(batch.iter().map(|o| self.plan(o)).collect()))
+        Box::pin(self.send_batch(batch.iter().map(|o| self.plan(o)).collect(), true))
     }
 
     fn lists_at_least(&self, version: u64) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.lists_caught_up(version, LISTS_CATCH_UP))
-    }
-
-    fn queue_ratio(&self, obs: &Observation<'_>, ratio: u32, spike: bool) {
-        let r = Ratio {
-            id: self.inner.hashing.id(obs.payment_id),
-            at_ms: obs.at_ms,
-            card: obs.card,
-            ratio,
-            spike,
-        };
-        self.inner
-            .ratios
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(r);
     }
 
     fn reachable(&self) -> bool {
@@ -956,56 +749,62 @@ impl Store for RedisStore {
             inner.limits.max_payment_methods,
         );
         let member = id.clone();
+        // Counted first (the index of methods and the method are in two
+        // slots on a cluster): a registration refused after its count only
+        // holds a place its retry takes again.
         let refused = self.wait(async move {
-            with_scripts(&conn, |mut c| {
-                let mut inv = REGISTER_SCRIPT.prepare_invoke();
-                inv.key(names.method(&member))
-                    .key(names.index("pm"))
-                    .arg(&encoded[..])
-                    .arg(max)
-                    .arg(&member)
-                    .arg(names.channel())
-                    .arg(format!("m {member}"));
-                async move { inv.invoke_async::<i64>(&mut c).await }
-            })
-            .await
+            let mut reserve = RESERVE_METHOD_SCRIPT.prepare_invoke();
+            reserve.key(names.index("pm")).arg(&member).arg(max);
+            if invoke::<i64>(&conn, reserve).await? < 0 {
+                return Ok(true);
+            }
+            let mut save = SAVE_METHOD_SCRIPT.prepare_invoke();
+            save.key(names.method(&member))
+                .arg(&encoded[..])
+                .arg(names.channel())
+                .arg(format!("m {member}"));
+            invoke::<()>(&conn, save).await?;
+            Ok(false)
         })?;
-        if refused < 0 {
+        if refused {
             return Err(StoreError::PaymentMethodsFull(max));
         }
         inner.cache.drop_method(&id);
         Ok(Commit::done())
     }
 
-    fn payment_method(&self, id: &str) -> Option<Arc<StoredMethod>> {
+    fn payment_method(&self, id: &str) -> Result<Option<Arc<StoredMethod>>, StoreError> {
         let inner = &self.inner;
         let hashed = inner.hashing.id(id);
         if let Some(m) = inner.cache.method(&hashed) {
-            return Some(m);
+            return Ok(Some(m));
         }
         let generation = inner.cache.generation();
         let (mut conn, key) = (inner.conn.clone(), inner.names.method(&hashed));
-        let raw = self
-            .wait(async move {
-                redis::cmd("GET")
-                    .arg(key)
-                    .query_async::<Option<Vec<u8>>>(&mut conn)
-                    .await
-            })
-            .ok()??;
-        let method: RegisteredMethod = postcard::from_bytes(&raw).ok()?;
+        let raw = self.wait(async move {
+            redis::cmd("GET")
+                .arg(key)
+                .query_async::<Option<Vec<u8>>>(&mut conn)
+                .await
+        })?;
+        // Another id with the same 128-bit hash, or bytes of another
+        // version, are no registration of this id.
+        let Some(method) = raw.and_then(|r| postcard::from_bytes::<RegisteredMethod>(&r).ok())
+        else {
+            return Ok(None);
+        };
         if method.id != id {
-            return None;
+            return Ok(None);
         }
         let stored = Arc::new(StoredMethod::of(method, |v| self.key(v)));
         inner
             .cache
             .put_method(hashed, Arc::clone(&stored), generation);
-        Some(stored)
+        Ok(Some(stored))
     }
 
     fn observe(&self, obs: &Observation<'_>) -> Observed {
-        let batch = self.send_batch(vec![self.plan(obs)]);
+        let batch = self.send_batch(vec![self.plan(obs)], false);
         let done = block(&self.inner.handle, batch);
         match done {
             Some(Ok(mut b)) => b.observed.pop().unwrap_or_default(),
@@ -1018,38 +817,53 @@ impl Store for RedisStore {
     }
 
     fn record_amount_ratio(&self, obs: &Observation<'_>, ratio: u32, spike: bool) {
-        let r = Ratio {
-            id: self.inner.hashing.id(obs.payment_id),
-            at_ms: obs.at_ms,
-            card: obs.card,
-            ratio,
-            spike,
-        };
-        let (conn, names) = (self.inner.conn.clone(), self.inner.names.clone());
-        let _ = self.wait(async move { send_ratios(&conn, &names, &[r]).await });
+        let inner = &self.inner;
+        let mut record = RATIO_RECORD_SCRIPT.prepare_invoke();
+        record
+            .key(inner.names.payment(&inner.hashing.id(obs.payment_id)))
+            .arg(ratio)
+            .arg(u8::from(spike));
+        let peak = obs.card.map(|card| {
+            let mut inv = RATIO_PEAK_SCRIPT.prepare_invoke();
+            inv.key(inner.names.entity("c", card, ":l"))
+                .arg(obs.at_ms)
+                .arg(ratio)
+                .arg(CARD_HORIZON_HOURS);
+            inv
+        });
+        let conn = inner.conn.clone();
+        let _ = self.wait(async move {
+            let peak = async {
+                match peak {
+                    Some(inv) => invoke::<()>(&conn, inv).await,
+                    None => Ok(()),
+                }
+            };
+            let (on_record, on_card) = tokio::join!(invoke::<()>(&conn, record), peak);
+            on_record.and(on_card)
+        });
     }
 
-    fn payment(&self, payment_id: &str) -> Option<PaymentRecord> {
+    fn payment(&self, payment_id: &str) -> Result<Option<PaymentRecord>, StoreError> {
         let (mut conn, key) = (
             self.inner.conn.clone(),
             self.inner.names.payment(&self.inner.hashing.id(payment_id)),
         );
-        let fields: (Option<i64>, Option<String>, Option<String>, Option<u8>) = self
-            .wait(async move {
+        let fields: (Option<i64>, Option<String>, Option<String>, Option<u8>) =
+            self.wait(async move {
                 redis::cmd("HMGET")
                     .arg(key)
                     .arg(&["at", "c", "e", "lab"])
                     .query_async(&mut conn)
                     .await
-            })
-            .ok()?;
+            })?;
         let key_of = |h: Option<String>| h.and_then(|h| u64::from_str_radix(&h, 16).ok()).map(Key);
-        Some(PaymentRecord {
-            at_ms: fields.0?,
+        Ok(fields.0.map(|at_ms| PaymentRecord {
+            at_ms,
             card: key_of(fields.1),
             email: key_of(fields.2),
             label: super::memory::label_of(fields.3.unwrap_or(0)),
-        })
+        }))
     }
 
     fn label(
@@ -1071,29 +885,35 @@ impl Store for RedisStore {
         let sent = entries.clone();
         let code = super::memory::label_code(Some(kind));
         let conn = inner.conn.clone();
-        let added: Vec<i64> = self.wait(async move {
-            with_scripts(&conn, |mut c| {
-                let mut inv = LABEL_SCRIPT.prepare_invoke();
-                inv.key(&key).key(names.meta("lists"));
-                for (list, _, _, _) in &sent {
-                    inv.key(names.list(*list)).key(names.list_expiries(*list));
-                }
-                inv.arg(code)
-                    .arg(&names.prefix)
-                    .arg(MERCHANT_HORIZON_HOURS)
-                    .arg(names.channel());
-                for (list, k, _, json) in &sent {
-                    inv.arg(format!("{:016x}", k.0))
-                        .arg(json)
-                        .arg(cache::added(*list, k.0, json));
-                }
-                async move { inv.invoke_async::<Vec<i64>>(&mut c).await }
-            })
-            .await
-        })?;
-        if added.first() == Some(&-1) {
+        let added: Option<Vec<i64>> = if conn.is_cluster() {
+            let id = inner.hashing.id(payment_id);
+            self.wait(label_in_steps(conn, names, id, code, kind.is_fraud(), sent))?
+        } else {
+            let added: Vec<i64> = self.wait(async move {
+                with_scripts(&conn, |mut c| {
+                    let mut inv = LABEL_SCRIPT.prepare_invoke();
+                    inv.key(&key).key(names.lists_version());
+                    for (list, _, _, _) in &sent {
+                        inv.key(names.list(*list)).key(names.list_expiries(*list));
+                    }
+                    inv.arg(code)
+                        .arg(&names.prefix)
+                        .arg(MERCHANT_HORIZON_HOURS)
+                        .arg(names.channel());
+                    for (list, k, _, json) in &sent {
+                        inv.arg(format!("{:016x}", k.0))
+                            .arg(json)
+                            .arg(cache::added(*list, k.0, json));
+                    }
+                    async move { inv.invoke_async::<Vec<i64>>(&mut c).await }
+                })
+                .await
+            })?;
+            (added.first() != Some(&-1)).then_some(added)
+        };
+        let Some(added) = added else {
             return Ok(None);
-        }
+        };
         let mut lists_added = Vec::new();
         for i in added {
             if let Some((list, k, entry, _)) =
@@ -1134,7 +954,7 @@ impl Store for RedisStore {
                 let mut inv = LIST_ADD_SCRIPT.prepare_invoke();
                 inv.key(names.list(list))
                     .key(names.list_expiries(list))
-                    .key(names.meta("lists"))
+                    .key(names.lists_version())
                     .arg(format!("{:016x}", key.0))
                     .arg(&json)
                     .arg(expires_at_ms)
@@ -1159,7 +979,7 @@ impl Store for RedisStore {
                 let mut inv = LIST_REMOVE_SCRIPT.prepare_invoke();
                 inv.key(names.list(list))
                     .key(names.list_expiries(list))
-                    .key(names.meta("lists"))
+                    .key(names.lists_version())
                     .arg(format!("{:016x}", key.0))
                     .arg(names.channel())
                     .arg(cache::removed(list, key.0));
@@ -1179,17 +999,6 @@ impl Store for RedisStore {
     }
 
     fn sync(&self) -> Commit {
-        let queued = std::mem::take(
-            &mut *self
-                .inner
-                .ratios
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        if !queued.is_empty() {
-            let (conn, names) = (self.inner.conn.clone(), self.inner.names.clone());
-            let _ = self.wait(async move { send_ratios(&conn, &names, &queued).await });
-        }
         Commit::done()
     }
 
@@ -1197,56 +1006,52 @@ impl Store for RedisStore {
         let inner = &self.inner;
         let (conn, names, limits) = (inner.conn.clone(), inner.names.clone(), inner.limits);
         let now = crate::engine::system_now_ms();
+        let cache = Arc::clone(&inner.cache);
         self.wait(async move {
-            let dropped = with_scripts(&conn, |mut c| {
-                let mut inv = SWEEP_SCRIPT.prepare_invoke();
-                inv.key(names.meta("watermark"));
-                for kind in ["c", "e", "i", "d", "m", "p"] {
-                    inv.key(names.index(kind));
-                }
-                inv.arg(&names.prefix)
-                    .arg(limits.max_window_keys)
-                    .arg(CARD_HORIZON_HOURS * HOUR_MS)
-                    .arg(DAY_MS)
-                    .arg(MERCHANT_HORIZON_HOURS * HOUR_MS)
-                    .arg(limits.payment_retention_ms)
-                    .arg(limits.max_payments)
-                    .arg(MIN_PAYMENT_RETENTION_MS);
-                async move { inv.invoke_async::<i64>(&mut c).await }
-            })
-            .await?;
+            let dropped = sweep_windows(&conn, &names, limits).await?;
             let mut expired = 0;
             for list in List::ALL {
-                expired += with_scripts(&conn, |mut c| {
-                    let mut inv = LIST_EXPIRE_SCRIPT.prepare_invoke();
-                    inv.key(names.list(list))
-                        .key(names.list_expiries(list))
-                        .key(names.meta("lists"))
-                        .arg(now)
-                        .arg(names.channel())
-                        .arg(format!("r {} ", list.name()));
-                    async move { inv.invoke_async::<i64>(&mut c).await }
-                })
-                .await?;
+                let mut inv = LIST_EXPIRE_SCRIPT.prepare_invoke();
+                inv.key(names.list(list))
+                    .key(names.list_expiries(list))
+                    .key(names.lists_version())
+                    .arg(now)
+                    .arg(names.channel())
+                    .arg(format!("r {} ", list.name()));
+                let gone: Vec<String> = invoke(&conn, inv).await?;
+                // Gone from this replica's lists at once, as a removal is.
+                for key in &gone {
+                    if let Ok(k) = u64::from_str_radix(key, 16) {
+                        cache.remove(list, k);
+                    }
+                }
+                expired += gone.len();
             }
-            Ok(usize::try_from(dropped + expired).unwrap_or(0))
+            Ok(dropped + expired)
         })
         .unwrap_or(0)
     }
 
     fn stats(&self) -> StoreStats {
         let inner = &self.inner;
-        let (mut conn, names) = (inner.conn.clone(), inner.names.clone());
+        let (conn, names) = (inner.conn.clone(), inner.names.clone());
         let counts = self.wait(async move {
-            let mut pipe = redis::pipe();
-            pipe.scard(names.index("pm"));
+            let mut calls: Vec<BoxFuture<'static, redis::RedisResult<usize>>> = Vec::new();
+            let mut count = |cmd: &str, key: String| {
+                let mut c = conn.clone();
+                let cmd = redis::cmd(cmd).arg(key).clone();
+                calls.push(Box::pin(
+                    async move { cmd.query_async::<usize>(&mut c).await },
+                ));
+            };
+            count("SCARD", names.index("pm"));
             for kind in ["c", "e", "i", "d", "m", "p"] {
-                pipe.zcard(names.index(kind));
+                count("ZCARD", names.index(kind));
             }
             for list in List::ALL {
-                pipe.hlen(names.list(list));
+                count("HLEN", names.list(list));
             }
-            pipe.query_async::<Vec<usize>>(&mut conn).await
+            conn::at_once(calls).await
         });
         match counts {
             Ok(c) if c.len() == 7 + List::ALL.len() => StoreStats {
@@ -1259,4 +1064,172 @@ impl Store for RedisStore {
             _ => StoreStats::default(),
         }
     }
+}
+
+/// A label on a cluster, in steps each safe to repeat: the payment's label
+/// (`None` when the payment is unknown); then, at once, its merchant's
+/// fraud counts (moved by what the merchant had counted of this payment)
+/// and the block `entries` (the positions of those added).
+async fn label_in_steps(
+    conn: Conn,
+    names: Names,
+    id: String,
+    code: u8,
+    fraud: bool,
+    entries: Vec<(List, Key, ListEntry, String)>,
+) -> redis::RedisResult<Option<Vec<i64>>> {
+    let mut record = LABEL_RECORD_SCRIPT.prepare_invoke();
+    record.key(names.payment(&id)).arg(code);
+    let found: Vec<String> = invoke(&conn, record).await?;
+    let [at, merchant, spike] = found.as_slice() else {
+        return Ok(None);
+    };
+    let merchant = u64::from_str_radix(merchant, 16).ok().map(Key);
+    let counts = async {
+        let Some(m) = merchant else { return Ok(()) };
+        let mut inv = MERCHANT_LABEL_SCRIPT.prepare_invoke();
+        inv.key(names.entity("m", m, ":l"))
+            .key(names.merchant_labels(m))
+            .arg(&id)
+            .arg(u8::from(fraud))
+            .arg(at)
+            .arg(spike)
+            .arg(MERCHANT_HORIZON_HOURS)
+            .arg((MERCHANT_HORIZON_HOURS + 24) * HOUR_MS);
+        invoke::<()>(&conn, inv).await
+    };
+    let lists = async {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = LABEL_LISTS_SCRIPT.prepare_invoke();
+        inv.key(names.lists_version());
+        for (list, _, _, _) in &entries {
+            inv.key(names.list(*list));
+        }
+        inv.arg(names.channel());
+        for (list, k, _, json) in &entries {
+            inv.arg(format!("{:016x}", k.0))
+                .arg(json)
+                .arg(cache::added(*list, k.0, json));
+        }
+        invoke::<Vec<i64>>(&conn, inv).await
+    };
+    let (counted, added) = tokio::join!(counts, lists);
+    counted?;
+    Ok(Some(added?))
+}
+
+/// A kind of key a sweep forgets.
+struct Swept {
+    /// Its index.
+    kind: &'static str,
+    /// How long it is kept idle (ms).
+    horizon: i64,
+    /// The least it is kept, however many there are (ms).
+    least: i64,
+    /// The most kept.
+    most: usize,
+    /// The keys of an entity of the kind (tag, suffix); none: a payment.
+    keys: &'static [(&'static str, &'static str)],
+}
+
+impl Swept {
+    /// Windows, kept at least a minute.
+    fn windows(
+        kind: &'static str,
+        horizon: i64,
+        most: usize,
+        keys: &'static [(&'static str, &'static str)],
+    ) -> Swept {
+        Swept {
+            kind,
+            horizon,
+            least: 60_000,
+            most,
+            keys,
+        }
+    }
+}
+
+/// Forgets the windows and payments idle past their horizons (halved for
+/// a kind over its most keys), kind by kind: each index gives up its idle
+/// keys, then each of their entities is forgotten unless a payment reached
+/// it meanwhile. Returns how many keys the indexes gave up.
+async fn sweep_windows(
+    conn: &Conn,
+    names: &Names,
+    limits: StoreLimits,
+) -> redis::RedisResult<usize> {
+    let mut c = conn.clone();
+    let watermark: Option<i64> = redis::cmd("GET")
+        .arg(names.meta("watermark"))
+        .query_async(&mut c)
+        .await?;
+    let Some(watermark) = watermark else {
+        return Ok(0);
+    };
+    let windows = limits.max_window_keys;
+    let kinds = [
+        Swept::windows("e", DAY_MS, windows, &[("e", ":s")]),
+        Swept::windows("i", DAY_MS, windows, &[("i", ":s")]),
+        Swept::windows("d", DAY_MS, windows, &[("d", ":s")]),
+        Swept::windows(
+            "c",
+            CARD_HORIZON_HOURS * HOUR_MS,
+            windows,
+            &[("c", ":s"), ("c", ":l")],
+        ),
+        Swept::windows(
+            "m",
+            MERCHANT_HORIZON_HOURS * HOUR_MS,
+            windows,
+            &[("m", ":l"), ("m", ":f")],
+        ),
+        Swept {
+            kind: "p",
+            horizon: limits.payment_retention_ms,
+            least: MIN_PAYMENT_RETENTION_MS,
+            most: limits.max_payments,
+            keys: &[],
+        },
+    ];
+    let mut dropped = 0;
+    for Swept {
+        kind,
+        horizon,
+        least,
+        most,
+        keys,
+    } in kinds
+    {
+        let mut inv = SWEEP_INDEX_SCRIPT.prepare_invoke();
+        inv.key(names.index(kind))
+            .arg(watermark)
+            .arg(horizon)
+            .arg(least)
+            .arg(most);
+        let gone: Vec<String> = invoke(conn, inv).await?;
+        dropped += gone.len() / 2;
+        let mut forget: Vec<BoxFuture<'static, redis::RedisResult<i64>>> = Vec::new();
+        for pair in gone.chunks(2) {
+            let [member, cutoff] = pair else { continue };
+            let mut inv = SWEEP_ENTITY_SCRIPT.prepare_invoke();
+            if keys.is_empty() {
+                inv.key(names.payment(member));
+            } else {
+                let Ok(k) = u64::from_str_radix(member, 16) else {
+                    continue;
+                };
+                for (tag, suffix) in keys {
+                    inv.key(names.entity(tag, Key(k), suffix));
+                }
+            }
+            inv.arg(cutoff);
+            let conn = conn.clone();
+            forget.push(Box::pin(async move { invoke::<i64>(&conn, inv).await }));
+        }
+        conn::at_once(forget).await?;
+    }
+    Ok(dropped)
 }
