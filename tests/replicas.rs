@@ -10,6 +10,22 @@ use common::redis_server;
 use common::*;
 use riskstream::proto::{self, Decision, RiskLevel};
 
+/// Two tests of one check (an async fn of the Redis URL): on the test
+/// binary's Redis, and on its three-master Redis Cluster.
+macro_rules! on_one_redis_and_a_cluster {
+    (#[$test:meta] $one:ident, $cluster:ident, $check:ident) => {
+        #[$test]
+        async fn $one() {
+            $check(redis_server::shared().url()).await;
+        }
+
+        #[$test]
+        async fn $cluster() {
+            $check(redis_server::shared_cluster().url()).await;
+        }
+    };
+}
+
 /// Two servers on the test binary's Redis, in a namespace of their own.
 fn two_replicas(url: &str) -> (Served, Served, String) {
     let prefix = redis_server::prefix();
@@ -17,22 +33,12 @@ fn two_replicas(url: &str) -> (Served, Served, String) {
     (start(), start(), prefix)
 }
 
-#[tokio::test]
-async fn a_registration_on_one_replica_is_scored_on_another_with_its_creation_session() {
-    a_registration_on_one_replica_is_scored_on_another_with_its_creation_session_at(
-        redis_server::shared().url(),
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn a_registration_on_one_replica_is_scored_on_another_with_its_creation_session_on_a_cluster()
-{
-    a_registration_on_one_replica_is_scored_on_another_with_its_creation_session_at(
-        redis_server::shared_cluster().url(),
-    )
-    .await;
-}
+on_one_redis_and_a_cluster!(
+    #[tokio::test]
+    a_registration_on_one_replica_is_scored_on_another_with_its_creation_session,
+    a_registration_on_one_replica_is_scored_on_another_with_its_creation_session_on_a_cluster,
+    a_registration_on_one_replica_is_scored_on_another_with_its_creation_session_at
+);
 
 async fn a_registration_on_one_replica_is_scored_on_another_with_its_creation_session_at(
     url: String,
@@ -71,15 +77,12 @@ async fn a_registration_on_one_replica_is_scored_on_another_with_its_creation_se
     b.assert_no_customer_data_logged();
 }
 
-#[tokio::test]
-async fn fraud_feedback_on_one_replica_blocks_on_another() {
-    fraud_feedback_on_one_replica_blocks_on_another_at(redis_server::shared().url()).await;
-}
-
-#[tokio::test]
-async fn fraud_feedback_on_one_replica_blocks_on_another_on_a_cluster() {
-    fraud_feedback_on_one_replica_blocks_on_another_at(redis_server::shared_cluster().url()).await;
-}
+on_one_redis_and_a_cluster!(
+    #[tokio::test]
+    fraud_feedback_on_one_replica_blocks_on_another,
+    fraud_feedback_on_one_replica_blocks_on_another_on_a_cluster,
+    fraud_feedback_on_one_replica_blocks_on_another_at
+);
 
 async fn fraud_feedback_on_one_replica_blocks_on_another_at(url: String) {
     let (a, b, _) = two_replicas(&url);
@@ -108,21 +111,12 @@ async fn fraud_feedback_on_one_replica_blocks_on_another_at(url: String) {
     assert_eq!(again.reason, "blocklist");
 }
 
-#[tokio::test]
-async fn velocity_counts_payments_made_through_either_replica_and_streams_batch() {
-    velocity_counts_payments_made_through_either_replica_and_streams_batch_at(
-        redis_server::shared().url(),
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn velocity_counts_payments_made_through_either_replica_and_streams_batch_on_a_cluster() {
-    velocity_counts_payments_made_through_either_replica_and_streams_batch_at(
-        redis_server::shared_cluster().url(),
-    )
-    .await;
-}
+on_one_redis_and_a_cluster!(
+    #[tokio::test]
+    velocity_counts_payments_made_through_either_replica_and_streams_batch,
+    velocity_counts_payments_made_through_either_replica_and_streams_batch_on_a_cluster,
+    velocity_counts_payments_made_through_either_replica_and_streams_batch_at
+);
 
 async fn velocity_counts_payments_made_through_either_replica_and_streams_batch_at(url: String) {
     let (a, b, prefix) = two_replicas(&url);
@@ -472,21 +466,12 @@ async fn spread(records: &[proto::TrafficRecord], targets: &[&Served]) -> Vec<An
     answers
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn payments_spread_over_two_replicas_are_scored_as_one_server_scores_them_all() {
-    payments_spread_over_two_replicas_are_scored_as_one_server_scores_them_all_at(
-        redis_server::shared().url(),
-    )
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn payments_spread_over_two_replicas_are_scored_as_one_server_scores_them_all_on_a_cluster() {
-    payments_spread_over_two_replicas_are_scored_as_one_server_scores_them_all_at(
-        redis_server::shared_cluster().url(),
-    )
-    .await;
-}
+on_one_redis_and_a_cluster!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    payments_spread_over_two_replicas_are_scored_as_one_server_scores_them_all,
+    payments_spread_over_two_replicas_are_scored_as_one_server_scores_them_all_on_a_cluster,
+    payments_spread_over_two_replicas_are_scored_as_one_server_scores_them_all_at
+);
 
 async fn payments_spread_over_two_replicas_are_scored_as_one_server_scores_them_all_at(
     url: String,
@@ -591,21 +576,12 @@ async fn payments_spread_over_two_replicas_are_scored_as_one_server_scores_them_
     assert_eq!(b.metric("riskstream_store_fail_open_total"), 0.0);
 }
 
-#[tokio::test]
-async fn a_list_change_through_one_replica_is_listed_by_another_within_100_ms() {
-    a_list_change_through_one_replica_is_listed_by_another_within_100_ms_at(
-        redis_server::shared().url(),
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn a_list_change_through_one_replica_is_listed_by_another_within_100_ms_on_a_cluster() {
-    a_list_change_through_one_replica_is_listed_by_another_within_100_ms_at(
-        redis_server::shared_cluster().url(),
-    )
-    .await;
-}
+on_one_redis_and_a_cluster!(
+    #[tokio::test]
+    a_list_change_through_one_replica_is_listed_by_another_within_100_ms,
+    a_list_change_through_one_replica_is_listed_by_another_within_100_ms_on_a_cluster,
+    a_list_change_through_one_replica_is_listed_by_another_within_100_ms_at
+);
 
 async fn a_list_change_through_one_replica_is_listed_by_another_within_100_ms_at(url: String) {
     let (a, b, _) = two_replicas(&url);

@@ -636,27 +636,9 @@ impl RedisStore {
         batch: Vec<PlannedPayment>,
         with_ratios: bool,
     ) -> impl Future<Output = Result<ObservedBatch, StoreError>> + Send + 'static {
-        let inner = Arc::clone(&self.inner);
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let (conn, names, timeout) = (inner.conn.clone(), inner.names.clone(), inner.timeout);
-        let retention = inner.limits.payment_retention_ms;
-        inner.handle.spawn(async move {
-            let run = observe(&conn, &names, retention, with_ratios, &batch);
-            let r = match tokio::time::timeout(timeout, run).await {
-                Ok(r) => r.map_err(|e| unavailable(&e)),
-                Err(_) => Err(StoreError::Unavailable(format!(
-                    "Redis did not answer within {timeout:?}"
-                ))),
-            };
-            let _ = tx.send(r);
-        });
-        async move {
-            rx.await.unwrap_or_else(|_| {
-                Err(StoreError::Unavailable(
-                    "the Redis client has stopped".into(),
-                ))
-            })
-        }
+        let (conn, names) = (self.inner.conn.clone(), self.inner.names.clone());
+        let retention = self.inner.limits.payment_retention_ms;
+        self.spawn(async move { observe(&conn, &names, retention, with_ratios, &batch).await })
     }
 }
 
