@@ -273,6 +273,15 @@ pub enum EstimatorArg {
     GradientBoostedTrees,
 }
 
+/// How the holdout share depends on the true score (`serve --holdout-policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HoldoutPolicyArg {
+    /// Every payment at --holdout-rate.
+    Flat,
+    /// Most just above the block threshold, less far above it, with a floor.
+    Score,
+}
+
 /// Datasets `riskstream convert` reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ConvertFormat {
@@ -359,6 +368,21 @@ pub struct ServeArgs {
     /// Share of payments (0–1) in the holdout, whose reported score is perturbed.
     #[arg(long, env = "RISKSTREAM_HOLDOUT_RATE", default_value_t = 0.01)]
     pub holdout_rate: f64,
+    /// How the holdout share depends on the true score: flat (every payment
+    /// at --holdout-rate) or score (--holdout-rate over the five scores from
+    /// the block threshold, halving every five scores above, never below
+    /// --holdout-min-rate; --holdout-min-rate below the threshold).
+    #[arg(
+        long,
+        env = "RISKSTREAM_HOLDOUT_POLICY",
+        value_enum,
+        default_value_t = HoldoutPolicyArg::Flat
+    )]
+    pub holdout_policy: HoldoutPolicyArg,
+    /// With --holdout-policy score: the least share held out at any score
+    /// (0 to --holdout-rate).
+    #[arg(long, env = "RISKSTREAM_HOLDOUT_MIN_RATE", default_value_t = 0.001)]
+    pub holdout_min_rate: f64,
     /// Secret key of the holdout draw (random per process when absent).
     #[arg(long, env = "RISKSTREAM_HOLDOUT_KEY", hide_env_values = true)]
     pub holdout_key: Option<String>,
