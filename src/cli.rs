@@ -282,6 +282,15 @@ pub enum HoldoutPolicyArg {
     Score,
 }
 
+/// How `riskstream train --served-decision-log` weights the payments let through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ServedWeightingArg {
+    /// By the inverse of the probability that each was let through.
+    InversePropensity,
+    /// Each once.
+    None,
+}
+
 /// Datasets `riskstream convert` reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ConvertFormat {
@@ -528,6 +537,23 @@ pub struct TrainArgs {
         default_value = "logistic-regression"
     )]
     pub estimator: EstimatorArg,
+    /// With --traffic: the traffic is what a server took in (`serve
+    /// --record`) and this is the decision log it wrote; train only on the
+    /// payments it let through, as a deployment sees labels, weighted as
+    /// --served-weighting says.
+    #[arg(long, env = "RISKSTREAM_SERVED_DECISION_LOG", requires = "traffic")]
+    pub served_decision_log: Option<PathBuf>,
+    /// With --served-decision-log: weight each payment let through by the
+    /// inverse of the probability that it was (inverse-propensity), or
+    /// count each once (none).
+    #[arg(
+        long,
+        env = "RISKSTREAM_SERVED_WEIGHTING",
+        value_enum,
+        default_value_t = ServedWeightingArg::InversePropensity,
+        requires = "served_decision_log"
+    )]
+    pub served_weighting: ServedWeightingArg,
     /// Gradient-boosted trees: most boosting rounds.
     #[arg(long, env = "RISKSTREAM_GBT_ROUNDS")]
     pub gbt_rounds: Option<usize>,
