@@ -378,8 +378,8 @@ pub struct ServeArgs {
     #[arg(long, env = "RISKSTREAM_HOLDOUT_RATE", default_value_t = 0.01)]
     pub holdout_rate: f64,
     /// How the holdout share depends on the true score: flat (every payment
-    /// at --holdout-rate) or score (--holdout-rate over the five scores from
-    /// the block threshold, halving every five scores above, never below
+    /// at --holdout-rate) or score (--holdout-rate over the ten scores from
+    /// the block threshold, 1/√2 of it for each further ten, never below
     /// --holdout-min-rate; --holdout-min-rate below the threshold).
     #[arg(
         long,

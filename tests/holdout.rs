@@ -174,16 +174,14 @@ async fn rate_one_perturbs_every_score_and_logs_the_propensity() {
 
 /// The `score` policy's curve as documented, written out independently of
 /// the code under test: at the default block threshold 75, the rate `R`
-/// over 75–79, halving every five scores above, never below the floor;
+/// over 75–84, `R/√2` over 85–94, `R/2` over 95–99, never below the floor;
 /// the floor below 75.
 fn documented_rate(true_score: u32, rate: f64, floor: f64) -> f64 {
     match true_score {
         0..=74 => floor,
-        75..=79 => rate,
-        80..=84 => (rate / 2.0).max(floor),
-        85..=89 => (rate / 4.0).max(floor),
-        90..=94 => (rate / 8.0).max(floor),
-        _ => (rate / 16.0).max(floor),
+        75..=84 => rate,
+        85..=94 => (rate / 2f64.sqrt()).max(floor),
+        _ => (rate / 2.0).max(floor),
     }
 }
 
@@ -204,7 +202,7 @@ async fn the_score_policy_draws_and_logs_the_documented_rate_of_each_true_score(
         let r = by_id[o.payment_id.as_str()];
         assert_eq!(r.decided_by, Some(DecidedBy::Model));
         let p = documented_rate(r.true_score, rate, floor);
-        bands.insert((r.true_score.max(70) - 70) / 5);
+        bands.insert((r.true_score.max(65) - 65) / 10);
         let drawn = replica.draw(&r.payment_id, p);
         assert_eq!(r.holdout, drawn.is_some(), "{r:?}");
         assert_eq!(r.reported_score, drawn.unwrap_or(r.true_score), "{r:?}");

@@ -12,24 +12,32 @@
 //!
 //! - `m` when `s < b`: its label is seen anyway, and a holdout draw can
 //!   only block it;
-//! - `max(m, R / 2^⌊(s − b) / 5⌋)` when `s ≥ b`: `R` over the five scores
-//!   from the threshold, halving every five scores above (75–79 `R`, 80–84
-//!   `R/2`, 85–89 `R/4`, 90–94 `R/8`, 95–99 `R/16` at the default
-//!   thresholds), never below the floor `m`.
+//! - `max(m, R · 2^(−k/2))` when `s ≥ b`, with `k = ⌊(s − b) / 10⌋`: `R`
+//!   over the ten scores from the threshold, then `1/√2` of it for each
+//!   further ten (halving every twenty scores): at the default thresholds
+//!   75–84 `R`, 85–94 `0.707 R`, 95–99 `R/2`, never below the floor `m`.
 //!
 //! Near the threshold the fraud share of the blocked payments is the most
-//! uncertain; far above it nearly every payment is fraudulent and a few
-//! labels pin the share down. Steps of five scores keep the propensity
-//! cells few, each with enough payments seen. The same rate decides the draw
-//! and every propensity the decision log carries
-//! ([`Holdout::rate_at`]), so the logged propensity follows the policy exactly.
-//! With no block action, or `m = R`, `score` is `flat`.
+//! uncertain; far above it nearly every payment is fraudulent and fewer
+//! labels pin the share down. The curve is gentle and in steps of ten on
+//! purpose: the estimator pools payments of equal propensity, and a cell
+//! with only a handful of payments seen gives an interval its prior
+//! dominates. Measured at equal cost (`policy::coverage`, README "For the
+//! fraud team"), a steeper curve (halving every five or ten scores)
+//! widened every interval. The same rate decides the draw and every
+//! propensity the decision log carries ([`Holdout::rate_at`]), so the
+//! logged propensity follows the policy exactly. With no block action, or
+//! `m = R`, `score` is `flat`.
 
 use siphasher::sip128::{Hasher128, SipHasher13};
 use std::hash::Hasher;
 
 /// Scores per step of the `score` policy's curve above the block threshold.
-pub const SCORE_STEP: u32 = 5;
+pub const SCORE_STEP: u32 = 10;
+
+/// What each step of the `score` policy's curve multiplies the rate by
+/// (`1/√2`: halving every two steps).
+pub const SCORE_STEP_FACTOR: f64 = std::f64::consts::FRAC_1_SQRT_2;
 
 /// How the holdout share depends on a payment's true score.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -38,8 +46,9 @@ pub enum HoldoutPolicy {
     #[default]
     Flat,
     /// The rate over the first [`SCORE_STEP`] scores from the block
-    /// threshold, halving every [`SCORE_STEP`] scores above, never below
-    /// `min_rate`; `min_rate` below the threshold.
+    /// threshold, times [`SCORE_STEP_FACTOR`] for each further
+    /// [`SCORE_STEP`], never below `min_rate`; `min_rate` below the
+    /// threshold.
     Score {
         /// The floor (at most the rate).
         min_rate: f64,
@@ -120,7 +129,7 @@ impl Holdout {
             (HoldoutPolicy::Score { min_rate }, Some(b)) if true_score < b => min_rate,
             (HoldoutPolicy::Score { min_rate }, Some(b)) => {
                 let steps = ((true_score - b) / SCORE_STEP).min(1023);
-                (self.rate * 0.5f64.powi(steps as i32)).max(min_rate)
+                (self.rate * SCORE_STEP_FACTOR.powi(steps as i32)).max(min_rate)
             }
         }
     }
@@ -206,30 +215,30 @@ mod tests {
         for s in [0, 40, 74] {
             assert_eq!(h.rate_at(s, b), 0.002);
         }
+        let half = 0.08 * std::f64::consts::FRAC_1_SQRT_2;
         let expected = [
             (75, 0.08),
-            (79, 0.08),
-            (80, 0.04),
-            (84, 0.04),
-            (85, 0.02),
-            (90, 0.01),
-            (95, 0.005),
-            (99, 0.005),
+            (84, 0.08),
+            (85, half),
+            (94, half),
+            (95, 0.04),
+            (99, 0.04),
         ];
         for (s, r) in expected {
-            assert_eq!(h.rate_at(s, b), r, "score {s}");
+            assert!((h.rate_at(s, b) - r).abs() < 1e-15, "score {s}");
         }
         // Non-increasing above the threshold, never below the floor.
         for s in 75..99 {
             assert!(h.rate_at(s + 1, b) <= h.rate_at(s, b));
         }
-        let floored = score(0.08, 0.03);
-        assert_eq!(floored.rate_at(85, b), 0.03);
-        assert_eq!(floored.rate_at(99, b), 0.03);
-        assert_eq!(floored.rate_at(10, b), 0.03);
+        let floored = score(0.08, 0.05);
+        assert_eq!(floored.rate_at(85, b), half);
+        assert_eq!(floored.rate_at(99, b), 0.05);
+        assert_eq!(floored.rate_at(10, b), 0.05);
         // Another threshold moves the curve with it.
-        assert_eq!(h.rate_at(64, Some(60)), 0.08);
-        assert_eq!(h.rate_at(65, Some(60)), 0.04);
+        assert_eq!(h.rate_at(69, Some(60)), 0.08);
+        assert!((h.rate_at(70, Some(60)) - half).abs() < 1e-15);
+        assert_eq!(h.rate_at(59, Some(60)), 0.002);
         // Nothing blocks: nothing to explore, every payment at the rate.
         assert_eq!(h.rate_at(99, None), 0.08);
         // A floor at the rate is the flat policy.
