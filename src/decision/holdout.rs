@@ -22,9 +22,11 @@
 //! labels pin the share down. The curve is gentle and in steps of ten on
 //! purpose: the estimator pools payments of equal propensity, and a cell
 //! with only a handful of payments seen gives an interval its prior
-//! dominates. Measured at equal cost (`policy::coverage`, README "For the
-//! fraud team"), a steeper curve (halving every five or ten scores)
-//! widened every interval. The same rate decides the draw and every
+//! dominates. Measured at equal cost (`policy::coverage`, models/README.md
+//! "Holdout policies at equal cost"), halving every five scores widened
+//! every interval, and every ten those of the figures far above the
+//! threshold; with few would-be-blocked payments `flat` gives the narrower
+//! intervals. The same rate decides the draw and every
 //! propensity the decision log carries ([`Holdout::rate_at`]), so the
 //! logged propensity follows the policy exactly. With no block action, or
 //! `m = R`, `score` is `flat`.
