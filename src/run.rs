@@ -7,6 +7,7 @@ use crate::cli::{
     ServeArgs, ServedWeightingArg, SimulateArgs, TrainArgs,
 };
 use crate::config::{self, ConfigError, ServeConfig, StateConfig, random_u64};
+use crate::decision::holdout::HoldoutPolicy;
 use crate::decision_log::DecisionLog;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
@@ -130,6 +131,16 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         anyhow::Error::new(e).context("cannot start without a model (pass --model PATH)")
     })?;
     tracing::info!(version = %model.version(), path = %config.model.display(), "model loaded");
+    let holdout = &config.engine.holdout;
+    match holdout.policy() {
+        HoldoutPolicy::Flat => tracing::info!(rate = holdout.rate(), "holdout: flat"),
+        HoldoutPolicy::Score { min_rate } => tracing::info!(
+            rate = holdout.rate(),
+            min_rate,
+            block_threshold = ?config.engine.policy.block_threshold(),
+            "holdout: score"
+        ),
+    }
     if !config.holdout_key_given && config.engine.holdout.rate() > 0.0 {
         tracing::warn!("no --holdout-key given: holdout draws will differ after a restart");
     }
