@@ -273,6 +273,24 @@ pub enum EstimatorArg {
     GradientBoostedTrees,
 }
 
+/// How the holdout share depends on the true score (`serve --holdout-policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HoldoutPolicyArg {
+    /// Every payment at --holdout-rate.
+    Flat,
+    /// Most just above the block threshold, less far above it, with a floor.
+    Score,
+}
+
+/// How `riskstream train --served-decision-log` weights the payments let through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ServedWeightingArg {
+    /// By the inverse of the probability that each was let through.
+    InversePropensity,
+    /// Each once.
+    None,
+}
+
 /// Datasets `riskstream convert` reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ConvertFormat {
@@ -359,6 +377,21 @@ pub struct ServeArgs {
     /// Share of payments (0–1) in the holdout, whose reported score is perturbed.
     #[arg(long, env = "RISKSTREAM_HOLDOUT_RATE", default_value_t = 0.01)]
     pub holdout_rate: f64,
+    /// How the holdout share depends on the true score: flat (every payment
+    /// at --holdout-rate) or score (--holdout-rate over the ten scores from
+    /// the block threshold, 1/√2 of it for each further ten, never below
+    /// --holdout-min-rate; --holdout-min-rate below the threshold).
+    #[arg(
+        long,
+        env = "RISKSTREAM_HOLDOUT_POLICY",
+        value_enum,
+        default_value_t = HoldoutPolicyArg::Flat
+    )]
+    pub holdout_policy: HoldoutPolicyArg,
+    /// With --holdout-policy score: the least share held out at any score
+    /// (0 to --holdout-rate).
+    #[arg(long, env = "RISKSTREAM_HOLDOUT_MIN_RATE", default_value_t = 0.001)]
+    pub holdout_min_rate: f64,
     /// Secret key of the holdout draw (random per process when absent).
     #[arg(long, env = "RISKSTREAM_HOLDOUT_KEY", hide_env_values = true)]
     pub holdout_key: Option<String>,
@@ -505,6 +538,23 @@ pub struct TrainArgs {
         default_value = "logistic-regression"
     )]
     pub estimator: EstimatorArg,
+    /// With --traffic: the traffic is what a server took in (`serve
+    /// --record`) and this is the decision log it wrote; train only on the
+    /// payments it let through, as a deployment sees labels, weighted as
+    /// --served-weighting says.
+    #[arg(long, env = "RISKSTREAM_SERVED_DECISION_LOG", requires = "traffic")]
+    pub served_decision_log: Option<PathBuf>,
+    /// With --served-decision-log: weight each payment let through by the
+    /// inverse of the probability that it was (inverse-propensity), or
+    /// count each once (none).
+    #[arg(
+        long,
+        env = "RISKSTREAM_SERVED_WEIGHTING",
+        value_enum,
+        default_value_t = ServedWeightingArg::InversePropensity,
+        requires = "served_decision_log"
+    )]
+    pub served_weighting: ServedWeightingArg,
     /// Gradient-boosted trees: most boosting rounds.
     #[arg(long, env = "RISKSTREAM_GBT_ROUNDS")]
     pub gbt_rounds: Option<usize>,

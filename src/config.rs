@@ -1,8 +1,10 @@
 //! Validated configuration: raw flags ([`crate::cli`]) become typed settings
 //! here, or a [`ConfigError`] that names the flag.
 
-use crate::cli::{KindArg, OrderArg, ProgressArg, ReplayArgs, ReplayModeArg, ServeArgs};
-use crate::decision::holdout::Holdout;
+use crate::cli::{
+    HoldoutPolicyArg, KindArg, OrderArg, ProgressArg, ReplayArgs, ReplayModeArg, ServeArgs,
+};
+use crate::decision::holdout::{Holdout, HoldoutPolicy};
 use crate::decision::{Action, Policy};
 use crate::decision_log::LogOptions;
 use crate::engine::EngineConfig;
@@ -294,6 +296,23 @@ impl ServeConfig {
                 format!("{} is outside 0..=1", a.holdout_rate),
             ));
         }
+        let holdout_policy = match a.holdout_policy {
+            HoldoutPolicyArg::Flat => HoldoutPolicy::Flat,
+            HoldoutPolicyArg::Score => {
+                if !(0.0..=a.holdout_rate).contains(&a.holdout_min_rate) {
+                    return Err(invalid(
+                        "holdout-min-rate",
+                        format!(
+                            "{} is outside 0..=--holdout-rate ({})",
+                            a.holdout_min_rate, a.holdout_rate
+                        ),
+                    ));
+                }
+                HoldoutPolicy::Score {
+                    min_rate: a.holdout_min_rate,
+                }
+            }
+        };
         let key = match &a.holdout_key {
             Some(k) if !k.is_empty() => k.as_bytes().to_vec(),
             _ => {
@@ -434,7 +453,7 @@ impl ServeConfig {
             model_poll,
             engine: EngineConfig {
                 policy,
-                holdout: Holdout::new(a.holdout_rate, &key),
+                holdout: Holdout::new(a.holdout_rate, &key).with_policy(holdout_policy),
                 max_insights: a.max_insights,
                 max_future_skew_ms: skew.as_millis().min(i64::MAX as u128) as i64,
             },

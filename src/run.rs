@@ -4,9 +4,10 @@
 use crate::cli::EstimatorArg;
 use crate::cli::{
     Cli, Command, ConvertArgs, ConvertFormat, EvaluateArgs, EvaluatePolicyArgs, ReplayArgs,
-    ServeArgs, SimulateArgs, TrainArgs,
+    ServeArgs, ServedWeightingArg, SimulateArgs, TrainArgs,
 };
 use crate::config::{self, ConfigError, ServeConfig, StateConfig, random_u64};
+use crate::decision::holdout::HoldoutPolicy;
 use crate::decision_log::DecisionLog;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
@@ -130,6 +131,16 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         anyhow::Error::new(e).context("cannot start without a model (pass --model PATH)")
     })?;
     tracing::info!(version = %model.version(), path = %config.model.display(), "model loaded");
+    let holdout = &config.engine.holdout;
+    match holdout.policy() {
+        HoldoutPolicy::Flat => tracing::info!(rate = holdout.rate(), "holdout: flat"),
+        HoldoutPolicy::Score { min_rate } => tracing::info!(
+            rate = holdout.rate(),
+            min_rate,
+            block_threshold = ?config.engine.policy.block_threshold(),
+            "holdout: score"
+        ),
+    }
     if !config.holdout_key_given && config.engine.holdout.rate() > 0.0 {
         tracing::warn!("no --holdout-key given: holdout draws will differ after a restart");
     }
@@ -480,7 +491,34 @@ fn train_traffic(args: &TrainArgs, path: &std::path::Path) -> anyhow::Result<()>
         }
     };
     let started = std::time::Instant::now();
-    let file = crate::train::train_traffic(path, w, set, family, &version, &command)?;
+    let file = match &args.served_decision_log {
+        None => crate::train::train_traffic(path, w, set, family, &version, &command)?,
+        Some(log_path) => {
+            use crate::train::served::{ServedLog, Weighting};
+            let weighting = match args.served_weighting {
+                ServedWeightingArg::InversePropensity => Weighting::InversePropensity,
+                ServedWeightingArg::None => Weighting::None,
+            };
+            command.push_str(&format!(
+                " --served-decision-log {} --served-weighting {}",
+                log_path
+                    .file_name()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                match weighting {
+                    Weighting::InversePropensity => "inverse-propensity",
+                    Weighting::None => "none",
+                }
+            ));
+            let log = ServedLog::read(log_path)?;
+            let served = crate::train::Served {
+                path: log_path,
+                log: &log,
+                weighting,
+            };
+            crate::train::train_served(path, w, set, family, served, &version, &command)?
+        }
+    };
     write_model(&args.out, &file, started)
 }
 

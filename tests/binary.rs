@@ -241,6 +241,17 @@ fn configuration_errors_exit_64_naming_the_flag() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--holdout-rate"), "{err}");
 
+    // The score policy's floor may not exceed its rate.
+    let out = Command::new(env!("CARGO_BIN_EXE_riskstream"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--holdout-rate", "0.02"])
+        .args(["--holdout-policy", "score", "--holdout-min-rate", "0.05"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--holdout-min-rate"), "{err}");
+
     let out = Command::new(env!("CARGO_BIN_EXE_riskstream"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args([

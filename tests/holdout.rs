@@ -1,10 +1,12 @@
-//! Holdout at rate 0 and 1: what the outcomes show and what the decision log
-//! records for every scored payment (propensities included).
+//! Holdout at rate 0 and 1, and the score-dependent holdout: what the
+//! outcomes show and what the decision log records for every scored payment
+//! (propensities included).
 
 mod common;
 
 use common::*;
 use riskstream::decision::DecidedBy;
+use riskstream::decision::holdout::{Holdout, HoldoutPolicy};
 use riskstream::decision_log::DecisionRecord;
 use riskstream::proto::{self, Decision, RiskLevel};
 use std::collections::HashMap;
@@ -15,14 +17,21 @@ const N: usize = 400;
 /// Registers 20 cards, then streams N payments, half of them from drifted
 /// sessions so that both low and high true scores occur.
 async fn run(rate: f64, log: &std::path::Path) -> (Vec<proto::Outcome>, Vec<DecisionRecord>) {
-    let mut srv = TestServer::with(
-        Setup {
-            decision_log: Some(log.to_owned()),
-            ..Setup::default()
-        }
-        .holdout(rate),
-    )
-    .await;
+    run_with(Holdout::new(rate, KEY), log).await
+}
+
+const KEY: &[u8] = b"test-key";
+
+async fn run_with(
+    holdout: Holdout,
+    log: &std::path::Path,
+) -> (Vec<proto::Outcome>, Vec<DecisionRecord>) {
+    let mut setup = Setup {
+        decision_log: Some(log.to_owned()),
+        ..Setup::default()
+    };
+    setup.config.holdout = holdout;
+    let mut srv = TestServer::with(setup).await;
     for c in 0..20u32 {
         srv.client
             .register_payment_method(registration(
@@ -161,4 +170,66 @@ async fn rate_one_perturbs_every_score_and_logs_the_propensity() {
         (0.15..0.35).contains(&share),
         "block share {share} near 0.25"
     );
+}
+
+/// The `score` policy's curve as documented, written out independently of
+/// the code under test: at the default block threshold 75, the rate `R`
+/// over 75–84, `R/√2` over 85–94, `R/2` over 95–99, never below the floor;
+/// the floor below 75.
+fn documented_rate(true_score: u32, rate: f64, floor: f64) -> f64 {
+    match true_score {
+        0..=74 => floor,
+        75..=84 => rate,
+        85..=94 => (rate / 2f64.sqrt()).max(floor),
+        _ => (rate / 2.0).max(floor),
+    }
+}
+
+#[tokio::test]
+async fn the_score_policy_draws_and_logs_the_documented_rate_of_each_true_score() {
+    let (rate, floor) = (0.8, 0.1);
+    let holdout = || Holdout::new(rate, KEY).with_policy(HoldoutPolicy::Score { min_rate: floor });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (outcomes, records) = run_with(holdout(), &dir.path().join("decisions.jsonl")).await;
+    assert_eq!(records.len(), N);
+    let by_id: HashMap<_, _> = records.iter().map(|r| (r.payment_id.clone(), r)).collect();
+    // The same key draws the same payments: which were held out, and the
+    // score each reported, follow from the documented rate of its true score.
+    let replica = Holdout::new(rate, KEY);
+    let mut bands = std::collections::BTreeSet::new();
+    let mut held = 0;
+    for o in &outcomes {
+        let r = by_id[o.payment_id.as_str()];
+        assert_eq!(r.decided_by, Some(DecidedBy::Model));
+        let p = documented_rate(r.true_score, rate, floor);
+        bands.insert((r.true_score.max(65) - 65) / 10);
+        let drawn = replica.draw(&r.payment_id, p);
+        assert_eq!(r.holdout, drawn.is_some(), "{r:?}");
+        assert_eq!(r.reported_score, drawn.unwrap_or(r.true_score), "{r:?}");
+        assert_eq!(o.risk_score, r.reported_score);
+        held += usize::from(r.holdout);
+        // Blocked at 75 and above; a held-out payment reports a uniform
+        // score, below 75 three times in four.
+        let allowed = if r.true_score >= 75 {
+            p * 0.75
+        } else {
+            1.0 - p + p * 0.75
+        };
+        let logged = r.allowed_propensity.expect("logged");
+        assert!(
+            (logged - allowed).abs() < 1e-12,
+            "{r:?}: expected {allowed}"
+        );
+        let blocked = o.decision() == Decision::Block;
+        assert_eq!(r.decision == "block", blocked);
+        let taken = if blocked { 1.0 - allowed } else { allowed };
+        assert!(
+            (r.propensity - taken).abs() < 1e-12,
+            "{r:?}: expected {taken}"
+        );
+    }
+    assert!(held > 0, "some payments held out");
+    // Scores below the threshold and in several steps above it occurred.
+    assert!(bands.contains(&0), "{bands:?}");
+    assert!(bands.iter().filter(|b| **b >= 1).count() >= 2, "{bands:?}");
 }

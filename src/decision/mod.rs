@@ -225,6 +225,18 @@ impl Policy {
         }
     }
 
+    /// The lowest score whose decision is `Block` (`None` when no level
+    /// blocks): the threshold the holdout lets payments through.
+    pub fn block_threshold(&self) -> Option<u32> {
+        if self.elevated_action == Action::Block {
+            Some(self.elevated_threshold)
+        } else if self.highest_action == Action::Block {
+            Some(self.highest_threshold)
+        } else {
+            None
+        }
+    }
+
     /// The action configured for `level`, adjusted for the payment: a
     /// SetupIntent is never reviewed, 3D Secure applies to cards only.
     fn action(&self, level: RiskLevel, ctx: Context) -> Action {
@@ -405,5 +417,51 @@ mod tests {
         }
         // A review counts as let through: P(allow) alone would be lower.
         assert!(review.propensity(70, Action::Allow, 0.05, CARD) < 0.9);
+    }
+
+    #[test]
+    fn the_allowed_propensity_is_the_share_let_through_by_the_draw() {
+        use super::holdout::{Holdout, HoldoutPolicy};
+        let p = Policy::default();
+        let flat = Holdout::new(0.3, b"k");
+        let score = Holdout::new(0.3, b"k").with_policy(HoldoutPolicy::Score { min_rate: 0.02 });
+        let n = 40_000;
+        for h in [flat, score] {
+            for s in [10, 70, 75, 82, 88, 99] {
+                // As the engine decides: the rate of the true score, the
+                // draw, the level of the reported score.
+                let rate = h.rate_at(s, p.block_threshold());
+                let allowed = (0..n)
+                    .filter(|i| {
+                        let reported = h.draw(&format!("pay_{s}_{i}"), rate).unwrap_or(s);
+                        p.decide(p.level(reported), CARD).action != Action::Block
+                    })
+                    .count() as f64
+                    / n as f64;
+                let expected = p.allowed_propensity(s, rate, CARD);
+                let sd = (expected * (1.0 - expected) / n as f64).sqrt();
+                assert!(
+                    (allowed - expected).abs() <= 4.5 * sd + 1e-9,
+                    "{:?} score {s}: {allowed} let through, propensity {expected}",
+                    h.policy()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_block_threshold_is_the_lowest_level_that_blocks() {
+        let p = Policy::default();
+        assert_eq!(p.block_threshold(), Some(75));
+        let both = Policy {
+            elevated_action: Action::Block,
+            ..p
+        };
+        assert_eq!(both.block_threshold(), Some(65));
+        let none = Policy {
+            highest_action: Action::Review,
+            ..p
+        };
+        assert_eq!(none.block_threshold(), None);
     }
 }

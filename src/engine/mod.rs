@@ -666,7 +666,11 @@ impl Engine {
                     a.true_score = pr.score;
                     a.true_probability = pr.probability;
                     let mut contributions = pr.contributions;
-                    match inner.config.holdout.draw(p.payment_id) {
+                    let rate = inner
+                        .config
+                        .holdout
+                        .rate_at(pr.score, inner.config.policy.block_threshold());
+                    match inner.config.holdout.draw(p.payment_id, rate) {
                         Some(score) => {
                             let z = m.score_map().logit_of_score(score);
                             a.holdout = true;
@@ -720,8 +724,12 @@ impl Engine {
             }
         };
         if a.decided_by == DecidedBy::Model {
-            let rate = inner.config.holdout.rate();
             let policy = &inner.config.policy;
+            // The rate the draw above used: the propensities follow the policy exactly.
+            let rate = inner
+                .config
+                .holdout
+                .rate_at(a.true_score, policy.block_threshold());
             a.propensity = policy.propensity(a.true_score, a.verdict.action, rate, ctx);
             a.allowed_propensity = policy.allowed_propensity(a.true_score, rate, ctx);
         } else {

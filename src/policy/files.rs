@@ -127,9 +127,10 @@ impl DecisionLogFile {
     }
 }
 
-/// The estimator's view of `r`, labelled as known at `as_of_ms`; `None`
-/// when the model's policy decided it and it lacks `allowed_propensity`.
-fn observation(r: &DecisionRecord, labels: &Labels, as_of_ms: i64) -> Option<Observation> {
+/// What decided `r`, whether it was let through, and the probability that
+/// it was; `None` when the model's policy decided it and it lacks
+/// `allowed_propensity` (written before the log had it).
+fn let_through(r: &DecisionRecord) -> Option<(DecidedBy, bool, f64)> {
     let decided_by = r.decided_by.unwrap_or_else(|| decided_by_of(r));
     let allowed = r.decision != "block";
     let allowed_propensity = match (r.allowed_propensity, decided_by) {
@@ -144,6 +145,49 @@ fn observation(r: &DecisionRecord, labels: &Labels, as_of_ms: i64) -> Option<Obs
         }
         (None, DecidedBy::Model) => return None,
     };
+    Some((decided_by, allowed, allowed_propensity))
+}
+
+/// One payment of a decision log as training from a served period reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LetThrough {
+    /// The payment.
+    pub payment_id: String,
+    /// What decided it.
+    pub decided_by: DecidedBy,
+    /// Whether it was let through (decision not `block`).
+    pub allowed: bool,
+    /// The probability, over the holdout draw, that it was let through.
+    pub allowed_propensity: f64,
+}
+
+/// Calls `f` with each record of the decision log at `path`, in file order.
+pub fn read_let_through(path: &Path, mut f: impl FnMut(LetThrough)) -> Result<(), FilesError> {
+    for_each_line(path, |line, text| {
+        let r: DecisionRecord = serde_json::from_str(text).map_err(|e| FilesError::Line {
+            path: path.to_owned(),
+            line,
+            message: format!("not a decision record: {e}"),
+        })?;
+        let (decided_by, allowed, allowed_propensity) =
+            let_through(&r).ok_or_else(|| FilesError::MissingPropensity {
+                path: path.to_owned(),
+                line,
+            })?;
+        f(LetThrough {
+            payment_id: r.payment_id,
+            decided_by,
+            allowed,
+            allowed_propensity,
+        });
+        Ok(())
+    })
+}
+
+/// The estimator's view of `r`, labelled as known at `as_of_ms`; `None`
+/// when the model's policy decided it and it lacks `allowed_propensity`.
+fn observation(r: &DecisionRecord, labels: &Labels, as_of_ms: i64) -> Option<Observation> {
+    let (decided_by, allowed, allowed_propensity) = let_through(r)?;
     let label = labels.latest(&r.payment_id, as_of_ms);
     Some(Observation {
         ts_ms: r.ts_ms,

@@ -90,6 +90,9 @@ pub struct Row<'a> {
     pub x: &'a [f64; NUM_FEATURES],
     /// Fraud.
     pub y: bool,
+    /// Its weight in the loss (1 for every row of a plain fit; the inverse
+    /// of the probability it was seen when only some payments were).
+    pub w: f64,
 }
 
 /// The sum of the leaves `x` reaches; node features index `features`.
@@ -251,15 +254,18 @@ fn sigmoid(z: f64) -> f64 {
     1.0 / (1.0 + (-z).exp())
 }
 
+/// The weighted mean log-loss of log-odds `z` on `rows` (with every weight
+/// 1, the plain mean: the same sums, in the same order).
 fn log_loss(z: &[f64], rows: &[Row<'_>]) -> f64 {
+    let total: f64 = rows.iter().map(|r| r.w).sum();
     z.iter()
         .zip(rows)
         .map(|(z, r)| {
             let p = sigmoid(*z).clamp(1e-12, 1.0 - 1e-12);
-            if r.y { -p.ln() } else { -(1.0 - p).ln() }
+            r.w * if r.y { -p.ln() } else { -(1.0 - p).ln() }
         })
         .sum::<f64>()
-        / rows.len().max(1) as f64
+        / if rows.is_empty() { 1.0 } else { total }
 }
 
 /// The boosted model of `p` for `fit`, with early stopping on `held_out`:
@@ -337,8 +343,9 @@ pub fn fit(
             binned[i * k + j] = bin_of(&cuts[j], r.x[f]);
         }
     }
-    let positives = fit.iter().filter(|r| r.y).count() as f64;
-    let rate = (positives / fit.len().max(1) as f64).clamp(1e-6, 1.0 - 1e-6);
+    let positives: f64 = fit.iter().filter(|r| r.y).map(|r| r.w).sum();
+    let total: f64 = fit.iter().map(|r| r.w).sum();
+    let rate = (positives / if fit.is_empty() { 1.0 } else { total }).clamp(1e-6, 1.0 - 1e-6);
     let base = (rate / (1.0 - rate)).ln();
     let mut z = vec![base; fit.len()];
     let mut zv = vec![base; valid.len()];
@@ -366,8 +373,8 @@ pub fn fit(
         }
         for (i, r) in fit.iter().enumerate() {
             let q = sigmoid(z[i]);
-            grad[i] = q - f64::from(u8::from(r.y));
-            hess[i] = (q * (1.0 - q)).max(1e-12);
+            grad[i] = (q - f64::from(u8::from(r.y))) * r.w;
+            hess[i] = (q * (1.0 - q)).max(1e-12) * r.w;
         }
         let mut grower = Grower {
             binned: &binned,
@@ -437,6 +444,7 @@ mod tests {
             .map(|x| Row {
                 x,
                 y: x[0] > 0.6 && x[1] > 0.6,
+                w: 1.0,
             })
             .collect()
     }
@@ -477,7 +485,14 @@ mod tests {
         for x in &mut xs {
             x[0] = -(1.0 - x[0]).ln();
         }
-        let rows: Vec<Row<'_>> = xs.iter().map(|x| Row { x, y: x[0] > 5.0 }).collect();
+        let rows: Vec<Row<'_>> = xs
+            .iter()
+            .map(|x| Row {
+                x,
+                y: x[0] > 5.0,
+                w: 1.0,
+            })
+            .collect();
         let wrong_near_threshold = |bins: usize| {
             let p = Params {
                 rounds: 60,
@@ -552,7 +567,14 @@ mod tests {
     #[test]
     fn nodes_respect_the_file_rules() {
         let xs = xor_like(500, 3);
-        let rows: Vec<Row> = xs.iter().map(|x| Row { x, y: x[0] > 0.5 }).collect();
+        let rows: Vec<Row> = xs
+            .iter()
+            .map(|x| Row {
+                x,
+                y: x[0] > 0.5,
+                w: 1.0,
+            })
+            .collect();
         let m = fit(&rows, &rows, &[0, 1], &Params::default());
         for t in &m.trees {
             for (i, n) in t.nodes.iter().enumerate() {
@@ -561,5 +583,39 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_row_of_weight_two_counts_as_the_row_twice() {
+        let xs = xor_like(3000, 6);
+        let rows = both_high(&xs);
+        let (heavy, light) = rows.split_at(1000);
+        let weighted: Vec<Row> = heavy
+            .iter()
+            .map(|r| Row { w: 2.0, ..*r })
+            .chain(light.iter().copied())
+            .collect();
+        let twice: Vec<Row> = heavy.iter().chain(heavy).chain(light).copied().collect();
+        let p = Params {
+            rounds: 40,
+            ..Params::default()
+        };
+        let a = fit(&weighted, &[], &[0, 1], &p);
+        let b = fit(&twice, &[], &[0, 1], &p);
+        assert!((a.base - b.base).abs() < 1e-12);
+        for r in rows.iter().take(500) {
+            let (za, zb) = (
+                output(&a.trees, &[0, 1], r.x),
+                output(&b.trees, &[0, 1], r.x),
+            );
+            assert!((za - zb).abs() < 1e-9, "{za} vs {zb}");
+        }
+        // Early stopping weighs the held-out rows too.
+        let valid: Vec<Row> = light.iter().map(|r| Row { w: 3.0, ..*r }).collect();
+        let tripled: Vec<Row> = light.iter().chain(light).chain(light).copied().collect();
+        assert!(
+            (log_loss(&vec![0.3; 2000], &valid) - log_loss(&vec![0.3; 6000], &tripled)).abs()
+                < 1e-12
+        );
     }
 }

@@ -8,10 +8,13 @@
 //!   precision@k, calibration table.
 //! - [`evaluate`]: a model measured on recorded traffic through the serving path.
 //! - [`gbt`]: gradient-boosted trees, in pure Rust.
+//! - [`served`]: training data from a served period: the payments a server
+//!   let through, weighted by the inverse of the probability that it did.
 
 pub mod eval;
 pub mod evaluate;
 pub mod gbt;
+pub mod served;
 
 use crate::engine::{Engine, EngineConfig};
 use crate::features::{FEATURE_SETS, FEATURES, LATEST_FEATURE_SET, NUM_FEATURES};
@@ -70,6 +73,14 @@ pub enum TrainError {
     /// Served outcomes could not be read, or miss a payment.
     #[error("{0}")]
     Outcomes(String),
+    /// A served period's decision log could not weight the payments.
+    #[error(transparent)]
+    Served(#[from] served::ServedError),
+    /// Weighted rows given to a fit that takes no weights.
+    #[error(
+        "logistic regression (linfa) takes no sample weights: train on weighted rows with --estimator gradient-boosted-trees, or with --served-weighting none"
+    )]
+    Unweightable,
 }
 
 /// One payment as training sees it: features at the time it happened, and truth.
@@ -86,6 +97,10 @@ pub struct Example {
     /// The card the payment used, as evaluation groups them (the customer
     /// id, else the payment method id).
     pub card: String,
+    /// Its weight in the fit and calibration: 1, or for a payment a server
+    /// let through, the inverse of the probability that it did
+    /// ([`served`]).
+    pub weight: f64,
 }
 
 /// Legitimate-traffic false-positive rate the highest-risk threshold (75) is placed at.
@@ -124,6 +139,7 @@ pub fn collect(cfg: SimConfig) -> Result<Vec<Example>, TrainError> {
                         fraud: fraud.is_some(),
                         scenario: fraud.map_or("", Scenario::name).to_owned(),
                         card: card_of(&event),
+                        weight: 1.0,
                     });
                 }
             }
@@ -185,6 +201,79 @@ fn fit_logistic(
         fitted.params().iter().map(|w| sign * w).collect(),
         sign * fitted.intercept(),
     ))
+}
+
+/// The probability above which at most a share `fpr` of the weight of
+/// `legit` (probability and weight, sorted by probability descending) lies.
+fn knot_at_weighted_fpr(legit_desc: &[(f64, f64)], fpr: f64) -> f64 {
+    let limit = legit_desc.iter().map(|(_, w)| w).sum::<f64>() * fpr;
+    let mut above = 0.0;
+    let mut k = 0;
+    for (_, w) in legit_desc {
+        if above + w > limit {
+            break;
+        }
+        above += w;
+        k += 1;
+    }
+    let p = legit_desc.get(k).map_or(0.5, |(p, _)| *p);
+    p.next_up().clamp(1e-9, 1.0 - 1e-9)
+}
+
+/// Weighted Platt calibration: the slope and intercept of the weighted
+/// logistic regression of the labels of `cal` on their raw log-odds `z`
+/// (Newton's method, halving a step that does not lower the loss, a ridge
+/// of 1e-6 as the unweighted fit has).
+fn platt_weighted(cal: &[&Example], z: &[f64]) -> (f64, f64) {
+    const RIDGE: f64 = 1e-6;
+    let loss = |a: f64, b: f64| {
+        cal.iter()
+            .zip(z)
+            .map(|(e, z)| {
+                let t = a * z + b;
+                // -log σ(t) for a fraud, -log(1 - σ(t)) otherwise, stably.
+                let m = if e.fraud { -t } else { t };
+                e.weight * (m.max(0.0) + (-m.abs()).exp().ln_1p())
+            })
+            .sum::<f64>()
+            + RIDGE * (a * a + b * b) / 2.0
+    };
+    let (mut a, mut b) = (1.0, 0.0);
+    let mut current = loss(a, b);
+    for _ in 0..100 {
+        let (mut ga, mut gb, mut haa, mut hab, mut hbb) = (RIDGE * a, RIDGE * b, RIDGE, 0.0, RIDGE);
+        for (e, z) in cal.iter().zip(z) {
+            let p = sigmoid(a * z + b);
+            let r = e.weight * (p - f64::from(u8::from(e.fraud)));
+            let h = e.weight * p * (1.0 - p);
+            ga += r * z;
+            gb += r;
+            haa += h * z * z;
+            hab += h * z;
+            hbb += h;
+        }
+        let det = haa * hbb - hab * hab;
+        if !(det.is_finite() && det > 0.0) {
+            break;
+        }
+        let (mut da, mut db) = ((hbb * ga - hab * gb) / det, (haa * gb - hab * ga) / det);
+        let mut step = 1.0;
+        let mut improved = false;
+        for _ in 0..30 {
+            let next = loss(a - step * da, b - step * db);
+            if next <= current {
+                (a, b, current) = (a - step * da, b - step * db, next);
+                improved = true;
+                break;
+            }
+            step /= 2.0;
+        }
+        (da, db) = (step * da, step * db);
+        if !improved || da.abs().max(db.abs()) < 1e-10 {
+            break;
+        }
+    }
+    (a, b)
 }
 
 /// The probability above which at most `fpr` of `legit` (sorted descending) lie.
@@ -271,6 +360,9 @@ pub fn fit(
 ) -> Result<Fitted, TrainError> {
     check("fit", fit)?;
     check("calibration", cal)?;
+    if family == Family::LogisticRegression && !unweighted(fit) {
+        return Err(TrainError::Unweightable);
+    }
     let estimator = match family {
         Family::LogisticRegression => fit_linear(fit, features)?,
         Family::GradientBoostedTrees(params) => {
@@ -299,6 +391,7 @@ fn gbt_rows<'a>(examples: &[&'a Example]) -> Vec<gbt::Row<'a>> {
         .map(|e| gbt::Row {
             x: &e.x,
             y: e.fraud,
+            w: e.weight,
         })
         .collect()
 }
@@ -336,27 +429,47 @@ fn fit_linear(fit: &[&Example], features: &[usize]) -> Result<Estimator, TrainEr
     }))
 }
 
-/// Platt calibration and score-map knots of `fitted` on `cal`.
+/// Whether every row weighs 1.
+fn unweighted(rows: &[&Example]) -> bool {
+    rows.iter().all(|e| e.weight == 1.0)
+}
+
+/// Platt calibration and score-map knots of `fitted` on `cal` (weighted
+/// when its rows are).
 fn calibrate(mut fitted: Fitted, cal: &[&Example]) -> Result<Fitted, TrainError> {
-    // Platt calibration on the calibration split.
     let cal_raw: Vec<f64> = cal.iter().map(|r| fitted.raw(&r.x)).collect();
-    let xc = Array2::from_shape_vec((cal_raw.len(), 1), cal_raw.clone())?;
-    let yc: Array1<bool> = cal.iter().map(|e| e.fraud).collect();
-    let (slope, offset) = fit_logistic(xc, yc, 1e-6)?;
+    let plain = unweighted(cal);
+    let (slope, offset) = if plain {
+        // Platt calibration on the calibration split.
+        let xc = Array2::from_shape_vec((cal_raw.len(), 1), cal_raw.clone())?;
+        let yc: Array1<bool> = cal.iter().map(|e| e.fraud).collect();
+        let (slope, offset) = fit_logistic(xc, yc, 1e-6)?;
+        (slope[0], offset)
+    } else {
+        platt_weighted(cal, &cal_raw)
+    };
     fitted.calibration = Calibration {
-        slope: slope[0],
+        slope,
         intercept: offset,
     };
 
-    let mut legit: Vec<f64> = cal
+    let mut legit: Vec<(f64, f64)> = cal
         .iter()
         .zip(&cal_raw)
         .filter(|(e, _)| !e.fraud)
-        .map(|(_, z)| sigmoid(fitted.calibrated_logit(*z)))
+        .map(|(e, z)| (sigmoid(fitted.calibrated_logit(*z)), e.weight))
         .collect();
-    legit.sort_by(|a, b| b.total_cmp(a));
-    let p75 = knot_at_fpr(&legit, HIGHEST_FPR);
-    let mut p65 = knot_at_fpr(&legit, ELEVATED_FPR);
+    legit.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let knot = |fpr| {
+        if plain {
+            let probabilities: Vec<f64> = legit.iter().map(|(p, _)| *p).collect();
+            knot_at_fpr(&probabilities, fpr)
+        } else {
+            knot_at_weighted_fpr(&legit, fpr)
+        }
+    };
+    let p75 = knot(HIGHEST_FPR);
+    let mut p65 = knot(ELEVATED_FPR);
     if p65 >= p75 {
         p65 = sigmoid(logit(p75) - 0.5);
     }
@@ -605,25 +718,82 @@ pub fn collect_traffic(
     path: &Path,
     window: TimeWindow,
 ) -> Result<(Vec<Example>, ReplayCounts), TrainError> {
+    collect_weighted(path, window, |_, _| Some(1.0))
+}
+
+/// Like [`collect_traffic`], each payment kept with the weight `weigh`
+/// gives its id and label, or left out when it gives `None`.
+fn collect_weighted(
+    path: &Path,
+    window: TimeWindow,
+    mut weigh: impl FnMut(&str, bool) -> Option<f64>,
+) -> Result<(Vec<Example>, ReplayCounts), TrainError> {
     let labels = fraud_labels(path)?;
     let engine = feature_engine();
     let mut out = Vec::new();
     let counts = replay(path, window, &engine, |r, ev, engine, clock| {
         match engine.features_message(ev, clock) {
             Ok(Some(x)) => {
-                out.push(Example {
-                    at_ms: r.at_ms,
-                    x: x.0,
-                    fraud: labels.contains(&ev.payment_id),
-                    scenario: r.scenario.clone(),
-                    card: card_of(ev),
-                });
+                let fraud = labels.contains(&ev.payment_id);
+                if let Some(weight) = weigh(&ev.payment_id, fraud) {
+                    out.push(Example {
+                        at_ms: r.at_ms,
+                        x: x.0,
+                        fraud,
+                        scenario: r.scenario.clone(),
+                        card: card_of(ev),
+                        weight,
+                    });
+                }
                 true
             }
             _ => false,
         }
     })?;
     Ok((out, counts))
+}
+
+/// The assessed payments of recorded traffic in `window` that the server
+/// whose decision log is `log` let through, labelled by the file's fraud
+/// reports, weighted under `weighting`; the blocked payments and those
+/// missing from the log are counted and left out.
+pub fn collect_served(
+    path: &Path,
+    window: TimeWindow,
+    log: &served::ServedLog,
+    weighting: served::Weighting,
+) -> Result<(Vec<Example>, ReplayCounts, served::ServedCounts), TrainError> {
+    let mut c = served::ServedCounts {
+        logged: log.len() as u64,
+        ..Default::default()
+    };
+    let (examples, counts) = collect_weighted(path, window, |id, fraud| {
+        match log.weight(id, weighting) {
+            None => c.unlogged += 1,
+            Some(None) => c.blocked += 1,
+            Some(Some(w)) => {
+                c.allowed += 1;
+                c.allowed_fraudulent += u64::from(fraud);
+                c.weight_sum += w;
+                c.max_weight = c.max_weight.max(w);
+                return Some(w);
+            }
+        }
+        None
+    })?;
+    Ok((examples, counts, c))
+}
+
+/// A served period to train from: its decision log, read, and how its
+/// allowed payments are weighted.
+#[derive(Debug, Clone, Copy)]
+pub struct Served<'a> {
+    /// The decision log's path (for the provenance).
+    pub path: &'a Path,
+    /// The log.
+    pub log: &'a served::ServedLog,
+    /// The weighting.
+    pub weighting: served::Weighting,
 }
 
 /// Trains a model on recorded traffic: the payments of `window` (in time
@@ -637,7 +807,56 @@ pub fn train_traffic(
     version: &str,
     command: &str,
 ) -> Result<ModelFile, TrainError> {
-    let (examples, counts) = collect_traffic(path, window)?;
+    train_from(path, window, feature_set, family, None, version, command)
+}
+
+/// Trains a model on the recorded traffic of a served period as
+/// [`train_traffic`] does, on the payments the server let through only,
+/// weighted as `served` says (fit, calibration and thresholds alike).
+pub fn train_served(
+    path: &Path,
+    window: TimeWindow,
+    feature_set: usize,
+    family: Family,
+    served: Served<'_>,
+    version: &str,
+    command: &str,
+) -> Result<ModelFile, TrainError> {
+    train_from(
+        path,
+        window,
+        feature_set,
+        family,
+        Some(served),
+        version,
+        command,
+    )
+}
+
+fn train_from(
+    path: &Path,
+    window: TimeWindow,
+    feature_set: usize,
+    family: Family,
+    served: Option<Served<'_>>,
+    version: &str,
+    command: &str,
+) -> Result<ModelFile, TrainError> {
+    let (examples, counts, served_counts) = match served {
+        None => {
+            let (examples, counts) = collect_traffic(path, window)?;
+            (examples, counts, None)
+        }
+        Some(s) => {
+            if family == Family::LogisticRegression
+                && s.weighting == served::Weighting::InversePropensity
+            {
+                return Err(TrainError::Unweightable);
+            }
+            let (examples, counts, c) = collect_served(path, window, s.log, s.weighting)?;
+            (examples, counts, Some(c))
+        }
+    };
     let cut = examples.len() * 8 / 10;
     let rows: Vec<&Example> = examples.iter().collect();
     let (fit_rows, cal) = rows.split_at(cut);
@@ -647,9 +866,13 @@ pub fn train_traffic(
     let evaluation = figures(
         &fitted,
         cal,
-        "calibration: last 20% of the window's payments (run riskstream evaluate on later traffic for test figures)",
+        if served.is_some() {
+            "calibration: last 20% of the window's payments let through, unweighted (run riskstream evaluate on later traffic for test figures)"
+        } else {
+            "calibration: last 20% of the window's payments (run riskstream evaluate on later traffic for test figures)"
+        },
     )?;
-    let provenance = json!({
+    let mut provenance = json!({
         "trainer": "riskstream train --traffic",
         "command": command,
         "data": {
@@ -675,6 +898,14 @@ pub fn train_traffic(
         "thresholds": thresholds_provenance(),
         "crates": crates_provenance(),
     });
+    if let (Some(s), Some(c)) = (served, served_counts) {
+        provenance["data"]["served"] = json!({
+            "decision_log": s.path.file_name().map(|n| n.to_string_lossy().into_owned()),
+            "sha256": sha256_file(s.path)?,
+            "weighting": s.weighting,
+            "payments": c,
+        });
+    }
     let file = fitted.into_file(version, provenance, evaluation);
     Model::from_file(file.clone())?;
     Ok(file)
@@ -699,4 +930,76 @@ fn sha256_file(path: &Path) -> Result<String, TrainError> {
 
 fn round6(v: f64) -> f64 {
     (v * 1e6).round() / 1e6
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn example(z: f64, fraud: bool, weight: f64) -> Example {
+        let mut x = [0.0; NUM_FEATURES];
+        x[0] = z;
+        Example {
+            at_ms: 0,
+            x,
+            fraud,
+            scenario: String::new(),
+            card: String::new(),
+            weight,
+        }
+    }
+
+    #[test]
+    fn weighted_platt_recovers_the_population_from_a_weighted_sample() {
+        // Log-odds 1.5 z - 0.5; payments with z above 1 kept one in ten,
+        // weighted 10, as a server blocking them would let through.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut rows = Vec::new();
+        for _ in 0..60_000 {
+            let z: f64 = rng.random_range(-4.0..4.0);
+            let fraud = rng.random::<f64>() < sigmoid(1.5 * z - 0.5);
+            if z <= 1.0 {
+                rows.push(example(z, fraud, 1.0));
+            } else if rng.random::<f64>() < 0.1 {
+                rows.push(example(z, fraud, 10.0));
+            }
+        }
+        let refs: Vec<&Example> = rows.iter().collect();
+        let z: Vec<f64> = rows.iter().map(|e| e.x[0]).collect();
+        let (a, b) = platt_weighted(&refs, &z);
+        assert!((a - 1.5).abs() < 0.1 && (b + 0.5).abs() < 0.1, "{a} {b}");
+        // Integer weights fit as repeated rows do.
+        let repeated: Vec<Example> = rows
+            .iter()
+            .flat_map(|e| std::iter::repeat_n(example(e.x[0], e.fraud, 1.0), e.weight as usize))
+            .collect();
+        let refs2: Vec<&Example> = repeated.iter().collect();
+        let z2: Vec<f64> = repeated.iter().map(|e| e.x[0]).collect();
+        let (a2, b2) = platt_weighted(&refs2, &z2);
+        assert!(
+            (a - a2).abs() < 1e-6 && (b - b2).abs() < 1e-6,
+            "{a} {b} vs {a2} {b2}"
+        );
+    }
+
+    #[test]
+    fn weighted_knots_count_weight_not_rows() {
+        let desc: Vec<f64> = (0..2000).map(|i| 1.0 - f64::from(i) / 2000.0).collect();
+        let unit: Vec<(f64, f64)> = desc.iter().map(|p| (*p, 1.0)).collect();
+        for fpr in [0.001, 0.005, 0.1] {
+            assert_eq!(knot_at_weighted_fpr(&unit, fpr), knot_at_fpr(&desc, fpr));
+        }
+        // The top ten weigh 199 each, as much as all the rest (3,980 in
+        // all): 0.5% of the weight (19.9) is less than the first, 5% (199)
+        // is the first, 15% (597) the first three.
+        let heavy: Vec<(f64, f64)> = desc
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (*p, if i < 10 { 199.0 } else { 1.0 }))
+            .collect();
+        assert_eq!(knot_at_weighted_fpr(&heavy, 0.005), 1.0 - 1e-9);
+        assert_eq!(knot_at_weighted_fpr(&heavy, 0.05), desc[1].next_up());
+        assert_eq!(knot_at_weighted_fpr(&heavy, 0.15), desc[3].next_up());
+    }
 }
