@@ -466,6 +466,14 @@ pub struct ServeArgs {
     /// How often idle velocity keys and old payments are forgotten.
     #[arg(long, env = "RISKSTREAM_SWEEP_INTERVAL", default_value = "60s")]
     pub sweep_interval: String,
+    /// How often the riskstream_policy_* gauges (holdout estimates at the
+    /// live threshold over every remembered payment) are computed again.
+    #[arg(
+        long,
+        env = "RISKSTREAM_POLICY_METRICS_INTERVAL",
+        default_value = "60s"
+    )]
+    pub policy_metrics_interval: String,
     /// Unary RiskScorer calls in progress at once; a call past it is
     /// refused at once with RESOURCE_EXHAUSTED (nothing queues). Streams
     /// take no slot.

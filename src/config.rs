@@ -346,6 +346,10 @@ impl ServeConfig {
         if sweep.is_zero() {
             return Err(invalid("sweep-interval", "must be positive"));
         }
+        let policy_metrics = duration("policy-metrics-interval", &a.policy_metrics_interval)?;
+        if policy_metrics.is_zero() {
+            return Err(invalid("policy-metrics-interval", "must be positive"));
+        }
         let retention = duration("payment-retention", &a.payment_retention)?;
         if retention.as_millis() < crate::state::MIN_PAYMENT_RETENTION_MS as u128 {
             return Err(invalid(
@@ -468,6 +472,7 @@ impl ServeConfig {
                 max_message_bytes: a.max_message_bytes,
                 shutdown_grace: grace,
                 sweep_interval: sweep,
+                policy_metrics_interval: policy_metrics,
                 // Opened by `serve` (it is a file handle, not a setting).
                 recorder: None,
                 sync_each: sync_interval.is_zero() && a.state == "embedded",

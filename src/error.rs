@@ -2,6 +2,7 @@
 //! one [`ErrorCode`] each maps to. The gRPC edge turns codes into statuses
 //! (`server::status`); streams name them in an outcome's `error.code`.
 
+use crate::policy::PolicyError;
 use crate::state::StoreError;
 use crate::validate::FieldError;
 use crate::view::DecodeError;
@@ -28,6 +29,9 @@ pub enum ServiceError {
     /// The store refused the write.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A holdout estimate was asked with impossible settings.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
     /// A request message is longer than the server accepts
     /// (`--max-message-bytes`); it was refused before it was read.
     #[error("the request message is {bytes} bytes; at most {max} are accepted")]
@@ -118,6 +122,10 @@ impl ServiceError {
     pub fn code(&self) -> ErrorCode {
         match self {
             ServiceError::Invalid(_) | ServiceError::Malformed(_) => ErrorCode::InvalidArgument,
+            // The store's own records contradict each other: nothing the
+            // caller can fix.
+            ServiceError::Policy(PolicyError::Propensity { .. }) => ErrorCode::Unavailable,
+            ServiceError::Policy(_) => ErrorCode::InvalidArgument,
             ServiceError::NotFound { .. } => ErrorCode::NotFound,
             ServiceError::Store(StoreError::PaymentMethodsFull(_))
             | ServiceError::TooLarge { .. }
@@ -138,6 +146,13 @@ impl ServiceError {
             ServiceError::Invalid(e) => &e.field,
             ServiceError::Malformed(e) => e.field(),
             ServiceError::NotFound { field, .. } => field,
+            ServiceError::Policy(e) => match e {
+                PolicyError::Threshold(_) => "thresholds",
+                PolicyError::Confidence(_) => "confidence",
+                PolicyError::LabelAge(_) => "min_label_age_ms",
+                PolicyError::Window { .. } => "to_ms",
+                PolicyError::Draws(_) | PolicyError::Propensity { .. } => "",
+            },
             _ => "",
         }
     }

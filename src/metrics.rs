@@ -80,6 +80,16 @@ pub const UNKNOWN_PAYMENT_METHODS_TOTAL: &str = "riskstream_unknown_payment_meth
 /// during an outage (absent for a store in the process).
 pub const STORE_REACHABLE: &str = "riskstream_store_reachable";
 
+/// `riskstream_policy_recall`: the holdout estimate of recall at the live
+/// highest-risk threshold over the payments the store remembers (what
+/// `RiskAdmin.EvaluatePolicy` answers with no threshold), refreshed every
+/// `--policy-metrics-interval`; NaN until known.
+pub const POLICY_RECALL: &str = "riskstream_policy_recall";
+/// `riskstream_policy_false_positive_rate`: the same, false-positive rate.
+pub const POLICY_FALSE_POSITIVE_RATE: &str = "riskstream_policy_false_positive_rate";
+/// `riskstream_policy_precision`: the same, precision.
+pub const POLICY_PRECISION: &str = "riskstream_policy_precision";
+
 /// `riskstream_store_cache_lookups_total{result}`: payment method lookups
 /// of a remote store, answered by the local cache (`hit`) or by a round
 /// trip (`miss`).
@@ -195,7 +205,7 @@ const fn rpc(service: &'static str, method: &'static str, kind: RpcType) -> Rpc 
 /// last, `unknown`/`unknown` for any other path: the only label values of
 /// the `grpc_server_*` series (a path a client makes up never becomes a
 /// label).
-pub const RPCS: [Rpc; 13] = [
+pub const RPCS: [Rpc; 14] = [
     rpc(RISK_SCORER, "RegisterPaymentMethod", RpcType::Unary),
     rpc(RISK_SCORER, "GetPaymentMethod", RpcType::Unary),
     rpc(RISK_SCORER, "Score", RpcType::Unary),
@@ -204,6 +214,7 @@ pub const RPCS: [Rpc; 13] = [
     rpc(RISK_ADMIN, "AddListItems", RpcType::Unary),
     rpc(RISK_ADMIN, "RemoveListItems", RpcType::Unary),
     rpc(RISK_ADMIN, "ListItems", RpcType::Unary),
+    rpc(RISK_ADMIN, "EvaluatePolicy", RpcType::Unary),
     rpc("grpc.health.v1.Health", "Check", RpcType::Unary),
     rpc("grpc.health.v1.Health", "Watch", RpcType::ServerStream),
     rpc(
@@ -342,6 +353,7 @@ struct Inner {
     store_round_trip: Histogram,
     store_errors: [Counter; STORE_ERROR_KINDS.len()],
     store_reachable: Gauge,
+    policy: [Gauge; 3],
     store_cache: [Counter; 2],
     rpc_started: [Counter; RPCS.len()],
     rpc_handled: [[Counter; GRPC_CODES.len()]; RPCS.len()],
@@ -506,6 +518,17 @@ impl Metrics {
             None,
             "1 while a remote store (Redis) is reachable, 0 during an outage.".into(),
         );
+        for (name, what) in [
+            (POLICY_RECALL, "recall"),
+            (POLICY_FALSE_POSITIVE_RATE, "false-positive rate"),
+            (POLICY_PRECISION, "precision"),
+        ] {
+            r.describe_gauge(
+                KeyName::from_const_str(name),
+                None,
+                format!("Holdout estimate of the {what} at the live highest-risk threshold over the remembered payments (EvaluatePolicy with no threshold); NaN until known.").into(),
+            );
+        }
         r.describe_histogram(
             KeyName::from_const_str(STORE_ROUND_TRIP_SECONDS),
             Some(Unit::Seconds),
@@ -670,6 +693,11 @@ impl Metrics {
             store_round_trip: r.register_histogram(&key(STORE_ROUND_TRIP_SECONDS, &[]), &META),
             store_errors: STORE_ERROR_KINDS.map(|k| counter(STORE_ERRORS_TOTAL, &[("kind", k)])),
             store_reachable: r.register_gauge(&key(STORE_REACHABLE, &[]), &META),
+            policy: [POLICY_RECALL, POLICY_FALSE_POSITIVE_RATE, POLICY_PRECISION].map(|name| {
+                let g = r.register_gauge(&key(name, &[]), &META);
+                g.set(f64::NAN);
+                g
+            }),
             store_cache: ["hit", "miss"]
                 .map(|k| counter(STORE_CACHE_LOOKUPS_TOTAL, &[("result", k)])),
             rpc_started,
@@ -829,6 +857,23 @@ impl Metrics {
     /// Whether a remote store is reachable now.
     pub fn store_reachable(&self, up: bool) {
         self.inner.store_reachable.set(f64::from(u8::from(up)));
+    }
+
+    /// The live holdout estimates (NaN for one the data cannot tell).
+    pub fn policy(
+        &self,
+        recall: Option<f64>,
+        false_positive_rate: Option<f64>,
+        precision: Option<f64>,
+    ) {
+        for (g, v) in self
+            .inner
+            .policy
+            .iter()
+            .zip([recall, false_positive_rate, precision])
+        {
+            g.set(v.unwrap_or(f64::NAN));
+        }
     }
 
     /// Marks `version` as the loaded model (and the previous one as not).

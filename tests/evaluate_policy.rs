@@ -9,6 +9,8 @@ mod common;
 use common::*;
 use riskstream::decision::DecidedBy;
 use riskstream::decision_log::DecisionRecord;
+use riskstream::policy::{Estimate, Report};
+use riskstream::proto;
 use riskstream::proto::traffic_record::Request;
 use riskstream::traffic::TrafficReader;
 use std::collections::HashMap;
@@ -375,4 +377,256 @@ async fn ground_truth_over_ten_seeds() {
     }
     eprintln!("{covered} of {total} intervals hold the truth");
     assert!(covered * 10 >= total * 9, "{covered} of {total}");
+}
+
+/// `EvaluatePolicy` at `thresholds`.
+async fn evaluate_call(srv: &Served, thresholds: &[u32]) -> proto::EvaluatePolicyResponse {
+    srv.admin_client()
+        .await
+        .evaluate_policy(proto::EvaluatePolicyRequest {
+            thresholds: thresholds.to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect("EvaluatePolicy answers")
+        .into_inner()
+}
+
+/// The bits of a figure (NaN, for "cannot tell", equals itself).
+fn bits(v: f64) -> u64 {
+    if v.is_nan() {
+        f64::NAN.to_bits()
+    } else {
+        v.to_bits()
+    }
+}
+
+fn same_estimate(call: &Option<proto::Estimate>, cli: &Estimate, what: &str) {
+    let call = call.as_ref().expect("an estimate");
+    assert_eq!(
+        [bits(call.value), bits(call.lower), bits(call.upper)],
+        [
+            bits(cli.value.unwrap_or(f64::NAN)),
+            bits(cli.lower),
+            bits(cli.upper)
+        ],
+        "{what}: the call says {call:?}, the CLI {cli:?}"
+    );
+}
+
+/// The call's figures are the CLI's, bit for bit.
+fn same_figures(call: &proto::EvaluatePolicyResponse, cli: &Report) {
+    assert_eq!(call.estimates.len(), cli.estimates.len());
+    for (c, f) in call.estimates.iter().zip(&cli.estimates) {
+        let t = f.threshold;
+        assert_eq!(c.threshold, t);
+        same_estimate(&c.recall, &f.recall, &format!("recall at {t}"));
+        same_estimate(
+            &c.false_positive_rate,
+            &f.false_positive_rate,
+            &format!("false-positive rate at {t}"),
+        );
+        same_estimate(&c.precision, &f.precision, &format!("precision at {t}"));
+        same_estimate(&c.block_rate, &f.block_rate, &format!("block rate at {t}"));
+        for (call, cli) in [
+            (c.naive_recall, f.naive_recall.value),
+            (
+                c.naive_false_positive_rate,
+                f.naive_false_positive_rate.value,
+            ),
+            (c.naive_precision, f.naive_precision.value),
+        ] {
+            assert_eq!(
+                bits(call),
+                bits(cli.unwrap_or(f64::NAN)),
+                "naive figure at {t}"
+            );
+        }
+        assert_eq!(c.payments, cli.counts.payments);
+        assert_eq!(c.holdout_payments, cli.counts.holdout_payments);
+        assert_eq!(c.observed_frauds, cli.counts.observed_frauds);
+    }
+}
+
+/// Simulated traffic replayed through the binary `srv` (a 5% holdout and
+/// a decision log at `log`); the CLI's figures from that log and the
+/// traffic's fraud reports.
+async fn replay_and_evaluate(srv: &Served, traffic: &Path, log: &Path) -> Report {
+    let out = run(vec![
+        "replay".into(),
+        traffic.display().to_string(),
+        "--progress".into(),
+        "off".into(),
+        "--target".into(),
+        format!("http://{}", srv.grpc),
+    ])
+    .await;
+    succeeded(&out);
+    // The log is complete once the server says every record is written.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let payments = TrafficReader::open(traffic)
+        .expect("opens")
+        .filter(|r| {
+            matches!(
+                r.as_ref().map(|r| &r.request),
+                Ok(Some(Request::Payment(_)))
+            )
+        })
+        .count();
+    while std::fs::read_to_string(log).map_or(0, |t| t.lines().count()) < payments {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the decision log is complete"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let out = run(vec![
+        "evaluate-policy".into(),
+        "--decision-log".into(),
+        log.display().to_string(),
+        "--traffic".into(),
+        traffic.display().to_string(),
+        "--threshold".into(),
+        "65,75,85".into(),
+        "--json".into(),
+    ])
+    .await;
+    serde_json::from_value(json(&out)).expect("a report")
+}
+
+fn simulate(traffic: &Path, seed: u64) {
+    let out = riskstream()
+        .args(["simulate", "--seed", &seed.to_string()])
+        .args(["--customers", "2000", "--days", "14", "--out"])
+        .arg(traffic)
+        .output()
+        .expect("simulate runs");
+    succeeded(&out);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_call_the_cli_and_the_gauges_agree_and_the_call_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (traffic, log, data) = (
+        dir.path().join("sim.traffic"),
+        dir.path().join("decisions.jsonl"),
+        dir.path().join("data"),
+    );
+    simulate(&traffic, 23);
+    let args = |log: &Path| {
+        vec![
+            "--holdout-rate".to_owned(),
+            "0.05".into(),
+            "--decision-log".into(),
+            log.display().to_string(),
+            "--policy-metrics-interval".into(),
+            "200ms".into(),
+        ]
+    };
+    let mut srv = Served::launch(Launch {
+        args: args(&log),
+        data_dir: Some(data.clone()),
+        ..Launch::default()
+    });
+    let cli = replay_and_evaluate(&srv, &traffic, &log).await;
+    assert!(cli.counts.holdout_payments > 0 && cli.counts.observed_frauds > 0);
+    let call = evaluate_call(&srv, &THRESHOLDS).await;
+    same_figures(&call, &cli);
+    let recall = call.estimates[1].recall.as_ref().expect("recall at 75");
+    assert!(
+        recall.value > 0.0 && recall.lower < recall.upper,
+        "{recall:?}"
+    );
+    assert_eq!(call.model_version, "sim-lr-2026.11.2");
+
+    // No threshold: the live highest-risk one (75), which the gauges show.
+    let live = evaluate_call(&srv, &[]).await;
+    assert_eq!(live.estimates.len(), 1);
+    assert_eq!(live.estimates[0], call.estimates[1]);
+    let want = |e: &Option<proto::Estimate>| bits(e.as_ref().expect("estimate").value);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let gauges = [
+            "riskstream_policy_recall",
+            "riskstream_policy_false_positive_rate",
+            "riskstream_policy_precision",
+        ]
+        .map(|g| bits(srv.metric(g)));
+        let e = &live.estimates[0];
+        if gauges
+            == [
+                want(&e.recall),
+                want(&e.false_positive_rate),
+                want(&e.precision),
+            ]
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gauges {gauges:?} show the call's figures {e:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // The same figures after a restart: the store kept the decisions.
+    srv.terminate();
+    srv.wait(std::time::Duration::from_secs(30)).await;
+    let srv = Served::launch(Launch {
+        args: args(&dir.path().join("decisions-after.jsonl")),
+        data_dir: Some(data),
+        ..Launch::default()
+    });
+    let after = evaluate_call(&srv, &THRESHOLDS).await;
+    same_figures(&after, &cli);
+
+    // Bad settings are refused, naming the field.
+    let err = srv
+        .admin_client()
+        .await
+        .evaluate_policy(proto::EvaluatePolicyRequest {
+            thresholds: vec![101],
+            ..Default::default()
+        })
+        .await
+        .expect_err("threshold 101 is refused");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("101"), "{}", err.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_every_replica_answers_the_call_with_the_clis_figures() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (traffic, log) = (
+        dir.path().join("sim.traffic"),
+        dir.path().join("decisions.jsonl"),
+    );
+    simulate(&traffic, 24);
+    let url = redis_server::shared().url();
+    let prefix = redis_server::prefix();
+    let a = Served::start(&[
+        "--state",
+        &url,
+        "--redis-prefix",
+        &prefix,
+        "--holdout-rate",
+        "0.05",
+        "--decision-log",
+        &log.display().to_string(),
+    ]);
+    let cli = replay_and_evaluate(&a, &traffic, &log).await;
+    assert!(cli.counts.holdout_payments > 0 && cli.counts.observed_frauds > 0);
+    // A's decisions are written after its answers: wait until all are in.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while evaluate_call(&a, &THRESHOLDS).await.estimates[0].payments < cli.counts.payments {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A's decisions reach Redis"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    same_figures(&evaluate_call(&a, &THRESHOLDS).await, &cli);
+    // A replica that scored nothing answers the same from Redis.
+    let b = Served::start(&["--state", &url, "--redis-prefix", &prefix]);
+    same_figures(&evaluate_call(&b, &THRESHOLDS).await, &cli);
 }

@@ -6,10 +6,12 @@
 //! counts, lists, sweeps and limits. A store that keeps state on disk also
 //! runs it across a reopen.
 
+use riskstream::decision::DecidedBy;
 use riskstream::domain::{Customer, FeedbackKind, MethodKind, RegisteredMethod};
 use riskstream::state::{
-    Commit, EmbeddedOptions, EmbeddedStore, List, ListEntry, ListSource, MemoryStore, Observation,
-    Observed, RedisOptions, RedisStore, Store, StoreError, StoreLimits, StoredMethod,
+    Commit, Decided, DecidedPayment, EmbeddedOptions, EmbeddedStore, List, ListEntry, ListSource,
+    MemoryStore, Observation, Observed, RedisOptions, RedisStore, Store, StoreError, StoreLimits,
+    StoredMethod,
 };
 use std::sync::Arc;
 
@@ -502,6 +504,59 @@ fn limits_refuse_new_methods_when_full(h: &dyn Harness) {
     );
 }
 
+/// A decision the holdout estimates read back.
+fn decided(score: u8, allowed: bool, holdout: bool, propensity: f32) -> Decided {
+    Decided {
+        decided_by: DecidedBy::Model,
+        true_score: score,
+        allowed,
+        holdout,
+        allowed_propensity: propensity,
+    }
+}
+
+/// Every remembered decision, oldest first.
+fn decisions(s: &dyn Store) -> Vec<DecidedPayment> {
+    let mut d = s.decisions().expect("the store answers");
+    d.sort_by_key(|p| p.at_ms);
+    d
+}
+
+fn decisions_are_kept_with_their_payments_and_labels(h: &dyn Harness) {
+    let s = &**h.store();
+    assert!(decisions(s).is_empty());
+    observe(s, &pay(s, "p1", T0, "fp_1", "d1"));
+    observe(s, &pay(s, "p2", T0 + MIN, "fp_2", "d2"));
+    observe(s, &pay(s, "p3", T0 + 2 * MIN, "fp_3", "d3"));
+    let list = Decided {
+        decided_by: DecidedBy::List,
+        ..decided(0, false, false, 0.0)
+    };
+    s.record_decision("p1", T0, decided(81, true, true, 0.05 / 2f32.sqrt()));
+    s.record_decision("p2", T0 + MIN, list);
+    // A retry keeps the first decision; an unknown payment gets none.
+    s.record_decision("p1", T0, decided(20, false, false, 1.0));
+    s.record_decision("p9", T0, decided(20, true, false, 1.0));
+    label(s, "p1", FeedbackKind::Fraudulent);
+    saved(s.sync());
+    assert_eq!(
+        decisions(s),
+        [
+            DecidedPayment {
+                at_ms: T0,
+                decided: decided(81, true, true, 0.05 / 2f32.sqrt()),
+                label: Some(FeedbackKind::Fraudulent),
+            },
+            DecidedPayment {
+                at_ms: T0 + MIN,
+                decided: list,
+                label: None,
+            },
+        ],
+        "p3 has no decision and is left out"
+    );
+}
+
 fn sync_completes(h: &dyn Harness) {
     let s = &**h.store();
     observe(s, &pay(s, "p1", T0, "fp_1", "d1"));
@@ -594,6 +649,13 @@ macro_rules! conformance {
             run(limits, super::limits_refuse_new_methods_when_full);
         }
         #[test]
+        fn decisions_are_kept_with_their_payments_and_labels() {
+            run(
+                StoreLimits::default(),
+                super::decisions_are_kept_with_their_payments_and_labels,
+            );
+        }
+        #[test]
         fn sync_completes() {
             run(StoreLimits::default(), super::sync_completes);
         }
@@ -647,6 +709,7 @@ fn everything_acknowledged_and_every_window_survives_a_reopen() {
             let o = pay(s, &id, at, "fp_1", "d1");
             s.observe(&o);
             s.record_amount_ratio(&o, 1_000 + i as u32, i == 3);
+            s.record_decision(&id, at, decided(70 + i as u8, i != 2, i == 1, 0.5));
         }
         label(s, "p1", FeedbackKind::Fraudulent);
         assert!(list_add(s, List::BlockEmail, "bad@example.com", 0));
@@ -664,8 +727,10 @@ fn everything_acknowledged_and_every_window_survives_a_reopen() {
             probe(s, "p3", T0 + 8 * DAY, "fp_1", "d1"),
             s.payment("p1").expect("the store answers"),
             s.stats(),
+            decisions(s),
         )
     };
+    assert_eq!(before.3.len(), 4);
     let restored = h.reopen();
     let s = &**h.store();
     assert_eq!(restored.payment_methods, 2);
@@ -679,6 +744,7 @@ fn everything_acknowledged_and_every_window_survives_a_reopen() {
     assert_eq!(&m.creation_session_id[..], b"sess_a");
     assert!(m.creation.is_some());
     assert_eq!(s.payment("p1").expect("the store answers"), before.1);
+    assert_eq!(decisions(s), before.3, "decisions and labels come back");
     assert_eq!(
         s.payment("p1")
             .expect("the store answers")
@@ -732,6 +798,11 @@ fn snapshots_replace_old_logs_and_keep_everything() {
         );
         let pid = format!("p{i}");
         store.observe(&pay(&store, &pid, T0 + i * MIN, &format!("fp_{i}"), "d"));
+        store.record_decision(
+            &pid,
+            T0 + i * MIN,
+            decided((i % 100) as u8, true, false, 1.0),
+        );
     }
     saved(store.sync());
     // Let the writer start its snapshot, then close.
@@ -761,6 +832,13 @@ fn snapshots_replace_old_logs_and_keep_everything() {
     let (store, restored) = EmbeddedStore::open(options).expect("reopens");
     assert_eq!(restored.payment_methods, 300);
     assert_eq!(restored.payments, 300);
+    let kept = decisions(&store);
+    assert_eq!(kept.len(), 300, "every decision is kept");
+    assert!(
+        kept.iter()
+            .enumerate()
+            .all(|(i, d)| d.decided == decided((i % 100) as u8, true, false, 1.0))
+    );
     assert!(
         store
             .payment_method("pm_299")

@@ -17,8 +17,8 @@ use crate::features::Feature;
 use crate::metrics::EventKind;
 use crate::proto::wire;
 use crate::state::{
-    Commit, Key, Labelled, List, ListEntry, Observation, Observed, PaymentRecord, Remote, Store,
-    StoreError, StoreStats, StoredMethod,
+    Commit, Decided, DecidedPayment, Key, Labelled, List, ListEntry, Observation, Observed,
+    PaymentRecord, Remote, Store, StoreError, StoreStats, StoredMethod,
 };
 use crate::validate::{self, Clock};
 use crate::view;
@@ -32,6 +32,8 @@ struct Resolved {
     store: Arc<dyn Store>,
     method: Option<Arc<StoredMethod>>,
     observed: Observed,
+    /// What was decided of the payment, recorded with its batch's.
+    decided: std::sync::OnceLock<Decided>,
 }
 
 impl Store for Resolved {
@@ -52,6 +54,12 @@ impl Store for Resolved {
     }
     fn payment(&self, payment_id: &str) -> Result<Option<PaymentRecord>, StoreError> {
         self.store.payment(payment_id)
+    }
+    fn record_decision(&self, _payment_id: &str, _at_ms: i64, decided: Decided) {
+        let _ = self.decided.set(decided);
+    }
+    fn decisions(&self) -> Result<Vec<DecidedPayment>, StoreError> {
+        self.store.decisions()
     }
     fn label(
         &self,
@@ -199,6 +207,7 @@ impl Engine {
             Some(_) => self.observe_run(remote, &observations, until).await,
             None => None,
         };
+        let mut decisions: Vec<(&str, Decided)> = Vec::new();
         for (k, &i) in valid.iter().enumerate() {
             let Some(p) = payment(i) else { continue };
             let resolved = methods
@@ -211,13 +220,29 @@ impl Engine {
                         store: Arc::clone(&store),
                         method,
                         observed,
+                        decided: std::sync::OnceLock::new(),
                     };
-                    self.assess_with(&one, p)
+                    let a = self.assess_with(&one, p);
+                    if let Some(d) = one.decided.get() {
+                        decisions.push((p.payment_id, *d));
+                    }
+                    a
                 }
                 None => self.fail_open(p),
             };
             outcomes[i] = Some(a.into_outcome(&events[i].0, p));
             m.score_duration(started.elapsed().as_secs_f64());
+        }
+        if !decisions.is_empty() {
+            // Kept for the holdout estimates; the answers do not wait for it.
+            let saved = remote.record_decisions(decisions);
+            let engine = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = saved.await {
+                    engine.inner.metrics.store_error(false);
+                    engine.warn_store(&e);
+                }
+            });
         }
         payments
             .into_iter()

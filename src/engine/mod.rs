@@ -16,7 +16,9 @@ use crate::fingerprint::Facts;
 use crate::metrics::{EventKind, Metrics};
 use crate::model::{ModelHandle, score_map::sigmoid};
 use crate::proto::{self, wire};
-use crate::state::{Commit, Key, List, ListEntry, ListSource, Observation, Store, StoredMethod};
+use crate::state::{
+    Commit, Decided, Key, List, ListEntry, ListSource, Observation, Store, StoredMethod,
+};
 use crate::validate::{self, Clock};
 use crate::view;
 use bytes::Bytes;
@@ -66,6 +68,8 @@ struct Prepared {
     ctx: Context,
     features: Option<FeatureVector>,
     keys: Keys,
+    /// The payment was recorded for the first time (not a retry).
+    first: bool,
 }
 
 /// The store keys of a payment's customer values.
@@ -364,6 +368,26 @@ impl Engine {
         &self.inner.metrics
     }
 
+    /// Holdout estimates over the payments the store remembers
+    /// ([`crate::policy::live`]), as `RiskAdmin.EvaluatePolicy` answers
+    /// them (an empty threshold list asks for the live highest-risk
+    /// threshold), with the version of the model serving now. Reads the whole store: call it off async workers.
+    pub fn evaluate_policy(
+        &self,
+        request: &crate::policy::live::Request,
+    ) -> Result<(crate::policy::Report, String), ServiceError> {
+        let threshold = self.inner.config.policy.highest_threshold;
+        let report = crate::policy::live::evaluate(&*self.inner.store, request, threshold)?;
+        let version = self
+            .inner
+            .model
+            .guard()
+            .as_ref()
+            .map(|m| String::from_utf8_lossy(m.version_bytes()).into_owned())
+            .unwrap_or_default();
+        Ok((report, version))
+    }
+
     /// The decision log, if one is configured.
     pub fn decision_log(&self) -> Option<&DecisionLog> {
         self.inner.log.as_ref()
@@ -613,6 +637,7 @@ impl Engine {
             ctx,
             features,
             keys,
+            first: observed.first,
         }
     }
 
@@ -630,6 +655,7 @@ impl Engine {
             ctx,
             features,
             keys,
+            first,
         } = self.prepare(store, p, registered.as_deref());
         let compared = match (&p.method.creation_session, registered) {
             (Some(s), _) => Compared::Inline(&s.session_id),
@@ -738,6 +764,19 @@ impl Engine {
             } else {
                 1.0
             };
+        }
+        if first {
+            store.record_decision(
+                p.payment_id,
+                p.created_at_ms,
+                Decided {
+                    decided_by: a.decided_by,
+                    true_score: a.true_score.min(100) as u8,
+                    allowed: a.verdict.action != Action::Block,
+                    holdout: a.holdout,
+                    allowed_propensity: a.allowed_propensity as f32,
+                },
+            );
         }
         self.record(p, &a);
         a

@@ -67,7 +67,9 @@ pub struct DecisionLogFile {
 impl DecisionLogFile {
     /// Reads the decision log at `path` (blank lines are skipped), each
     /// payment labelled from `labels` as known at `as_of_ms` (every label
-    /// when `None`).
+    /// when `None`). A payment logged more than once (a retry, scored
+    /// again) counts once, by its first record, as the server's store
+    /// keeps it.
     pub fn read(path: &Path, labels: &Labels, as_of_ms: Option<i64>) -> Result<Self, FilesError> {
         let mut log = DecisionLogFile {
             observations: Vec::new(),
@@ -76,6 +78,7 @@ impl DecisionLogFile {
             latest_ms: None,
         };
         let mut version_index: HashMap<String, u32> = HashMap::new();
+        let mut seen = PaymentIds::default();
         let as_of_ms = as_of_ms.unwrap_or(i64::MAX);
         for_each_line(path, |line, text| {
             let r: DecisionRecord = serde_json::from_str(text).map_err(|e| FilesError::Line {
@@ -83,6 +86,9 @@ impl DecisionLogFile {
                 line,
                 message: format!("not a decision record: {e}"),
             })?;
+            if !seen.insert(&r.payment_id) {
+                return Ok(());
+            }
             let observation =
                 observation(&r, labels, as_of_ms).ok_or_else(|| FilesError::MissingPropensity {
                     path: path.to_owned(),
@@ -124,6 +130,24 @@ impl DecisionLogFile {
             .map(|(_, v)| self.versions[*v as usize].as_str())
             .collect();
         versions.into_iter().collect::<Vec<_>>().join(",")
+    }
+}
+
+/// The payment ids met so far, as 128-bit hashes (a log of tens of
+/// millions of payments stays small).
+#[derive(Default)]
+struct PaymentIds {
+    seen: std::collections::HashSet<u128>,
+    hashers: (foldhash::quality::FixedState, foldhash::quality::FixedState),
+}
+
+impl PaymentIds {
+    /// False when `id` was met before.
+    fn insert(&mut self, id: &str) -> bool {
+        use std::hash::BuildHasher;
+        let h = u128::from(self.hashers.0.hash_one(id)) << 64
+            | u128::from(self.hashers.1.hash_one((id, 1u8)));
+        self.seen.insert(h)
     }
 }
 
@@ -388,6 +412,15 @@ mod tests {
         assert_eq!((o[1].allowed, o[1].allowed_propensity), (false, 0.0));
         assert_eq!(log.model_versions(|_| true), "m2");
         assert_eq!(log.model_versions(|ts| ts > 20), "");
+        // A payment scored again (a retry) counts once, by its first record.
+        let retried = new.replace("\"ts_ms\":20", "\"ts_ms\":25");
+        let path2 = write(
+            dir.path(),
+            "retry.jsonl",
+            &format!("{new}\n{retried}\n{listed}\n"),
+        );
+        let log2 = DecisionLogFile::read(&path2, &labels, None).expect("reads");
+        assert_eq!(log2.observations(), o);
         // Labels not yet arrived at the evaluation time do not count.
         let early = DecisionLogFile::read(&path, &labels, Some(99)).expect("reads");
         assert!(!early.observations()[0].labelled && !early.observations()[0].fraud);

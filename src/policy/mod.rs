@@ -8,11 +8,13 @@
 //! - [`interval`]: the statistics behind the intervals.
 //! - [`files`]: observations from a decision log and a labels or
 //!   recorded-traffic file.
+//! - [`live`]: observations from what the server's store remembers.
 //! - [`output`]: the evaluation as text or JSON.
 
 pub mod estimate;
 pub mod files;
 pub mod interval;
+pub mod live;
 pub mod output;
 
 #[cfg(test)]

@@ -7,10 +7,12 @@ use super::service::{Ready, off_workers, saved};
 use super::status::to_status;
 use crate::engine::Engine;
 use crate::lists::list_named;
+use crate::policy::live;
+use crate::policy::{Estimate, PolicyEstimate, Report};
 use crate::proto::risk_admin_server::RiskAdmin;
 use crate::proto::{
-    AddListItemsRequest, AddListItemsResponse, ListItem, ListItemsRequest, ListItemsResponse,
-    RemoveListItemsRequest, RemoveListItemsResponse,
+    self, AddListItemsRequest, AddListItemsResponse, EvaluatePolicyRequest, EvaluatePolicyResponse,
+    ListItem, ListItemsRequest, ListItemsResponse, RemoveListItemsRequest, RemoveListItemsResponse,
 };
 use crate::state::ListSource;
 use tonic::{Request, Response, Status};
@@ -31,6 +33,37 @@ impl Admin {
         self.ready
             .get()
             .ok_or_else(|| Status::unavailable("starting: the state is being restored"))
+    }
+}
+
+/// A figure as the call answers it: NaN for one the data cannot tell.
+fn estimate_proto(e: &Estimate) -> proto::Estimate {
+    proto::Estimate {
+        value: e.value.unwrap_or(f64::NAN),
+        lower: e.lower,
+        upper: e.upper,
+    }
+}
+
+/// The answer for `report`.
+fn evaluate_policy_response(report: &Report, model_version: String) -> EvaluatePolicyResponse {
+    let counts = &report.counts;
+    let one = |e: &PolicyEstimate| proto::PolicyEstimate {
+        threshold: e.threshold,
+        recall: Some(estimate_proto(&e.recall)),
+        false_positive_rate: Some(estimate_proto(&e.false_positive_rate)),
+        precision: Some(estimate_proto(&e.precision)),
+        block_rate: Some(estimate_proto(&e.block_rate)),
+        naive_recall: e.naive_recall.value.unwrap_or(f64::NAN),
+        naive_false_positive_rate: e.naive_false_positive_rate.value.unwrap_or(f64::NAN),
+        naive_precision: e.naive_precision.value.unwrap_or(f64::NAN),
+        payments: counts.payments,
+        holdout_payments: counts.holdout_payments,
+        observed_frauds: counts.observed_frauds,
+    };
+    EvaluatePolicyResponse {
+        estimates: report.estimates.iter().map(one).collect(),
+        model_version,
     }
 }
 
@@ -104,5 +137,26 @@ impl RiskAdmin for Admin {
             items,
             next_page_token,
         }))
+    }
+
+    async fn evaluate_policy(
+        &self,
+        request: Request<EvaluatePolicyRequest>,
+    ) -> Result<Response<EvaluatePolicyResponse>, Status> {
+        let engine = self.engine()?.clone();
+        let r = request.into_inner();
+        let asked = live::Request {
+            thresholds: r.thresholds,
+            from_ms: r.from_ms,
+            to_ms: r.to_ms,
+            min_label_age_ms: r.min_label_age_ms,
+            confidence: r.confidence,
+        };
+        // It reads every remembered payment: never on an async worker.
+        let (report, version) = tokio::task::spawn_blocking(move || engine.evaluate_policy(&asked))
+            .await
+            .map_err(|_| Status::unavailable("the estimate was interrupted"))?
+            .map_err(to_status)?;
+        Ok(Response::new(evaluate_policy_response(&report, version)))
     }
 }

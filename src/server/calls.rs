@@ -444,7 +444,12 @@ mod tests {
         );
         assert_eq!(
             slotted(Slots::admin(1)),
-            ["AddListItems", "RemoveListItems", "ListItems"]
+            [
+                "AddListItems",
+                "RemoveListItems",
+                "ListItems",
+                "EvaluatePolicy"
+            ]
         );
     }
 

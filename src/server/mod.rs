@@ -74,6 +74,8 @@ pub struct ServerOptions {
     pub shutdown_grace: Duration,
     /// How often the store forgets idle keys.
     pub sweep_interval: Duration,
+    /// How often the `riskstream_policy_*` gauges are computed again.
+    pub policy_metrics_interval: Duration,
     /// Where every request received is recorded (`serve --record`).
     pub recorder: Option<crate::replay::record::Recorder>,
     /// Each scored payment is answered once its record is saved
@@ -136,6 +138,7 @@ impl Default for ServerOptions {
             max_message_bytes: 256 * 1024,
             shutdown_grace: Duration::from_secs(10),
             sweep_interval: Duration::from_secs(60),
+            policy_metrics_interval: Duration::from_secs(60),
             recorder: None,
             sync_each: false,
             auth: std::sync::Arc::default(),
@@ -315,6 +318,11 @@ pub async fn serve_starting(
         drain_rx.clone(),
     ));
     let stats = tokio::spawn(stats_loop(engine.clone(), drain_rx.clone()));
+    let policy_metrics = tokio::spawn(policy_metrics_loop(
+        engine.clone(),
+        options.policy_metrics_interval,
+        drain_rx.clone(),
+    ));
     let store_health = engine
         .store()
         .remote()
@@ -341,6 +349,7 @@ pub async fn serve_starting(
     };
     sweeper.abort();
     stats.abort();
+    policy_metrics.abort();
     if let Some(t) = store_health {
         t.abort();
     }
@@ -528,6 +537,35 @@ async fn sweep_loop(engine: Engine, every: Duration, mut draining: watch::Receiv
         let store = engine.store().clone();
         if let Ok(dropped) = tokio::task::spawn_blocking(move || store.sweep()).await {
             tracing::debug!(dropped, "store sweep");
+        }
+    }
+}
+
+/// Computes the live holdout estimates at the highest-risk threshold (as
+/// `EvaluatePolicy` with no threshold) at start and every `every`, into
+/// the `riskstream_policy_*` gauges.
+async fn policy_metrics_loop(engine: Engine, every: Duration, mut draining: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = draining.changed() => return,
+        }
+        let e = engine.clone();
+        let asked = crate::policy::live::Request::default();
+        match tokio::task::spawn_blocking(move || e.evaluate_policy(&asked)).await {
+            Ok(Ok((report, _))) => {
+                if let Some(t) = report.estimates.first() {
+                    engine.metrics().policy(
+                        t.recall.value,
+                        t.false_positive_rate.value,
+                        t.precision.value,
+                    );
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "the holdout estimates could not be computed"),
+            Err(_) => {}
         }
     }
 }

@@ -8,8 +8,8 @@
 use super::long_window::{DelayedWindow, HOUR_MS, LongWindow};
 use super::window::{DAY_MS, Window};
 use super::{
-    Commit, Key, Labelled, List, ListEntry, Observation, Observed, PaymentRecord, Store,
-    StoreError, StoreStats, StoredMethod, Velocity,
+    Commit, Decided, DecidedPayment, Key, Labelled, List, ListEntry, Observation, Observed,
+    PaymentRecord, Store, StoreError, StoreStats, StoredMethod, Velocity,
 };
 use super::{LABEL_DELAY_DAYS, LONG_WINDOW_DAYS};
 use crate::domain::FeedbackKind;
@@ -81,9 +81,10 @@ impl Hasher for PreHashed {
 type PreHashedState = BuildHasherDefault<PreHashed>;
 
 /// A remembered payment: what it was (keys of 0 mean "none"), its label,
-/// and the amount ratio recorded for it. 72 bytes in memory; what the
-/// embedded store saves of each payment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// the amount ratio recorded for it and what was decided of it. 72 bytes
+/// in memory; what the embedded store saves of each payment (the decision
+/// apart, in a record of its own written once it is known).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(super) struct Slot {
     /// 32 more bits of the payment id's hash: 96 bits tell payments apart.
     pub check: u32,
@@ -107,7 +108,18 @@ pub(super) struct Slot {
     pub label: u8,
     /// The amount was recorded as a spike for its card.
     pub spike: bool,
+    /// [`Decided::code`] of its decision (0: none recorded).
+    #[serde(skip)]
+    pub decided: u8,
+    /// Its true score, when decided.
+    #[serde(skip)]
+    pub score: u8,
+    /// Its allowed propensity, when decided.
+    #[serde(skip)]
+    pub propensity: f32,
 }
+
+const _: () = assert!(std::mem::size_of::<Slot>() == 72);
 
 /// The shortest time payments are remembered: as long as the longest
 /// window counts them (a merchant's 30 days, a label delay back).
@@ -171,7 +183,15 @@ impl Slot {
             merchant: key(obs.merchant),
             label: 0,
             spike: false,
+            decided: 0,
+            score: 0,
+            propensity: 0.0,
         }
+    }
+
+    /// What was decided of it, if recorded.
+    fn decided(&self) -> Option<Decided> {
+        Decided::of_code(self.decided, self.score, self.propensity)
     }
 }
 type Windows = DashMap<u64, Window, PreHashedState>;
@@ -389,6 +409,20 @@ impl MemoryStore {
             Entry::Vacant(v) => {
                 v.insert(slot);
             }
+        }
+    }
+
+    /// Records the decision of the payment `(key, check)` in its slot, unless
+    /// one is there (a retry keeps the first); true when it was recorded.
+    pub(super) fn decide_slot(&self, key: u64, check: u32, decided: Decided) -> bool {
+        match self.slot_mut(key, check) {
+            Some(mut s) if s.decided == 0 => {
+                s.decided = decided.code();
+                s.score = decided.true_score;
+                s.propensity = decided.allowed_propensity;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -633,6 +667,25 @@ impl Store for MemoryStore {
             lists_added,
             commit: Commit::done(),
         }))
+    }
+
+    fn record_decision(&self, payment_id: &str, _at_ms: i64, decided: Decided) {
+        let (key, check) = self.payment_key(payment_id);
+        self.decide_slot(key, check, decided);
+    }
+
+    fn decisions(&self) -> Result<Vec<DecidedPayment>, StoreError> {
+        Ok(self
+            .payments
+            .iter()
+            .filter_map(|s| {
+                Some(DecidedPayment {
+                    at_ms: s.at_ms,
+                    decided: s.decided()?,
+                    label: label_of(s.label),
+                })
+            })
+            .collect())
     }
 
     fn list_contains(&self, list: List, key: Key) -> bool {

@@ -20,6 +20,7 @@ pub use commit::{Commit, CommitSender};
 pub use embedded::{EmbeddedOptions, EmbeddedStore, Locked, OpenError, Restored};
 pub use memory::{MIN_PAYMENT_RETENTION_MS, MemoryStore, StoreLimits};
 
+use crate::decision::DecidedBy;
 use crate::domain::{FeedbackKind, RegisteredMethod};
 use crate::fingerprint::Facts;
 use std::sync::Arc;
@@ -157,6 +158,69 @@ pub struct PaymentRecord {
     pub card: Option<Key>,
     /// Customer email key, when given.
     pub email: Option<Key>,
+    /// The latest label reported for it.
+    pub label: Option<FeedbackKind>,
+}
+
+/// What was decided of a payment, kept with it for the holdout estimates
+/// (`RiskAdmin.EvaluatePolicy`): the estimator's inputs but for the label.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Decided {
+    /// What decided it.
+    pub decided_by: DecidedBy,
+    /// The model's score (0–100; 0 when not scored).
+    pub true_score: u8,
+    /// Whether it was let through (decision not `block`).
+    pub allowed: bool,
+    /// Whether it fell in the holdout.
+    pub holdout: bool,
+    /// The probability, over the holdout draw, that it is let through
+    /// given its true score (single precision: it only tells payments of
+    /// different chances apart).
+    pub allowed_propensity: f32,
+}
+
+impl Decided {
+    /// One byte for `decided_by`, `allowed` and `holdout`; never 0 (which
+    /// stores use for "nothing decided yet").
+    pub fn code(&self) -> u8 {
+        let by = match self.decided_by {
+            DecidedBy::Model => 1,
+            DecidedBy::List => 2,
+            DecidedBy::NotAssessed => 3,
+            DecidedBy::ScoringFailed => 4,
+        };
+        by | u8::from(self.allowed) << 4 | u8::from(self.holdout) << 5
+    }
+
+    /// The decision whose [`Decided::code`] is `code`; `None` for 0 (or a
+    /// code no version wrote).
+    pub fn of_code(code: u8, true_score: u8, allowed_propensity: f32) -> Option<Decided> {
+        let decided_by = match code & 0x0f {
+            1 => DecidedBy::Model,
+            2 => DecidedBy::List,
+            3 => DecidedBy::NotAssessed,
+            4 => DecidedBy::ScoringFailed,
+            _ => return None,
+        };
+        Some(Decided {
+            decided_by,
+            true_score,
+            allowed: code & 0x10 != 0,
+            holdout: code & 0x20 != 0,
+            allowed_propensity,
+        })
+    }
+}
+
+/// A remembered payment's decision and latest label
+/// ([`Store::decisions`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DecidedPayment {
+    /// When it was attempted (ms since the epoch).
+    pub at_ms: i64,
+    /// What was decided.
+    pub decided: Decided,
     /// The latest label reported for it.
     pub label: Option<FeedbackKind>,
 }
@@ -373,6 +437,14 @@ pub trait Store: Send + Sync + 'static {
         kind: FeedbackKind,
         block: &[(List, Key, ListEntry)],
     ) -> Result<Option<Labelled>, StoreError>;
+    /// Records what was decided of a payment just observed for the first
+    /// time (a retry keeps the first decision), for the holdout estimates;
+    /// kept as long as the payment is remembered.
+    fn record_decision(&self, payment_id: &str, at_ms: i64, decided: Decided);
+    /// Every remembered payment that has a decision, with its latest label
+    /// (an error when the store could not be asked). It reads the whole
+    /// store: call it off async workers.
+    fn decisions(&self) -> Result<Vec<DecidedPayment>, StoreError>;
     /// Whether `list` holds `key` in an entry that has not expired.
     fn list_contains(&self, list: List, key: Key) -> bool;
     /// Whether every list is empty (lets the scoring path skip lookups).
@@ -442,6 +514,12 @@ pub trait Remote: Send + Sync {
         &self,
         batch: &[Observation<'_>],
     ) -> BoxFuture<'static, Result<ObservedBatch, StoreError>>;
+    /// Records what was decided of a batch's payments (ids and decisions;
+    /// [`Store::record_decision`] for each) in one round trip.
+    fn record_decisions(
+        &self,
+        batch: Vec<(&str, Decided)>,
+    ) -> BoxFuture<'static, Result<(), StoreError>>;
     /// Waits until this replica's lists hold every change up to `version`.
     fn lists_at_least(&self, version: u64) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Whether the store is reachable now (for health and metrics).

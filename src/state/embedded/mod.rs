@@ -29,8 +29,8 @@ pub use files::OpenError;
 
 use super::memory::{MemoryStore, Slot, label_code, label_of};
 use super::{
-    Commit, DiskStats, Key, Labelled, List, ListEntry, ListSource, Observation, Observed,
-    PaymentRecord, Store, StoreError, StoreLimits, StoreStats, StoredMethod,
+    Commit, Decided, DecidedPayment, DiskStats, Key, Labelled, List, ListEntry, ListSource,
+    Observation, Observed, PaymentRecord, Store, StoreError, StoreLimits, StoreStats, StoredMethod,
 };
 use crate::domain::FeedbackKind;
 use files::{DirLock, LOG_MAGIC, SNAPSHOT_MAGIC, io_err, listing, log_path, snapshot_path};
@@ -315,6 +315,17 @@ impl Restorer<'_> {
                 ratio,
                 spike,
             } => memory.restore_ratio(key, check, ratio, spike),
+            Record::Decision {
+                key,
+                check,
+                code,
+                score,
+                propensity,
+            } => {
+                if let Some(decided) = Decided::of_code(code, score, propensity) {
+                    memory.decide_slot(key, check, decided);
+                }
+            }
             Record::Label { key, check, label } => {
                 if let Some(kind) = label_of(label)
                     && !memory.label_slot(key, check, kind, false)
@@ -492,6 +503,23 @@ impl Store for EmbeddedStore {
 
     fn payment(&self, payment_id: &str) -> Result<Option<PaymentRecord>, StoreError> {
         self.memory.payment(payment_id)
+    }
+
+    fn record_decision(&self, payment_id: &str, _at_ms: i64, decided: Decided) {
+        let (key, check) = self.memory.payment_key(payment_id);
+        if self.memory.decide_slot(key, check, decided) {
+            self.lazy(Record::Decision {
+                key,
+                check,
+                code: decided.code(),
+                score: decided.true_score,
+                propensity: decided.allowed_propensity,
+            });
+        }
+    }
+
+    fn decisions(&self) -> Result<Vec<DecidedPayment>, StoreError> {
+        self.memory.decisions()
     }
 
     fn label(

@@ -87,6 +87,20 @@ pub(super) enum Record<'a> {
         #[serde(with = "postcard::fixint::le")]
         key: u64,
     },
+    /// What was decided of a payment (for the holdout estimates).
+    Decision {
+        /// Map key of the payment id.
+        #[serde(with = "postcard::fixint::le")]
+        key: u64,
+        /// Its check bits.
+        check: u32,
+        /// [`crate::state::Decided::code`].
+        code: u8,
+        /// Its true score.
+        score: u8,
+        /// Its allowed propensity.
+        propensity: f32,
+    },
 }
 
 /// Appends `record`, framed, to `out`.
@@ -259,6 +273,19 @@ fn into_owned(r: Record<'_>) -> Record<'static> {
             entry: Cow::Owned(entry.into_owned()),
         },
         Record::ListRemove { list, key } => Record::ListRemove { list, key },
+        Record::Decision {
+            key,
+            check,
+            code,
+            score,
+            propensity,
+        } => Record::Decision {
+            key,
+            check,
+            code,
+            score,
+            propensity,
+        },
     }
 }
 
@@ -312,6 +339,9 @@ mod tests {
                     merchant: 9,
                     label: 1,
                     spike: true,
+                    decided: 0,
+                    score: 0,
+                    propensity: 0.0,
                 },
             },
             Record::Ratio {
@@ -340,6 +370,13 @@ mod tests {
                 }),
             },
             Record::ListRemove { list: 6, key: 78 },
+            Record::Decision {
+                key: 4,
+                check: 5,
+                code: 0x11,
+                score: 81,
+                propensity: 0.05,
+            },
         ]
     }
 

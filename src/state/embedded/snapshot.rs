@@ -160,6 +160,15 @@ pub(super) fn write(
             .collect();
         for (key, payment) in slots {
             out.put(&Record::Payment { key, payment })?;
+            if payment.decided != 0 {
+                out.put(&Record::Decision {
+                    key,
+                    check: payment.check,
+                    code: payment.decided,
+                    score: payment.score,
+                    propensity: payment.propensity,
+                })?;
+            }
         }
     }
     for (i, list) in List::ALL.into_iter().enumerate() {

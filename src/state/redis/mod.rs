@@ -45,14 +45,16 @@
 
 mod cache;
 mod conn;
+mod decisions;
 mod observe;
 mod scripts;
 
 use super::long_window::HOUR_MS;
 use super::window::DAY_MS;
 use super::{
-    BoxFuture, Commit, Key, Labelled, List, ListEntry, Observation, Observed, ObservedBatch,
-    PaymentRecord, Remote, Store, StoreError, StoreLimits, StoreStats, StoredMethod,
+    BoxFuture, Commit, Decided, DecidedPayment, Key, Labelled, List, ListEntry, Observation,
+    Observed, ObservedBatch, PaymentRecord, Remote, Store, StoreError, StoreLimits, StoreStats,
+    StoredMethod,
 };
 use super::{LABEL_DELAY_DAYS, MIN_PAYMENT_RETENTION_MS};
 use crate::domain::{FeedbackKind, RegisteredMethod};
@@ -642,6 +644,22 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// Records what was decided of `batch` (payment ids and decisions) on
+    /// the store's I/O thread, bounded by its timeout.
+    fn decide(
+        &self,
+        batch: Vec<(&str, Decided)>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
+        let (conn, names) = (self.inner.conn.clone(), self.inner.names.clone());
+        let hashed: Vec<(String, Decided)> = batch
+            .into_iter()
+            .map(|(id, d)| (self.inner.hashing.id(id), d))
+            .collect();
+        self.spawn(async move { decisions::decide(&conn, &names, hashed).await })
+    }
+}
+
 /// How long a payment waits for its replica to apply list changes its
 /// round trip saw, before the lists are read again.
 const LISTS_CATCH_UP: Duration = Duration::from_millis(50);
@@ -692,6 +710,13 @@ impl Remote for RedisStore {
         batch: &[Observation<'_>],
     ) -> BoxFuture<'static, Result<ObservedBatch, StoreError>> {
         Box::pin(self.send_batch(batch.iter().map(|o| self.plan(o)).collect(), true))
+    }
+
+    fn record_decisions(
+        &self,
+        batch: Vec<(&str, Decided)>,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        Box::pin(self.decide(batch))
     }
 
     fn lists_at_least(&self, version: u64) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -909,6 +934,32 @@ impl Store for RedisStore {
             lists_added,
             commit: Commit::done(),
         }))
+    }
+
+    fn record_decision(&self, payment_id: &str, _at_ms: i64, decided: Decided) {
+        let done = block(&self.inner.handle, self.decide(vec![(payment_id, decided)]));
+        if let Some(Err(e)) = done {
+            tracing::warn!(error = %e, "a decision was not recorded: Redis did not take it");
+        }
+    }
+
+    fn decisions(&self) -> Result<Vec<DecidedPayment>, StoreError> {
+        let (conn, names) = (self.inner.conn.clone(), self.inner.names.clone());
+        // Reading every payment takes longer than one call may.
+        let timeout = self.inner.timeout.max(Duration::from_secs(60));
+        let done = block(&self.inner.handle, async move {
+            tokio::time::timeout(timeout, decisions::read(&conn, &names)).await
+        });
+        match done {
+            Some(Ok(Ok(d))) => Ok(d),
+            Some(Ok(Err(e))) => Err(unavailable(&e)),
+            Some(Err(_)) => Err(StoreError::Unavailable(format!(
+                "Redis did not give the decisions within {timeout:?}"
+            ))),
+            None => Err(StoreError::Unavailable(
+                "the Redis client has stopped".into(),
+            )),
+        }
     }
 
     fn list_contains(&self, list: List, key: Key) -> bool {

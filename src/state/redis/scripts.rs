@@ -637,6 +637,21 @@ end
 return added
 "#;
 
+/// Records what was decided of payments (KEYS: their records; ARGV: each
+/// one's decision, `CODE SCORE PROPENSITY`), kept with the record (and
+/// expiring with it) as its `dec` field; a record that has one keeps it (a
+/// retry keeps the first), one that expired is not made again. Returns
+/// how many were recorded.
+const DECIDE: &str = r#"
+local n = 0
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    n = n + redis.call('HSETNX', KEYS[i], 'dec', ARGV[i])
+  end
+end
+return n
+"#;
+
 fn script(body: &str) -> Script {
     Script::new(&format!("{COMMON}\n{body}"))
 }
@@ -682,9 +697,13 @@ pub(super) static MERCHANT_LABEL_SCRIPT: LazyLock<Script> =
 /// [`LABEL_LISTS`].
 pub(super) static LABEL_LISTS_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(LABEL_LISTS));
 
+/// [`DECIDE`].
+pub(super) static DECIDE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(DECIDE));
+
 /// Every script, to load into a Redis that lost them (it restarted).
-pub(super) fn all() -> [&'static Script; 19] {
+pub(super) fn all() -> [&'static Script; 20] {
     [
+        &DECIDE_SCRIPT,
         &OBSERVE_SCRIPT,
         &RATIO_RECORD_SCRIPT,
         &RATIO_PEAK_SCRIPT,
