@@ -24,7 +24,10 @@
 # CPUs 2 and 3 where the machine has four, else the server's core (then
 # riskstream and its Redis share one core, as the embedded store's threads
 # do); REDIS_FSYNC (always: every acknowledged write on disk, as the README
-# advises; everysec for Redis's default trade).
+# advises; everysec for Redis's default trade); BEFORE_BIN (a riskstream
+# binary built from an earlier commit: run beside the current build, as
+# `before`, with the same flags, in the same rounds, so that a change on
+# the scoring path is measured before and after in one run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +38,11 @@ SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 OUT=${OUT:-target/compare}
 BIN=target/release
+BEFORE_BIN=${BEFORE_BIN:-}
+if [ -n "$BEFORE_BIN" ] && [ ! -x "$BEFORE_BIN" ]; then
+  echo "BEFORE_BIN=$BEFORE_BIN is not an executable" >&2
+  exit 1
+fi
 PORT=50591
 if [ "$(nproc)" -ge 4 ]; then spare=(2 3); else spare=("$SERVER_CPU" "$SERVER_CPU"); fi
 REDIS_CPU=${REDIS_CPU:-${spare[0]}}
@@ -122,6 +130,9 @@ start_server() {
     riskstream) rm -rf "$OUT/data"
                 exec taskset -c "$SERVER_CPU" "$BIN/riskstream" serve --listen 127.0.0.1:$PORT \
                   --metrics-listen 127.0.0.1:$((PORT + 1)) --holdout-rate 0 --data-dir "$OUT/data" ;;
+    before)     rm -rf "$OUT/data"
+                exec taskset -c "$SERVER_CPU" "$BEFORE_BIN" serve --listen 127.0.0.1:$PORT \
+                  --metrics-listen 127.0.0.1:$((PORT + 1)) --holdout-rate 0 --data-dir "$OUT/data" ;;
     redis)      exec taskset -c "$SERVER_CPU" "$BIN/riskstream" serve --listen 127.0.0.1:$PORT \
                   --metrics-listen 127.0.0.1:$((PORT + 1)) --holdout-rate 0 \
                   --state "redis://127.0.0.1:$REDIS_PORT" ;;
@@ -138,7 +149,7 @@ wait_ready() {
   local name=$1
   for _ in $(seq 100); do
     # riskstream is ready once its state is restored; the others once they listen.
-    case $name in riskstream|memory|redis|redis-b) ready="serving$" ;; *) ready="grpc listening" ;; esac
+    case $name in riskstream|before|memory|redis|redis-b) ready="serving$" ;; *) ready="grpc listening" ;; esac
     grep -qE "$ready" "$OUT/$name.log" 2>/dev/null && return 0
     sleep 0.1
   done
@@ -179,7 +190,7 @@ echo "{\"redis_cpu\": \"$REDIS_CPU\", \"replica_b_cpu\": \"$REPLICA_B_CPU\", \"s
   >"$OUT/results/redis-setup.json"
 
 for round in $(seq "$ROUNDS"); do
-  for server in riskstream redis redis2 memory ceiling python; do
+  for server in riskstream ${BEFORE_BIN:+before} redis redis2 memory ceiling python; do
     for mode in stream unary; do
       echo "== round $round: $server, $mode"
       if [ "$mode" = stream ]; then args=("${stream_args[@]}"); else args=("${unary_args[@]}"); fi

@@ -41,12 +41,16 @@ def spread(values, fmt="{:.0f}"):
 print(f"Rounds: {len(rounds)}. Median (min–max over rounds).\n")
 print("| server | mode | events/s | p50 µs | p99 µs | p99.9 µs | errors |")
 print("|---|---|---|---|---|---|---|")
-for server in ("riskstream", "redis", "redis2", "memory", "ceiling", "python"):
+for server in ("riskstream", "before", "redis", "redis2", "memory", "ceiling", "python"):
     for mode in ("stream", "unary"):
         rs = [runs[(server, mode, r)] for r in rounds if (server, mode, r) in runs]
         if not rs:
             continue
-        label = {"redis": "riskstream on Redis", "redis2": "two replicas on one Redis"}.get(server, server)
+        label = {
+            "redis": "riskstream on Redis",
+            "redis2": "two replicas on one Redis",
+            "before": "riskstream, earlier build (BEFORE_BIN)",
+        }.get(server, server)
         print(
             f"| {label} | {mode} | {spread([x['events_per_s'] for x in rs])} "
             f"| {spread([x['latency_us']['p50'] for x in rs], '{:.1f}')} "
@@ -58,6 +62,8 @@ for server in ("riskstream", "redis", "redis2", "memory", "ceiling", "python"):
 print("\n| ratio | stream | unary |")
 print("|---|---|---|")
 for top, other, figure, label in (
+    ("riskstream", "before", "events_per_s", "riskstream / its earlier build (throughput)"),
+    ("riskstream", "before", "p99", "riskstream / its earlier build (p99)"),
     ("riskstream", "memory", "events_per_s", "riskstream (embedded, the default) / riskstream --state memory (throughput)"),
     ("redis", "riskstream", "events_per_s", "riskstream on Redis / embedded (throughput; goal ≥ 0.5 streamed)"),
     ("redis", "riskstream", "p99", "riskstream on Redis / embedded (p99)"),
@@ -76,7 +82,8 @@ for top, other, figure, label in (
             if (top, mode, r) in runs and (other, mode, r) in runs and value(other, r) > 0
         ]
         cells.append(spread(ratios, "{:.2f}") if ratios else "–")
-    print(f"| {label} | {cells[0]} | {cells[1]} |")
+    if cells != ["–", "–"]:
+        print(f"| {label} | {cells[0]} | {cells[1]} |")
 for mode in ("stream", "unary"):
     ratios = [
         runs[("python", mode, r)]["latency_us"]["p99"] / runs[("riskstream", mode, r)]["latency_us"]["p99"]

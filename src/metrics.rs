@@ -102,7 +102,8 @@ const STORE_ERROR_KINDS: [&str; 2] = ["timeout", "unavailable"];
 /// allowed) because a remote store did not answer in time.
 pub const STORE_FAIL_OPEN_TOTAL: &str = "riskstream_store_fail_open_total";
 /// `riskstream_store_round_trip_seconds`: round trips of a remote store for
-/// a batch of payments (successful ones).
+/// a batch of payments (successful ones): payment methods the cache lacks,
+/// windows, and the decisions recorded after the answers.
 pub const STORE_ROUND_TRIP_SECONDS: &str = "riskstream_store_round_trip_seconds";
 /// `riskstream_store_errors_total{kind}`: failed round trips of a remote
 /// store, by kind (`timeout`, `unavailable`).

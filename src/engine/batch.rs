@@ -238,9 +238,15 @@ impl Engine {
             let saved = remote.record_decisions(decisions);
             let engine = self.clone();
             tokio::spawn(async move {
-                if let Err(e) = saved.await {
-                    engine.inner.metrics.store_error(false);
-                    engine.warn_store(&e);
+                let started = Instant::now();
+                match saved.await {
+                    Ok(()) => engine
+                        .metrics()
+                        .store_round_trip(started.elapsed().as_secs_f64()),
+                    Err(e) => {
+                        engine.metrics().store_error(false);
+                        engine.warn_store(&e);
+                    }
                 }
             });
         }
