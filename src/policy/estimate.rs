@@ -395,6 +395,15 @@ enum Fill {
 
 /// Estimates `query` from `observations`.
 pub fn estimate(observations: &[Observation], query: &Query) -> Result<Report, PolicyError> {
+    estimate_each(observations.iter().copied(), query)
+}
+
+/// [`estimate`] from observations made one at a time (read once, in one
+/// pass, never held together).
+pub fn estimate_each(
+    observations: impl IntoIterator<Item = Observation>,
+    query: &Query,
+) -> Result<Report, PolicyError> {
     if let Some(&t) = query.thresholds.iter().find(|&&t| t > 100) {
         return Err(PolicyError::Threshold(t));
     }
@@ -416,7 +425,7 @@ pub fn estimate(observations: &[Observation], query: &Query) -> Result<Report, P
     let mut counts = Counts::default();
     // (propensity bits, true score) → payments; scores above 100 fold into 100.
     let mut bins: BTreeMap<(u64, u32), Bin> = BTreeMap::new();
-    for (index, o) in observations.iter().enumerate() {
+    for (index, o) in observations.into_iter().enumerate() {
         if !query.contains(o.ts_ms) {
             continue;
         }

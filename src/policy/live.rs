@@ -5,7 +5,7 @@
 //! survive a restart (embedded, Redis) and are the same on every replica
 //! (Redis).
 
-use super::estimate::{Observation, Query, Report, estimate};
+use super::estimate::{Observation, Query, Report, estimate_each};
 use crate::error::ServiceError;
 use crate::state::{DecidedPayment, Store};
 
@@ -49,7 +49,6 @@ pub fn evaluate(
     live_threshold: u32,
 ) -> Result<Report, ServiceError> {
     let decisions = store.decisions()?;
-    let observations: Vec<Observation> = decisions.iter().map(observation).collect();
     let thresholds = if request.thresholds.is_empty() {
         vec![live_threshold]
     } else {
@@ -59,9 +58,9 @@ pub fn evaluate(
     query.from_ms = (request.from_ms != 0).then_some(request.from_ms);
     query.to_ms = (request.to_ms != 0).then_some(request.to_ms);
     query.min_label_age_ms = request.min_label_age_ms;
-    query.as_of_ms = observations.iter().map(|o| o.ts_ms).max();
+    query.as_of_ms = decisions.iter().map(|d| d.at_ms).max();
     if request.confidence != 0.0 {
         query.confidence = request.confidence;
     }
-    Ok(estimate(&observations, &query)?)
+    Ok(estimate_each(decisions.iter().map(observation), &query)?)
 }

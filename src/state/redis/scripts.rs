@@ -13,7 +13,8 @@
 //!   devices `k<card>` (when each card was last seen);
 //! - a long window (`…:l`): `c<hour>`, `a<hour>`, `p<hour>` (peak amount
 //!   ratio), `f<hour>` and `s<hour>` (frauds, and frauds that were spikes),
-//!   `nh` (newest hour held).
+//!   `nh` (newest hour held); a merchant's also `xe`, `xn` and `xs` (its
+//!   sums a week back, kept while no write reaches an hour they counted).
 //!
 //! Numbers are Lua doubles: sums stay exact below 2^53 minor units.
 
@@ -111,7 +112,7 @@ local function trailing(key, at, delay, horizon)
   for i = 1, #flat, 2 do
     local f = flat[i]
     local kind = string.sub(f, 1, 1)
-    if kind ~= 'n' then
+    if kind ~= 'n' and kind ~= 'x' then
       local h = tonumber(string.sub(f, 2))
       local v = tonumber(flat[i + 1])
       if h <= nh - horizon then
@@ -142,6 +143,41 @@ local function trailing(key, at, delay, horizon)
   end
   if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
   return sums
+end
+
+-- A merchant's sums a week back (`trailing` with `delay` days), kept in its
+-- window's hash ('xe' and 'xn': the end hour and the newest hour they were
+-- read at; 'xs': the sums) until a write reaches an hour they counted: the
+-- window, up to 888 hours of buckets, is read whole once an hour rather
+-- than at every payment.
+local function delayed(key, at, delay, horizon)
+  local e = hour(at) - 24 * delay
+  local x = redis.call('HMGET', key, 'xe', 'xn', 'xs', 'nh')
+  if x[1] and x[3] and x[4] and tonumber(x[1]) == e and x[2] == x[4] then
+    local sums, i = {{}, {}, {}}, 0
+    for v in string.gmatch(x[3], '%S+') do
+      sums[math.floor(i / 6) + 1][i % 6 + 1] = tonumber(v)
+      i = i + 1
+    end
+    return sums
+  end
+  local sums = trailing(key, at, delay, horizon)
+  local nh = redis.call('HGET', key, 'nh')
+  if nh then
+    local parts = {}
+    for d = 1, 3 do
+      for j = 1, 6 do parts[#parts + 1] = fmt(sums[d][j]) end
+    end
+    redis.call('HSET', key, 'xe', fmt(e), 'xn', nh, 'xs', table.concat(parts, ' '))
+  end
+  return sums
+end
+
+-- Drops a merchant's kept sums when a write reaches hour `h`, which they
+-- may have counted.
+local function touched(key, h)
+  local xe = tonumber(redis.call('HGET', key, 'xe') or nil)
+  if xe ~= nil and h <= xe then redis.call('HDEL', key, 'xe', 'xn', 'xs') end
 end
 
 -- Exact integer arithmetic on doubles: non-negative integers below 2^53
@@ -281,9 +317,10 @@ for p = 0, n - 1 do
   if merchant ~= '' then
     if first then
       long_add(KEYS[k + 7], at, amount, merchant_h, merchant_ttl)
+      touched(KEYS[k + 7], hour(at))
       redis.call('ZADD', ix_merchant, 'GT', fmt(hour(at) * HOUR), merchant)
     end
-    merchant_days = trailing(KEYS[k + 7], at, 7, merchant_h)
+    merchant_days = delayed(KEYS[k + 7], at, 7, merchant_h)
   end
   local with_card = nil
   if card ~= '' then with_card = card end
@@ -406,6 +443,7 @@ if delta ~= 0 and f[3] then
     end
     move('f' .. h)
     if f[4] == '1' then move('s' .. h) end
+    touched(mkey, h)
   end
 end
 local added = {}
@@ -565,8 +603,11 @@ local n, ttl, horizon = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local out = {}
 for p = 0, n - 1 do
   local at, amount, first = tonumber(ARGV[4 + p * 3]), tonumber(ARGV[5 + p * 3]), ARGV[6 + p * 3] == '1'
-  if first then long_add(KEYS[1], at, amount, horizon, ttl) end
-  local days = trailing(KEYS[1], at, 7, horizon)
+  if first then
+    long_add(KEYS[1], at, amount, horizon, ttl)
+    touched(KEYS[1], hour(at))
+  end
+  local days = delayed(KEYS[1], at, 7, horizon)
   for d = 1, 3 do
     for j = 1, 6 do out[#out + 1] = days[d][j] end
   end
@@ -614,6 +655,7 @@ if ok then
   end
   move('f' .. h)
   if ARGV[4] == '1' then move('s' .. h) end
+  touched(KEYS[1], h)
 end
 return 0
 "#;
