@@ -27,7 +27,10 @@
 # advises; everysec for Redis's default trade); BEFORE_BIN (a riskstream
 # binary built from an earlier commit: run beside the current build, as
 # `before`, with the same flags, in the same rounds, so that a change on
-# the scoring path is measured before and after in one run).
+# the scoring path is measured before and after in one run); SERVERS (the
+# servers of the rounds, default all: riskstream [before] redis redis2
+# memory ceiling python) and EXTRAS (the steps after them, default all:
+# ops half million) to run a part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +42,9 @@ LOAD_CPU=${LOAD_CPU:-1}
 OUT=${OUT:-target/compare}
 BIN=target/release
 BEFORE_BIN=${BEFORE_BIN:-}
+SERVERS=${SERVERS:-riskstream ${BEFORE_BIN:+before} redis redis2 memory ceiling python}
+EXTRAS=${EXTRAS:-ops half million}
+has_extra() { [[ " $EXTRAS " == *" $1 "* ]]; }
 if [ -n "$BEFORE_BIN" ] && [ ! -x "$BEFORE_BIN" ]; then
   echo "BEFORE_BIN=$BEFORE_BIN is not an executable" >&2
   exit 1
@@ -190,7 +196,7 @@ echo "{\"redis_cpu\": \"$REDIS_CPU\", \"replica_b_cpu\": \"$REPLICA_B_CPU\", \"s
   >"$OUT/results/redis-setup.json"
 
 for round in $(seq "$ROUNDS"); do
-  for server in riskstream ${BEFORE_BIN:+before} redis redis2 memory ceiling python; do
+  for server in $SERVERS; do
     for mode in stream unary; do
       echo "== round $round: $server, $mode"
       if [ "$mode" = stream ]; then args=("${stream_args[@]}"); else args=("${unary_args[@]}"); fi
@@ -220,7 +226,6 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
-echo "== Redis operations and bytes per scored payment (one replica, stream then unary)"
 metric() {
   "$OUT/venv/bin/python" - "http://127.0.0.1:$((PORT + 1))/metrics" "$1" <<'PY'
 import sys, urllib.request
@@ -228,7 +233,9 @@ text = urllib.request.urlopen(sys.argv[1]).read().decode()
 print(sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith(sys.argv[2] + " ") or l.startswith(sys.argv[2] + "{")))
 PY
 }
+has_extra ops && echo "== Redis operations and bytes per scored payment (one replica, stream then unary)"
 for mode in stream unary; do
+  has_extra ops || break
   if [ "$mode" = stream ]; then args=("${stream_args[@]}"); else args=("${unary_args[@]}"); fi
   start_redis
   start_server redis
@@ -246,6 +253,7 @@ for mode in stream unary; do
   stop_server
 done
 
+if has_extra half; then
 echo "== unary latency at half riskstream's maximum rate: riskstream, then the ceiling at the same rate"
 half=$("$OUT/venv/bin/python" - "$OUT/results" <<'PY'
 import glob, json, statistics, sys
@@ -263,10 +271,12 @@ for round in $(seq "$ROUNDS"); do
     stop_server
   done
 done
+fi
 
 read -r steal1 total1 < <(cpu_ticks)
 echo "{\"steal_ticks\": $((steal1 - steal0)), \"total_ticks\": $((total1 - total0))}" >"$OUT/results/steal.json"
 
+if has_extra million; then
 echo "== riskstream: registrations acknowledged per second, 1 million, 128 in flight (memory, then durable)"
 start_server memory
 replay "$OUT/million.traffic" --kinds register --mode stream --concurrency 4 --in-flight 128 --order relaxed \
@@ -284,6 +294,7 @@ stop_server
 disk=$(du -sb "$OUT/data" | cut -f1)
 printf '{"rss_before_kib": %s, "rss_after_kib": %s, "payment_methods": %s, "disk_bytes": %s}\n' \
   "$rss_before" "$rss_after" "$methods" "$disk" >"$OUT/results/memory.json"
+fi
 
 echo "== summary"
 "$OUT/venv/bin/python" benches/summarize.py "$OUT/results" | tee "$OUT/summary.md"
