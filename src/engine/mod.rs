@@ -59,6 +59,9 @@ struct Inner {
     metrics: Metrics,
     log: Option<DecisionLog>,
     warned: AtomicBool,
+    /// One holdout estimate at a time (each reads the whole store): held
+    /// by the thread that computes it, until it is done.
+    estimating: Arc<tokio::sync::Semaphore>,
     /// When a failed store round trip was last logged (ms since the epoch).
     store_warned_ms: std::sync::atomic::AtomicI64,
 }
@@ -135,6 +138,20 @@ pub(crate) fn ip_key(store: &dyn Store, ip: IpAddr) -> Key {
     match ip.to_canonical() {
         IpAddr::V4(v4) => store.key(&v4.octets()),
         IpAddr::V6(v6) => store.key(&v6.octets()),
+    }
+}
+
+/// `p` as the store keeps it (single precision), never rounded onto 0 or
+/// 1 when it is not: a payment that could have gone the other way stays
+/// one that could.
+fn single(p: f64) -> f32 {
+    let q = p as f32;
+    if q >= 1.0 && p < 1.0 {
+        1.0 - f32::EPSILON / 2.0
+    } else if q <= 0.0 && p > 0.0 {
+        f32::MIN_POSITIVE
+    } else {
+        q
     }
 }
 
@@ -348,6 +365,7 @@ impl Engine {
                 metrics,
                 log,
                 warned: AtomicBool::new(false),
+                estimating: Arc::new(tokio::sync::Semaphore::new(1)),
                 store_warned_ms: std::sync::atomic::AtomicI64::new(i64::MIN / 2),
             }),
         }
@@ -371,8 +389,33 @@ impl Engine {
     /// Holdout estimates over the payments the store remembers
     /// ([`crate::policy::live`]), as `RiskAdmin.EvaluatePolicy` answers
     /// them (an empty threshold list asks for the live highest-risk
-    /// threshold), with the version of the model serving now. Reads the whole store: call it off async workers.
-    pub fn evaluate_policy(
+    /// threshold), with the version of the model serving now. One at a
+    /// time, on a blocking thread: a caller waits for the one being
+    /// computed, and one that gives up while it waits starts nothing.
+    pub async fn evaluate_policy(
+        &self,
+        request: crate::policy::live::Request,
+    ) -> Result<(crate::policy::Report, String), ServiceError> {
+        let interrupted = || {
+            ServiceError::Store(crate::state::StoreError::Unavailable(
+                "the holdout estimate was interrupted".into(),
+            ))
+        };
+        let permit = Arc::clone(&self.inner.estimating)
+            .acquire_owned()
+            .await
+            .map_err(|_| interrupted())?;
+        let engine = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            engine.evaluate_policy_now(&request)
+        })
+        .await
+        .map_err(|_| interrupted())?
+    }
+
+    /// [`Engine::evaluate_policy`], here and now.
+    fn evaluate_policy_now(
         &self,
         request: &crate::policy::live::Request,
     ) -> Result<(crate::policy::Report, String), ServiceError> {
@@ -774,7 +817,7 @@ impl Engine {
                     true_score: a.true_score.min(100) as u8,
                     allowed: a.verdict.action != Action::Block,
                     holdout: a.holdout,
-                    allowed_propensity: a.allowed_propensity as f32,
+                    allowed_propensity: single(a.allowed_propensity),
                 },
             );
         }
@@ -889,6 +932,15 @@ fn method_proto(m: &RegisteredMethod) -> wire::PaymentMethod {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_propensity_kept_in_single_precision_stays_strictly_inside_when_it_was() {
+        assert_eq!(single(1.0), 1.0);
+        assert_eq!(single(0.0), 0.0);
+        assert_eq!(single(0.05), 0.05f32);
+        assert!(single(1.0 - 1e-9) < 1.0);
+        assert!(single(1e-50) > 0.0);
+    }
 
     #[test]
     fn top_contributions_are_sorted_and_bounded() {

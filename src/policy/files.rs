@@ -69,7 +69,8 @@ impl DecisionLogFile {
     /// payment labelled from `labels` as known at `as_of_ms` (every label
     /// when `None`). A payment logged more than once (a retry, scored
     /// again) counts once, by its first record, as the server's store
-    /// keeps it.
+    /// keeps it, unless that record is a failure to score it (its store
+    /// did not answer; the store keeps the retry's decision).
     pub fn read(path: &Path, labels: &Labels, as_of_ms: Option<i64>) -> Result<Self, FilesError> {
         let mut log = DecisionLogFile {
             observations: Vec::new(),
@@ -86,9 +87,7 @@ impl DecisionLogFile {
                 line,
                 message: format!("not a decision record: {e}"),
             })?;
-            if !seen.insert(&r.payment_id) {
-                return Ok(());
-            }
+            let earlier = seen.kept_or_insert(&r.payment_id, log.observations.len());
             let observation =
                 observation(&r, labels, as_of_ms).ok_or_else(|| FilesError::MissingPropensity {
                     path: path.to_owned(),
@@ -101,8 +100,20 @@ impl DecisionLogFile {
                     log.versions.push(r.model_version);
                     next
                 });
-            log.observations.push(observation);
-            log.version_of.push(version);
+            match earlier {
+                // A payment whose scoring failed (failing open before the
+                // store recorded it) and was scored again: the store keeps
+                // the decision of the retry, and so does this.
+                Some(i) if log.observations[i].decided_by == DecidedBy::ScoringFailed => {
+                    log.observations[i] = observation;
+                    log.version_of[i] = version;
+                }
+                Some(_) => {}
+                None => {
+                    log.observations.push(observation);
+                    log.version_of.push(version);
+                }
+            }
             log.latest_ms = log.latest_ms.max(Some(r.ts_ms));
             Ok(())
         })?;
@@ -133,21 +144,29 @@ impl DecisionLogFile {
     }
 }
 
-/// The payment ids met so far, as 128-bit hashes (a log of tens of
-/// millions of payments stays small).
+/// The payment ids met so far (as 128-bit hashes: a log of tens of
+/// millions of payments stays small), with the position of the record
+/// kept for each.
 #[derive(Default)]
 struct PaymentIds {
-    seen: std::collections::HashSet<u128>,
+    kept: HashMap<u128, usize>,
     hashers: (foldhash::quality::FixedState, foldhash::quality::FixedState),
 }
 
 impl PaymentIds {
-    /// False when `id` was met before.
-    fn insert(&mut self, id: &str) -> bool {
+    /// The position of the record kept for `id`, if it was met before;
+    /// else remembers `next` as its position.
+    fn kept_or_insert(&mut self, id: &str, next: usize) -> Option<usize> {
         use std::hash::BuildHasher;
         let h = u128::from(self.hashers.0.hash_one(id)) << 64
             | u128::from(self.hashers.1.hash_one((id, 1u8)));
-        self.seen.insert(h)
+        match self.kept.entry(h) {
+            std::collections::hash_map::Entry::Occupied(e) => Some(*e.get()),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(next);
+                None
+            }
+        }
     }
 }
 
@@ -421,6 +440,21 @@ mod tests {
         );
         let log2 = DecisionLogFile::read(&path2, &labels, None).expect("reads");
         assert_eq!(log2.observations(), o);
+        // ... unless the first record is a failure to score it: the retry's
+        // decision is the one kept.
+        let failed = new
+            .replace(
+                "\"decided_by\":\"model\"",
+                "\"decided_by\":\"scoring_failed\"",
+            )
+            .replace("\"true_score\":90", "\"true_score\":0");
+        let path3 = write(
+            dir.path(),
+            "failed.jsonl",
+            &format!("{failed}\n{new}\n{listed}\n"),
+        );
+        let log3 = DecisionLogFile::read(&path3, &labels, None).expect("reads");
+        assert_eq!(log3.observations(), o);
         // Labels not yet arrived at the evaluation time do not count.
         let early = DecisionLogFile::read(&path, &labels, Some(99)).expect("reads");
         assert!(!early.observations()[0].labelled && !early.observations()[0].fraud);

@@ -143,7 +143,7 @@ impl RiskAdmin for Admin {
         &self,
         request: Request<EvaluatePolicyRequest>,
     ) -> Result<Response<EvaluatePolicyResponse>, Status> {
-        let engine = self.engine()?.clone();
+        let engine = self.engine()?;
         let r = request.into_inner();
         let asked = live::Request {
             thresholds: r.thresholds,
@@ -152,11 +152,7 @@ impl RiskAdmin for Admin {
             min_label_age_ms: r.min_label_age_ms,
             confidence: r.confidence,
         };
-        // It reads every remembered payment: never on an async worker.
-        let (report, version) = tokio::task::spawn_blocking(move || engine.evaluate_policy(&asked))
-            .await
-            .map_err(|_| Status::unavailable("the estimate was interrupted"))?
-            .map_err(to_status)?;
+        let (report, version) = engine.evaluate_policy(asked).await.map_err(to_status)?;
         Ok(Response::new(evaluate_policy_response(&report, version)))
     }
 }

@@ -138,7 +138,7 @@ impl Default for ServerOptions {
             max_message_bytes: 256 * 1024,
             shutdown_grace: Duration::from_secs(10),
             sweep_interval: Duration::from_secs(60),
-            policy_metrics_interval: Duration::from_secs(60),
+            policy_metrics_interval: Duration::from_secs(300),
             recorder: None,
             sync_each: false,
             auth: std::sync::Arc::default(),
@@ -552,10 +552,11 @@ async fn policy_metrics_loop(engine: Engine, every: Duration, mut draining: watc
             _ = tick.tick() => {}
             _ = draining.changed() => return,
         }
-        let e = engine.clone();
-        let asked = crate::policy::live::Request::default();
-        match tokio::task::spawn_blocking(move || e.evaluate_policy(&asked)).await {
-            Ok(Ok((report, _))) => {
+        match engine
+            .evaluate_policy(crate::policy::live::Request::default())
+            .await
+        {
+            Ok((report, _)) => {
                 if let Some(t) = report.estimates.first() {
                     engine.metrics().policy(
                         t.recall.value,
@@ -564,8 +565,11 @@ async fn policy_metrics_loop(engine: Engine, every: Duration, mut draining: watc
                     );
                 }
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, "the holdout estimates could not be computed"),
-            Err(_) => {}
+            Err(e) => {
+                // A figure that could not be computed is not shown as if it were.
+                engine.metrics().policy(None, None, None);
+                tracing::warn!(error = %e, "the holdout estimates could not be computed");
+            }
         }
     }
 }
