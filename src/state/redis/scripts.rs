@@ -281,6 +281,14 @@ local out = {}
 out[1] = tonumber(redis.call('GET', KEYS[2]) or '0')
 local wm = tonumber(redis.call('GET', KEYS[1]) or nil)
 local ix_card, ix_email, ix_ip, ix_device, ix_merchant, ix_pay = KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+-- Index entries of the batch, added with one ZADD per index at the end.
+local adds = {}
+local function index(ix, score, member)
+  local t = adds[ix]
+  if t == nil then t = {}; adds[ix] = t end
+  t[#t + 1] = score
+  t[#t + 1] = member
+end
 for p = 0, n - 1 do
   local k, a = 8 + p * 7, 8 + p * 7
   local at, amount = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
@@ -293,7 +301,7 @@ for p = 0, n - 1 do
     end
     redis.call('HSET', KEYS[k + 1], unpack(rec))
     redis.call('PEXPIRE', KEYS[k + 1], pay_ttl)
-    redis.call('ZADD', ix_pay, fmt(at), string.sub(KEYS[k + 1], -33, -2))
+    index(ix_pay, fmt(at), string.sub(KEYS[k + 1], -33, -2))
     if wm == nil or at > wm then wm = at end
   end
   local r = {1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
@@ -303,7 +311,7 @@ for p = 0, n - 1 do
     r[2], r[3], r[4] = short(KEYS[k + 2], first, at, amount, nil, card_ttl)
     if first then
       long_add(KEYS[k + 3], at, amount, card_h, card_ttl)
-      redis.call('ZADD', ix_card, 'GT', fmt(at), card)
+      index(ix_card, fmt(at), card)
     end
     card_days = trailing(KEYS[k + 3], at, 0, card_h)
     if first and spike_ratio > 0 then
@@ -318,7 +326,7 @@ for p = 0, n - 1 do
     if first then
       long_add(KEYS[k + 7], at, amount, merchant_h, merchant_ttl)
       touched(KEYS[k + 7], hour(at))
-      redis.call('ZADD', ix_merchant, 'GT', fmt(hour(at) * HOUR), merchant)
+      index(ix_merchant, fmt(hour(at) * HOUR), merchant)
     end
     merchant_days = delayed(KEYS[k + 7], at, 7, merchant_h)
   end
@@ -326,17 +334,17 @@ for p = 0, n - 1 do
   if card ~= '' then with_card = card end
   if email ~= '' then
     r[5], r[6] = short(KEYS[k + 4], first, at, amount, nil, short_ttl)
-    if first then redis.call('ZADD', ix_email, 'GT', fmt(at), email) end
+    if first then index(ix_email, fmt(at), email) end
   end
   if ip ~= '' then
     local _
     r[7], r[8], _, r[9] = short(KEYS[k + 5], first, at, amount, with_card, short_ttl)
-    if first then redis.call('ZADD', ix_ip, 'GT', fmt(at), ip) end
+    if first then index(ix_ip, fmt(at), ip) end
   end
   if device ~= '' then
     local _
     r[10], r[11], _, r[12] = short(KEYS[k + 6], first, at, amount, with_card, short_ttl)
-    if first then redis.call('ZADD', ix_device, 'GT', fmt(at), device) end
+    if first then index(ix_device, fmt(at), device) end
   end
   for _, v in ipairs(r) do out[#out + 1] = v end
   local windows = {card_days, merchant_days}
@@ -347,6 +355,14 @@ for p = 0, n - 1 do
         if days then out[#out + 1] = days[d][j] else out[#out + 1] = (j == 6) and -1 or 0 end
       end
     end
+  end
+end
+for ix, t in pairs(adds) do
+  if ix == ix_pay then
+    redis.call('ZADD', ix, unpack(t))
+  else
+    -- A key met twice keeps its latest time.
+    redis.call('ZADD', ix, 'GT', unpack(t))
   end
 end
 if wm ~= nil then redis.call('SET', KEYS[1], fmt(wm)) end
