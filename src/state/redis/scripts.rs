@@ -30,25 +30,50 @@ local function hour(at) local h = math.floor(at / HOUR); if h < 0 then h = 0 end
 
 -- Adds one event to a short window when `add`, then its counts at `at`:
 -- 1 h and 24 h counts, 24 h amount and distinct cards (when `card` windows).
+-- The window is read once (HGETALL) and written once (HSET): the event is
+-- added to what was read, and the sums below count it.
 local function short(key, add, at, amount, card, ttl)
-  local last = tonumber(redis.call('HGET', key, 'last') or nil)
+  local flat = redis.call('HGETALL', key)
+  local b = bucket(at)
+  local cf, af = 'c' .. b, 'a' .. b
+  local kf = card and ('k' .. card) or nil
+  local last, cpos, apos, kpos = nil, nil, nil, nil
+  for i = 1, #flat, 2 do
+    local f = flat[i]
+    if f == 'last' then last = tonumber(flat[i + 1])
+    elseif f == cf then cpos = i
+    elseif f == af then apos = i
+    elseif f == kf then kpos = i
+    end
+  end
   if add then
-    local b = bucket(at)
-    redis.call('HINCRBY', key, 'c' .. b, 1)
-    redis.call('HINCRBY', key, 'a' .. b, amount)
+    local w = {}
+    local function put(pos, field, value)
+      if pos == nil then
+        flat[#flat + 1] = field
+        flat[#flat + 1] = value
+      else
+        flat[pos + 1] = value
+      end
+      w[#w + 1] = field
+      w[#w + 1] = value
+    end
+    put(cpos, cf, fmt((cpos and tonumber(flat[cpos + 1]) or 0) + 1))
+    put(apos, af, fmt((apos and tonumber(flat[apos + 1]) or 0) + amount))
     if last == nil or at > last then
       last = at
-      redis.call('HSET', key, 'last', fmt(at))
+      w[#w + 1] = 'last'
+      w[#w + 1] = fmt(at)
     end
-    if card then
-      local seen = tonumber(redis.call('HGET', key, 'k' .. card) or nil)
-      if seen == nil or at > seen then redis.call('HSET', key, 'k' .. card, fmt(at)) end
+    if kf then
+      local seen = kpos and tonumber(flat[kpos + 1]) or nil
+      if seen == nil or at > seen then put(kpos, kf, fmt(at)) end
     end
+    redis.call('HSET', key, unpack(w))
     redis.call('PEXPIRE', key, ttl)
   end
   if last == nil then return 0, 0, 0, 0 end
   local idx, newest, horizon = bucket(at), bucket(last), last - DAY
-  local flat = redis.call('HGETALL', key)
   local c1, c24, a24, cards = 0, 0, 0, 0
   local stale, live, oldest, oldest_seen = {}, 0, nil, nil
   for i = 1, #flat, 2 do
