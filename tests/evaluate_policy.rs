@@ -47,6 +47,32 @@ fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("stdout is JSON")
 }
 
+/// Simulates `customers` for `days` with `seed` into `traffic`.
+fn simulate(traffic: &Path, seed: u64, customers: u32, days: u32) {
+    let out = riskstream()
+        .args(["simulate", "--seed", &seed.to_string()])
+        .args(["--customers", &customers.to_string()])
+        .args(["--days", &days.to_string(), "--out"])
+        .arg(traffic)
+        .output()
+        .expect("simulate runs");
+    succeeded(&out);
+}
+
+/// Replays `traffic` to the server at `addr` (host:port); every request answered.
+async fn replay(traffic: &Path, addr: &str) {
+    let out = run(vec![
+        "replay".into(),
+        traffic.display().to_string(),
+        "--progress".into(),
+        "off".into(),
+        "--target".into(),
+        format!("http://{addr}"),
+    ])
+    .await;
+    succeeded(&out);
+}
+
 /// What a served run left behind.
 struct Run {
     traffic: PathBuf,
@@ -58,14 +84,7 @@ struct Run {
 async fn serve_traffic(dir: &Path, seed: u64, customers: u32, days: u32) -> Run {
     let traffic = dir.join(format!("sim{seed}.traffic"));
     let log = dir.join(format!("decisions{seed}.jsonl"));
-    let out = riskstream()
-        .args(["simulate", "--seed", &seed.to_string()])
-        .args(["--customers", &customers.to_string()])
-        .args(["--days", &days.to_string(), "--out"])
-        .arg(&traffic)
-        .output()
-        .expect("simulate runs");
-    succeeded(&out);
+    simulate(&traffic, seed, customers, days);
     let server = TestServer::with(
         Setup {
             decision_log: Some(log.clone()),
@@ -74,16 +93,7 @@ async fn serve_traffic(dir: &Path, seed: u64, customers: u32, days: u32) -> Run 
         .holdout(0.05),
     )
     .await;
-    let out = run(vec![
-        "replay".into(),
-        traffic.display().to_string(),
-        "--progress".into(),
-        "off".into(),
-        "--target".into(),
-        format!("http://{}", server.addr),
-    ])
-    .await;
-    succeeded(&out);
+    replay(&traffic, &server.addr.to_string()).await;
     server.shutdown().await;
     Run { traffic, log }
 }
@@ -452,16 +462,7 @@ fn same_figures(call: &proto::EvaluatePolicyResponse, cli: &Report) {
 /// a decision log at `log`); the CLI's figures from that log and the
 /// traffic's fraud reports.
 async fn replay_and_evaluate(srv: &Served, traffic: &Path, log: &Path) -> Report {
-    let out = run(vec![
-        "replay".into(),
-        traffic.display().to_string(),
-        "--progress".into(),
-        "off".into(),
-        "--target".into(),
-        format!("http://{}", srv.grpc),
-    ])
-    .await;
-    succeeded(&out);
+    replay(traffic, &srv.grpc).await;
     // The log is complete once the server says every record is written.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let payments = TrafficReader::open(traffic)
@@ -494,16 +495,6 @@ async fn replay_and_evaluate(srv: &Served, traffic: &Path, log: &Path) -> Report
     serde_json::from_value(json(&out)).expect("a report")
 }
 
-fn simulate(traffic: &Path, seed: u64) {
-    let out = riskstream()
-        .args(["simulate", "--seed", &seed.to_string()])
-        .args(["--customers", "2000", "--days", "14", "--out"])
-        .arg(traffic)
-        .output()
-        .expect("simulate runs");
-    succeeded(&out);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_call_the_cli_and_the_gauges_agree_and_the_call_survives_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -512,7 +503,7 @@ async fn the_call_the_cli_and_the_gauges_agree_and_the_call_survives_a_restart()
         dir.path().join("decisions.jsonl"),
         dir.path().join("data"),
     );
-    simulate(&traffic, 23);
+    simulate(&traffic, 23, 2000, 14);
     let args = |log: &Path| {
         vec![
             "--holdout-rate".to_owned(),
@@ -601,7 +592,7 @@ async fn on_redis_every_replica_answers_the_call_with_the_clis_figures() {
         dir.path().join("sim.traffic"),
         dir.path().join("decisions.jsonl"),
     );
-    simulate(&traffic, 24);
+    simulate(&traffic, 24, 2000, 14);
     let url = redis_server::shared().url();
     let prefix = redis_server::prefix();
     let a = Served::start(&[
