@@ -21,13 +21,28 @@
 #
 #   bash benches/redis-floor.sh
 #
+# With COUNT=1 it counts instead of timing: for each Redis run (one round),
+# redis-server runs under callgrind (no append-only file), instrumented only
+# while the payments are replayed (DURATION, 30s by default: Redis runs
+# about fifty times slower), and the script prints the instructions Redis
+# executed per payment, a measure this machine's drifting speed does not
+# move (needs valgrind).
+#
 # Settings: ROUNDS (3), DURATION (12s), SERVER_CPU (0), LOAD_CPU (1),
 # REDIS_CPU (the server's), REDIS_AOF (Redis's append-only settings,
-# default "--appendonly yes --appendfsync always"), OUT (target/redis-floor).
+# default "--appendonly yes --appendfsync always"), OUT (target/redis-floor),
+# COUNT (0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
+COUNT=${COUNT:-0}
+if [ "$COUNT" = 1 ]; then
+  command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install -y valgrind" >&2; exit 1; }
+  ROUNDS=1
+  DURATION=${DURATION:-30s}
+  REDIS_AOF="--appendonly no"
+fi
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-12s}
 SERVER_CPU=${SERVER_CPU:-0}
@@ -46,9 +61,14 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 
 echo "== building the commit with benches/redis-floor.patch applied"
-rm -rf "$OUT/src" && mkdir -p "$OUT/src"
-git archive HEAD | tar -x -C "$OUT/src"
-patch -d "$OUT/src" -p1 -s --fuzz=0 <"$ROOT/benches/redis-floor.patch"
+# Extracted again only when the commit or the patch changed (keeps the build).
+stamp="$(git rev-parse HEAD) $(sha256sum benches/redis-floor.patch | cut -d' ' -f1)"
+if [ "$(cat "$OUT/src.stamp" 2>/dev/null)" != "$stamp" ]; then
+  rm -rf "$OUT/src" && mkdir -p "$OUT/src"
+  git archive HEAD | tar -x -C "$OUT/src"
+  patch -d "$OUT/src" -p1 -s --fuzz=0 <"$ROOT/benches/redis-floor.patch"
+  echo "$stamp" >"$OUT/src.stamp"
+fi
 (cd "$OUT/src" && CARGO_TARGET_DIR="$OUT/target" cargo build --release --bin riskstream)
 BIN=$OUT/target/release/riskstream
 
@@ -70,12 +90,17 @@ run() {
   if [ "$name" = embedded ]; then
     state=(--data-dir "$OUT/data")
   else
+    local under=()
+    [ "$COUNT" = 1 ] && under=(valgrind --tool=callgrind --instr-atstart=no
+      "--callgrind-out-file=$OUT/callgrind.$name.out")
     # shellcheck disable=SC2086
-    taskset -c "$REDIS_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$OUT/redis" \
+    taskset -c "$REDIS_CPU" "${under[@]}" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$OUT/redis" \
       --save '' $REDIS_AOF >"$OUT/redis-server.log" 2>&1 &
     REDIS_PID=$!
-    for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    for _ in $(seq 300); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
     state=(--state "redis://127.0.0.1:$REDIS_PORT")
+    # Under callgrind a batch's round trip takes far longer than the default.
+    [ "$COUNT" = 1 ] && state+=(--redis-timeout 60s)
   fi
   env "$@" taskset -c "$SERVER_CPU" "$BIN" serve --listen 127.0.0.1:$PORT --metrics-listen 127.0.0.1:$((PORT + 1)) \
     --admin-listen 127.0.0.1:$((PORT + 2)) --holdout-rate 0 "${state[@]}" >"$OUT/server.log" 2>&1 &
@@ -86,6 +111,7 @@ run() {
     --mode stream --concurrency 4 --in-flight 128 --order relaxed)
   "${replay[@]}" --kinds register >/dev/null
   [ -n "$REDIS_PID" ] && redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
+  [ "$COUNT" = 1 ] && callgrind_control -i on "$REDIS_PID" >/dev/null 2>&1
   # A script that records nothing leaves fraud reports naming unknown payments.
   local allow=()
   [[ "$*" == *EXP_OBSERVE=* ]] && allow=(--allow-errors)
@@ -95,14 +121,19 @@ run() {
     evalsha=$(redis-cli -p "$REDIS_PORT" info commandstats | sed -n 's/^cmdstat_evalsha:calls=[0-9]*,usec=\([0-9]*\),.*/\1/p')
   fi
   stop
-  python3 - "$OUT/replay.json" "${evalsha:-0}" <<'PY'
+  local instructions=0
+  if [ "$COUNT" = 1 ]; then
+    instructions=$(sed -n 's/^totals: *\([0-9]*\).*/\1/p' "$OUT/callgrind.$name.out")
+  fi
+  python3 - "$OUT/replay.json" "${evalsha:-0}" "${instructions:-0}" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
-print(f"{r['events_per_s']:.0f} {r['by_kind'].get('payment', 0)} {sys.argv[2]}")
+print(f"{r['events_per_s']:.0f} {r['by_kind'].get('payment', 0)} {sys.argv[2]} {sys.argv[3]}")
 PY
 }
 
 variants=(embedded real noop incr)
+[ "$COUNT" = 1 ] && variants=(real noop incr)
 for s in $SKIPS; do variants+=("skip:$s"); done
 : >"$OUT/runs.txt"
 for round in $(seq "$ROUNDS"); do
@@ -116,11 +147,21 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
+if [ "$COUNT" = 1 ]; then
+  python3 - "$OUT/runs.txt" <<'PY'
+import sys
+print(f"{'run':<24}{'payments':>10}{'Redis instructions per payment':>34}")
+for line in open(sys.argv[1]):
+    _, v, _, payments, _, instructions = line.split()
+    print(f"{v:<24}{int(payments):>10,}{int(instructions) / max(int(payments), 1):>34,.0f}")
+PY
+  exit 0
+fi
 python3 - "$OUT/runs.txt" <<'PY'
 import statistics, sys
 runs = {}
 for line in open(sys.argv[1]):
-    _, v, rate, payments, usec = line.split()
+    _, v, rate, payments, usec, _ = line.split()
     runs.setdefault(v, []).append((float(rate), int(payments), int(usec)))
 base = statistics.median(r for r, _, _ in runs["embedded"])
 print(f"{'run':<24}{'payments/s (median, range)':>32}{'/ embedded':>12}{'Redis µs/payment in scripts':>30}")
