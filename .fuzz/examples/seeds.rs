@@ -352,6 +352,12 @@ fn view_roundtrip() -> Vec<(&'static str, Vec<u8>)> {
             vec![0x06, 0xed, 0xff, 0xff, 0xff, 0x13, 0xff, 0x13, 0x92, 0x03],
         ),
         ("prost-map-field-any-wire-type", vec![0x00, 0x65, 0x00]),
+        // And an event whose payment_id is longer than MAX_ID_LEN: the view
+        // reads it, the salvaged id is empty (the target expected it whole).
+        (
+            "regression-salvaged-id-past-max-len",
+            [&[0x00, 0x0a, 0x80, 0x02][..], &[b'p'; 256]].concat(),
+        ),
         ("event-full", with(0, full_payment().encode_to_vec())),
         ("event-merged-repeats", with(0, dup)),
         ("event-unknown-fields", with(0, unknown)),

@@ -251,7 +251,12 @@ fuzz_target!(|data: &[u8]| {
         0 => {
             let v = view::payment_event(bytes);
             if let Ok(v) = &v {
-                let id = std::str::from_utf8(v.payment_id).map_or(&[][..], str::as_bytes);
+                // The salvaged id is the one read, if a client can decode
+                // it: UTF-8 of at most MAX_ID_LEN bytes, else empty.
+                let id = std::str::from_utf8(v.payment_id)
+                    .ok()
+                    .filter(|id| id.len() <= riskstream::validate::MAX_ID_LEN)
+                    .map_or(&[][..], str::as_bytes);
                 assert_eq!(view::salvage_payment_id(bytes), id);
             }
             agree(bytes, v.map(|v| event(&v)), true);
