@@ -8,12 +8,14 @@
 #          round trip, the script call, its arguments and answer);
 #   incr   one HINCRBY per payment in each of its six windows (card short
 #          and long, email, IP, device, merchant) and nothing read: the
-#          least any store keeping exact per-entity counts in Redis must do;
+#          least a store that writes each window once per payment from a
+#          script does;
 #   real   the store's own script;
 #
 # beside `--state embedded`, alternating rounds, with Redis and the server
-# on one core and the load generator on the other, as benches/compare.sh
-# runs them. The replacement scripts are in benches/redis-floor.patch,
+# on one core (Redis on CPU 2 where the machine has four) and the load
+# generator on another, as benches/compare.sh places them (without its
+# warm-up). The replacement scripts are in benches/redis-floor.patch,
 # applied to a copy of the checked-out commit built in its own target
 # directory (never in a release build). SKIPS (e.g. "short merchant") adds
 # runs of the real script with those parts left out (EXP_SKIP: trailing,
@@ -23,7 +25,7 @@
 #
 # With COUNT=1 it counts instead of timing: for each Redis run (one round),
 # redis-server runs under callgrind (no append-only file), instrumented only
-# while the payments are replayed (DURATION, 30s by default: Redis runs
+# while the payments are replayed (DURATION, 20s by default: Redis runs
 # about fifty times slower), and the script prints the instructions Redis
 # executed per payment, a measure this machine's drifting speed does not
 # move (needs valgrind).
@@ -40,14 +42,15 @@ COUNT=${COUNT:-0}
 if [ "$COUNT" = 1 ]; then
   command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install -y valgrind" >&2; exit 1; }
   ROUNDS=1
-  DURATION=${DURATION:-30s}
+  DURATION=${DURATION:-20s}
   REDIS_AOF="--appendonly no"
 fi
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-12s}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
-REDIS_CPU=${REDIS_CPU:-$SERVER_CPU}
+# Redis on a core of its own where the machine has four, as compare.sh does.
+if [ "$(nproc)" -ge 4 ]; then REDIS_CPU=${REDIS_CPU:-2}; else REDIS_CPU=${REDIS_CPU:-$SERVER_CPU}; fi
 REDIS_AOF=${REDIS_AOF:---appendonly yes --appendfsync always}
 OUT=${OUT:-target/redis-floor}
 SKIPS=${SKIPS:-}
@@ -57,13 +60,16 @@ REDIS_PORT=50661
 for tool in redis-server redis-cli; do
   command -v "$tool" >/dev/null || { echo "$tool is missing: apt-get install -y redis-server" >&2; exit 1; }
 done
+for tool in patch python3 taskset; do
+  command -v "$tool" >/dev/null || { echo "$tool is missing" >&2; exit 1; }
+done
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 
 echo "== building the commit with benches/redis-floor.patch applied"
 # Extracted again only when the commit or the patch changed (keeps the build).
 stamp="$(git rev-parse HEAD) $(sha256sum benches/redis-floor.patch | cut -d' ' -f1)"
-if [ "$(cat "$OUT/src.stamp" 2>/dev/null)" != "$stamp" ]; then
+if [ ! -d "$OUT/src" ] || [ "$(cat "$OUT/src.stamp" 2>/dev/null)" != "$stamp" ]; then
   rm -rf "$OUT/src" && mkdir -p "$OUT/src"
   git archive HEAD | tar -x -C "$OUT/src"
   patch -d "$OUT/src" -p1 -s --fuzz=0 <"$ROOT/benches/redis-floor.patch"
@@ -76,13 +82,21 @@ BIN=$OUT/target/release/riskstream
 
 REDIS_PID= SERVER_PID=
 stop() {
-  [ -n "$SERVER_PID" ] && { kill -TERM "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; }
-  [ -n "$REDIS_PID" ] && { redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true; wait "$REDIS_PID" 2>/dev/null || true; }
+  if [ -n "$SERVER_PID" ]; then
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  if [ -n "$REDIS_PID" ]; then
+    redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || kill -TERM "$REDIS_PID" 2>/dev/null || true
+    wait "$REDIS_PID" 2>/dev/null || true
+  fi
   SERVER_PID= REDIS_PID=
 }
 trap stop EXIT
 
-# run NAME [env...]: one measured run; prints "events/s payments evalsha_usec".
+# run NAME [env...]: one measured run; prints "events/s payments
+# evalsha_usec instructions". Runs in this shell (its processes are the
+# trap's to stop), its output redirected to a file.
 run() {
   local name=$1; shift
   local state
@@ -98,10 +112,13 @@ run() {
       --save '' $REDIS_AOF >"$OUT/redis-server.log" 2>&1 &
     REDIS_PID=$!
     for _ in $(seq 300); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    # A Redis left from another run would answer the ping in its place.
+    kill -0 "$REDIS_PID" 2>/dev/null || { echo "redis-server did not start; see $OUT/redis-server.log" >&2; exit 1; }
     state=(--state "redis://127.0.0.1:$REDIS_PORT")
     # Under callgrind a batch's round trip takes far longer than the default.
     [ "$COUNT" = 1 ] && state+=(--redis-timeout 60s)
   fi
+: >"$OUT/server.log"
   env "$@" taskset -c "$SERVER_CPU" "$BIN" serve --listen 127.0.0.1:$PORT --metrics-listen 127.0.0.1:$((PORT + 1)) \
     --admin-listen 127.0.0.1:$((PORT + 2)) --holdout-rate 0 "${state[@]}" >"$OUT/server.log" 2>&1 &
   SERVER_PID=$!
@@ -116,6 +133,7 @@ run() {
   local allow=()
   [[ "$*" == *EXP_OBSERVE=* ]] && allow=(--allow-errors)
   "${replay[@]}" --kinds payment,feedback --duration "$DURATION" "${allow[@]}" >"$OUT/replay.json"
+  [ "$COUNT" = 1 ] && callgrind_control -i off "$REDIS_PID" >/dev/null 2>&1
   local evalsha=0
   if [ -n "$REDIS_PID" ]; then
     evalsha=$(redis-cli -p "$REDIS_PORT" info commandstats | sed -n 's/^cmdstat_evalsha:calls=[0-9]*,usec=\([0-9]*\),.*/\1/p')
@@ -139,10 +157,11 @@ for s in $SKIPS; do variants+=("skip:$s"); done
 for round in $(seq "$ROUNDS"); do
   for v in "${variants[@]}"; do
     case $v in
-      embedded|real) line=$(run "$v") ;;
-      noop|incr) line=$(run "$v" EXP_OBSERVE="$v") ;;
-      skip:*) line=$(run "$v" EXP_SKIP="${v#skip:}") ;;
+      embedded|real) run "$v" >"$OUT/line" ;;
+      noop|incr) run "$v" EXP_OBSERVE="$v" >"$OUT/line" ;;
+      skip:*) run "$v" EXP_SKIP="${v#skip:}" >"$OUT/line" ;;
     esac
+    line=$(<"$OUT/line")
     echo "$round $v $line" | tee -a "$OUT/runs.txt"
   done
 done
