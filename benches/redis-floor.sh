@@ -183,7 +183,7 @@ for line in open(sys.argv[1]):
     _, v, rate, payments, usec, _ = line.split()
     runs.setdefault(v, []).append((float(rate), int(payments), int(usec)))
 base = statistics.median(r for r, _, _ in runs["embedded"])
-print(f"{'run':<24}{'payments/s (median, range)':>32}{'/ embedded':>12}{'Redis µs/payment in scripts':>30}")
+print(f"{'run':<24}{'events/s (median, range)':>32}{'/ embedded':>12}{'Redis µs/payment in scripts':>30}")
 for v, rs in runs.items():
     rates = [r for r, _, _ in rs]
     us = [u / p for _, p, u in rs if p and u]
