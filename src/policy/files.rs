@@ -160,13 +160,9 @@ impl PaymentIds {
         use std::hash::BuildHasher;
         let h = u128::from(self.hashers.0.hash_one(id)) << 64
             | u128::from(self.hashers.1.hash_one((id, 1u8)));
-        match self.kept.entry(h) {
-            std::collections::hash_map::Entry::Occupied(e) => Some(*e.get()),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(next);
-                None
-            }
-        }
+        // Positions only grow: one kept earlier is below `next`.
+        let kept = *self.kept.entry(h).or_insert(next);
+        (kept != next).then_some(kept)
     }
 }
 
@@ -431,15 +427,15 @@ mod tests {
         assert_eq!((o[1].allowed, o[1].allowed_propensity), (false, 0.0));
         assert_eq!(log.model_versions(|_| true), "m2");
         assert_eq!(log.model_versions(|ts| ts > 20), "");
+        // The observations of a log of `records`, one a line.
+        let observations_of = |name: &str, records: [&str; 3]| {
+            let path = write(dir.path(), name, &(records.join("\n") + "\n"));
+            let log = DecisionLogFile::read(&path, &labels, None).expect("reads");
+            log.observations().to_vec()
+        };
         // A payment scored again (a retry) counts once, by its first record.
         let retried = new.replace("\"ts_ms\":20", "\"ts_ms\":25");
-        let path2 = write(
-            dir.path(),
-            "retry.jsonl",
-            &format!("{new}\n{retried}\n{listed}\n"),
-        );
-        let log2 = DecisionLogFile::read(&path2, &labels, None).expect("reads");
-        assert_eq!(log2.observations(), o);
+        assert_eq!(observations_of("retry.jsonl", [new, &retried, listed]), o);
         // ... unless the first record is a failure to score it: the retry's
         // decision is the one kept.
         let failed = new
@@ -448,13 +444,7 @@ mod tests {
                 "\"decided_by\":\"scoring_failed\"",
             )
             .replace("\"true_score\":90", "\"true_score\":0");
-        let path3 = write(
-            dir.path(),
-            "failed.jsonl",
-            &format!("{failed}\n{new}\n{listed}\n"),
-        );
-        let log3 = DecisionLogFile::read(&path3, &labels, None).expect("reads");
-        assert_eq!(log3.observations(), o);
+        assert_eq!(observations_of("failed.jsonl", [&failed, new, listed]), o);
         // Labels not yet arrived at the evaluation time do not count.
         let early = DecisionLogFile::read(&path, &labels, Some(99)).expect("reads");
         assert!(!early.observations()[0].labelled && !early.observations()[0].fraud);
