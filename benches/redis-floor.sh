@@ -118,7 +118,7 @@ run() {
     # Under callgrind a batch's round trip takes far longer than the default.
     [ "$COUNT" = 1 ] && state+=(--redis-timeout 60s)
   fi
-: >"$OUT/server.log"
+  : >"$OUT/server.log"
   env "$@" taskset -c "$SERVER_CPU" "$BIN" serve --listen 127.0.0.1:$PORT --metrics-listen 127.0.0.1:$((PORT + 1)) \
     --admin-listen 127.0.0.1:$((PORT + 2)) --holdout-rate 0 "${state[@]}" >"$OUT/server.log" 2>&1 &
   SERVER_PID=$!
